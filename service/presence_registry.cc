@@ -1,0 +1,235 @@
+#include "service/presence_registry.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/hash/hash.h"
+
+namespace presence {
+
+PresenceRegistry::PresenceRegistry(const Clock& clock,
+                                   absl::Duration online_window,
+                                   ChangeSink* sink)
+    : clock_(clock),
+      online_window_(online_window),
+      sink_(sink),
+      shards_(new Shard[kNumShards]) {}
+
+PresenceRegistry::Shard& PresenceRegistry::ShardFor(int64_t user_id) const {
+  // Ids are often sequential; hashing spreads neighbours across shards.
+  return shards_[absl::Hash<int64_t>{}(user_id) % kNumShards];
+}
+
+absl::Time PresenceRegistry::OnlineUntil(const UserState& user) const {
+  absl::Time latest = absl::InfinitePast();
+  for (const Session& s : user.sessions) {
+    latest = std::max(latest, s.last_heartbeat);
+  }
+  return latest + online_window_;
+}
+
+uint64_t PresenceRegistry::Record(const SessionChange& change) {
+  return sink_ == nullptr ? 0 : sink_->Record(change);
+}
+
+HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
+                                            absl::string_view session_id) {
+  Shard& shard = ShardFor(user_id);
+  absl::MutexLock lock(&shard.mu);
+  // Read the clock under the lock so that stamps of one user never go
+  // backwards between two racing heartbeats.
+  const absl::Time now = clock_.Now();
+  UserState& user = shard.users[user_id];
+  const bool was_online = now < OnlineUntil(user);
+
+  // Expired sessions are dropped as the user is touched, so a user's vector
+  // stays as small as their live sessions.
+  bool found = false;
+  user.sessions.erase(
+      std::remove_if(user.sessions.begin(), user.sessions.end(),
+                     [&](Session& s) {
+                       if (s.id == session_id) {
+                         s.last_heartbeat = now;
+                         found = true;
+                         return false;
+                       }
+                       return s.last_heartbeat + online_window_ <= now;
+                     }),
+      user.sessions.end());
+  if (!found) {
+    user.sessions.push_back(Session{std::string(session_id), now});
+  }
+  user.last_seen = std::max(user.last_seen, now);
+
+  HeartbeatResult result;
+  result.server_time = now;
+  result.online_until = now + online_window_;
+  result.became_online = !was_online;
+  result.write_ticket =
+      Record(SessionChange{SessionChange::Kind::kHeartbeat, user_id,
+                           std::string(session_id), now, user.last_seen});
+  return result;
+}
+
+MarkOfflineResult PresenceRegistry::MarkOffline(int64_t user_id,
+                                                absl::string_view session_id) {
+  Shard& shard = ShardFor(user_id);
+  absl::MutexLock lock(&shard.mu);
+  const absl::Time now = clock_.Now();
+  MarkOfflineResult result;
+  result.server_time = now;
+
+  auto it = shard.users.find(user_id);
+  if (it == shard.users.end()) return result;
+  UserState& user = it->second;
+  const bool was_online = now < OnlineUntil(user);
+  const bool end_all = session_id.empty();
+
+  size_t removed = 0;
+  user.sessions.erase(
+      std::remove_if(user.sessions.begin(), user.sessions.end(),
+                     [&](const Session& s) {
+                       if (!end_all && s.id != session_id) return false;
+                       ++removed;
+                       if (now < s.last_heartbeat + online_window_) {
+                         ++result.sessions_ended;
+                       }
+                       return true;
+                     }),
+      user.sessions.end());
+  // An empty session_id names the default session when heartbeating but
+  // "every session" here; a client that only uses the default session gets
+  // the same effect either way.
+  if (removed == 0) {
+    result.still_online = was_online;
+    return result;
+  }
+  if (result.sessions_ended > 0) user.last_seen = std::max(user.last_seen, now);
+  result.still_online = now < OnlineUntil(user);
+  result.went_offline = was_online && !result.still_online;
+  result.write_ticket = Record(SessionChange{
+      end_all ? SessionChange::Kind::kEndAllSessions
+              : SessionChange::Kind::kEndSession,
+      user_id, std::string(session_id), now, user.last_seen});
+  return result;
+}
+
+OnlinePage PresenceRegistry::ListOnline(absl::Span<const int64_t> only,
+                                        int64_t after_user_id,
+                                        int page_size) const {
+  OnlinePage page;
+  // One "now" for the whole listing, so every shard answers the same moment.
+  const absl::Time now = clock_.Now();
+  page.server_time = now;
+  std::vector<int64_t> candidates;  // online ids after the cursor
+
+  if (only.empty()) {
+    for (int i = 0; i < kNumShards; ++i) {
+      const Shard& shard = shards_[i];
+      absl::MutexLock lock(&shard.mu);
+      for (const auto& [id, user] : shard.users) {
+        if (now < OnlineUntil(user)) {
+          ++page.total_online;
+          if (id > after_user_id) candidates.push_back(id);
+        }
+      }
+    }
+  } else {
+    std::vector<int64_t> ids(only.begin(), only.end());
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    for (int64_t id : ids) {
+      const Shard& shard = ShardFor(id);
+      absl::MutexLock lock(&shard.mu);
+      auto it = shard.users.find(id);
+      if (it != shard.users.end() && now < OnlineUntil(it->second)) {
+        ++page.total_online;
+        if (id > after_user_id) candidates.push_back(id);
+      }
+    }
+  }
+
+  const size_t limit = static_cast<size_t>(std::max(page_size, 0));
+  if (candidates.size() > limit) {
+    // Only the page's ids need sorting, not every online user.
+    std::nth_element(candidates.begin(), candidates.begin() + limit,
+                     candidates.end());
+    candidates.resize(limit);
+    page.has_more = true;
+  }
+  std::sort(candidates.begin(), candidates.end());
+  page.user_ids = std::move(candidates);
+  return page;
+}
+
+PresenceLookup PresenceRegistry::GetPresence(
+    absl::Span<const int64_t> user_ids) const {
+  const absl::Time now = clock_.Now();
+  PresenceLookup lookup;
+  lookup.server_time = now;
+  std::vector<UserPresenceInfo>& out = lookup.users;
+  out.reserve(user_ids.size());
+  for (int64_t id : user_ids) {
+    UserPresenceInfo info;
+    info.user_id = id;
+    const Shard& shard = ShardFor(id);
+    absl::MutexLock lock(&shard.mu);
+    auto it = shard.users.find(id);
+    if (it != shard.users.end()) {
+      const UserState& user = it->second;
+      info.last_seen = user.last_seen;
+      for (const Session& s : user.sessions) {
+        if (now < s.last_heartbeat + online_window_) ++info.live_sessions;
+      }
+      info.online = info.live_sessions > 0;
+      if (info.online) info.online_until = OnlineUntil(user);
+    }
+    out.push_back(info);
+  }
+  return lookup;
+}
+
+void PresenceRegistry::RestoreSession(int64_t user_id,
+                                      absl::string_view session_id,
+                                      absl::Time last_heartbeat) {
+  Shard& shard = ShardFor(user_id);
+  absl::MutexLock lock(&shard.mu);
+  UserState& user = shard.users[user_id];
+  auto it = std::find_if(user.sessions.begin(), user.sessions.end(),
+                         [&](const Session& s) { return s.id == session_id; });
+  if (it == user.sessions.end()) {
+    user.sessions.push_back(Session{std::string(session_id), last_heartbeat});
+  } else {
+    it->last_heartbeat = std::max(it->last_heartbeat, last_heartbeat);
+  }
+  user.last_seen = std::max(user.last_seen, last_heartbeat);
+}
+
+void PresenceRegistry::RestoreLastSeen(int64_t user_id, absl::Time last_seen) {
+  Shard& shard = ShardFor(user_id);
+  absl::MutexLock lock(&shard.mu);
+  UserState& user = shard.users[user_id];
+  user.last_seen = std::max(user.last_seen, last_seen);
+}
+
+int64_t PresenceRegistry::PruneExpired() {
+  int64_t dropped = 0;
+  for (int i = 0; i < kNumShards; ++i) {
+    Shard& shard = shards_[i];
+    absl::MutexLock lock(&shard.mu);
+    const absl::Time now = clock_.Now();
+    for (auto& [id, user] : shard.users) {
+      const size_t before = user.sessions.size();
+      user.sessions.erase(
+          std::remove_if(user.sessions.begin(), user.sessions.end(),
+                         [&](const Session& s) {
+                           return s.last_heartbeat + online_window_ <= now;
+                         }),
+          user.sessions.end());
+      dropped += static_cast<int64_t>(before - user.sessions.size());
+    }
+  }
+  return dropped;
+}
+
+}  // namespace presence

@@ -1,0 +1,130 @@
+#ifndef PRESENCE_SERVICE_PRESENCE_REGISTRY_H_
+#define PRESENCE_SERVICE_PRESENCE_REGISTRY_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "service/clock.h"
+#include "service/session_change.h"
+
+namespace presence {
+
+struct HeartbeatResult {
+  absl::Time server_time;
+  absl::Time online_until;
+  bool became_online = false;
+  // The sink's ticket for the change (0 without a sink).
+  uint64_t write_ticket = 0;
+};
+
+struct MarkOfflineResult {
+  absl::Time server_time;
+  bool still_online = false;
+  int sessions_ended = 0;   // live sessions ended by this call
+  bool went_offline = false;  // the call ended the user's last live session
+  uint64_t write_ticket = 0;  // 0: nothing changed, nothing to wait for
+};
+
+struct UserPresenceInfo {
+  int64_t user_id = 0;
+  bool online = false;
+  absl::Time last_seen = absl::InfinitePast();  // InfinitePast: never seen
+  int live_sessions = 0;
+  absl::Time online_until = absl::InfinitePast();  // meaningful while online
+};
+
+struct PresenceLookup {
+  absl::Time server_time;
+  std::vector<UserPresenceInfo> users;  // in the order asked
+};
+
+struct OnlinePage {
+  absl::Time server_time;
+  std::vector<int64_t> user_ids;  // ascending
+  int64_t total_online = 0;       // over all pages
+  bool has_more = false;
+};
+
+// The in-memory truth of who is online. Pure logic: no gRPC, no SQL.
+//
+// A session is (user_id, session_id). A user is online while some session
+// has now < last_heartbeat + online_window, "now" always from the injected
+// clock. Reads compute from now, so they never depend on expired sessions
+// having been pruned.
+//
+// Thread-safe: users are sharded by id, each shard under its own mutex; no
+// operation holds two shard locks. Every change is passed to the ChangeSink
+// (if any) under the user's shard lock, in the order it was applied.
+class PresenceRegistry {
+ public:
+  // `clock` and `sink` (nullable) must outlive the registry.
+  PresenceRegistry(const Clock& clock, absl::Duration online_window,
+                   ChangeSink* sink);
+  PresenceRegistry(const PresenceRegistry&) = delete;
+  PresenceRegistry& operator=(const PresenceRegistry&) = delete;
+
+  absl::Duration online_window() const { return online_window_; }
+
+  // Stamps the session with now.
+  HeartbeatResult Heartbeat(int64_t user_id, absl::string_view session_id);
+
+  // Ends `session_id`, or every session of the user if it is empty. last_seen
+  // becomes now if a live session was ended.
+  MarkOfflineResult MarkOffline(int64_t user_id, absl::string_view session_id);
+
+  // Online users with id > `after_user_id`, ascending, at most `page_size`.
+  // With a non-empty `only`, just those of them (duplicates ignored).
+  OnlinePage ListOnline(absl::Span<const int64_t> only, int64_t after_user_id,
+                        int page_size) const;
+
+  // One entry per id, in the given order.
+  PresenceLookup GetPresence(absl::Span<const int64_t> user_ids) const;
+
+  // Start-up only: put back persisted state without recording a change.
+  void RestoreSession(int64_t user_id, absl::string_view session_id,
+                      absl::Time last_heartbeat);
+  void RestoreLastSeen(int64_t user_id, absl::Time last_seen);
+
+  // Forgets sessions that left the window (memory only: their users' last_seen
+  // stays). Returns how many were dropped.
+  int64_t PruneExpired();
+
+ private:
+  struct Session {
+    std::string id;
+    absl::Time last_heartbeat;
+  };
+  struct UserState {
+    // Most users have one session; a handful is the upper end in practice.
+    absl::InlinedVector<Session, 1> sessions;
+    absl::Time last_seen = absl::InfinitePast();
+  };
+  struct Shard {
+    mutable absl::Mutex mu;
+    absl::flat_hash_map<int64_t, UserState> users ABSL_GUARDED_BY(mu);
+  };
+  static constexpr int kNumShards = 64;
+
+  Shard& ShardFor(int64_t user_id) const;
+  // The end of the user's presence: the latest last_heartbeat + window.
+  absl::Time OnlineUntil(const UserState& user) const;
+  uint64_t Record(const SessionChange& change);
+
+  const Clock& clock_;
+  const absl::Duration online_window_;
+  ChangeSink* const sink_;
+  const std::unique_ptr<Shard[]> shards_;
+};
+
+}  // namespace presence
+
+#endif  // PRESENCE_SERVICE_PRESENCE_REGISTRY_H_

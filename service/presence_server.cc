@@ -1,0 +1,176 @@
+#include "service/presence_server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "grpc/health/v1/health.pb.h"
+#include "service/log.h"
+#include "service/sqlite_presence_store.h"
+
+namespace presence {
+namespace {
+
+void InstallGlobalPlugins() {
+  static const bool installed = [] {
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+    // Reflection describes services from the generated descriptor pool. The
+    // health service is gRPC's own (it does not use C++ protobuf), so link
+    // in the health.proto descriptors explicitly: without this reference
+    // the linker drops them and `grpcurl describe grpc.health.v1.Health`
+    // fails.
+    (void)grpc::health::v1::HealthCheckRequest::descriptor();
+    return true;
+  }();
+  (void)installed;
+}
+
+}  // namespace
+
+absl::Status ValidateServerOptions(const ServerOptions& options) {
+  if (options.online_window <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("online_window must be > 0");
+  }
+  if (options.heartbeat_interval <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("heartbeat_interval must be > 0");
+  }
+  if (options.online_window < 2 * options.heartbeat_interval) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "online_window (", absl::FormatDuration(options.online_window),
+        ") must be at least 2 x heartbeat_interval (",
+        absl::FormatDuration(options.heartbeat_interval),
+        "), so that one lost heartbeat does not make a user look offline"));
+  }
+  if (options.commit_interval < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("commit_interval must be >= 0");
+  }
+  if (options.limits.max_ids_per_request <= 0) {
+    return absl::InvalidArgumentError("max_ids_per_request must be > 0");
+  }
+  if (options.listen.rfind(':') == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "listen address '", options.listen, "' must be HOST:PORT"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<PresenceServer>> PresenceServer::Start(
+    const ServerOptions& options) {
+  if (absl::Status s = ValidateServerOptions(options); !s.ok()) return s;
+  SqlitePresenceStore::Options store_options;
+  store_options.path = options.db_path;
+  // Commit mode promises durability: pay the fsync per group commit.
+  store_options.sync_full = options.durability == Durability::kCommit;
+  absl::StatusOr<std::unique_ptr<SqlitePresenceStore>> store =
+      SqlitePresenceStore::Open(store_options);
+  if (!store.ok()) return store.status();
+  return Start(options, *std::move(store));
+}
+
+absl::StatusOr<std::unique_ptr<PresenceServer>> PresenceServer::Start(
+    const ServerOptions& options, std::unique_ptr<PresenceStore> store) {
+  if (absl::Status s = ValidateServerOptions(options); !s.ok()) return s;
+  std::unique_ptr<PresenceServer> server(
+      new PresenceServer(options, std::move(store)));
+  if (absl::Status s = server->Load(); !s.ok()) return s;
+  if (absl::Status s = server->Listen(); !s.ok()) return s;
+  server->pruner_ = std::thread([s = server.get()] { s->PruneLoop(); });
+  return server;
+}
+
+PresenceServer::PresenceServer(const ServerOptions& options,
+                               std::unique_ptr<PresenceStore> store)
+    : options_(options),
+      clock_(options.clock != nullptr ? *options.clock : RealClock()),
+      store_(std::move(store)) {
+  StoreWriter::Options writer_options;
+  writer_options.durability = options.durability;
+  writer_options.commit_interval = options.commit_interval;
+  writer_ = std::make_unique<StoreWriter>(store_.get(), writer_options);
+  registry_ = std::make_unique<PresenceRegistry>(clock_, options.online_window,
+                                                 writer_.get());
+  PresenceServiceImpl::Options service_options;
+  service_options.heartbeat_interval = options.heartbeat_interval;
+  service_options.limits = options.limits;
+  service_ = std::make_unique<PresenceServiceImpl>(
+      registry_.get(), writer_.get(), service_options);
+}
+
+PresenceServer::~PresenceServer() { Shutdown().IgnoreError(); }
+
+absl::Status PresenceServer::Load() {
+  const absl::Time now = clock_.Now();
+  absl::StatusOr<StoredState> state =
+      store_->Load(now - options_.online_window);
+  if (!state.ok()) return state.status();
+  for (const StoredLastSeen& u : state->last_seen) {
+    registry_->RestoreLastSeen(u.user_id, u.last_seen);
+  }
+  for (const StoredSession& s : state->live_sessions) {
+    registry_->RestoreSession(s.user_id, s.session_id, s.last_heartbeat);
+  }
+  LogInfo(absl::StrCat("loaded ", state->live_sessions.size(),
+                       " live sessions and last_seen of ",
+                       state->last_seen.size(), " users from ",
+                       options_.db_path));
+  return absl::OkStatus();
+}
+
+absl::Status PresenceServer::Listen() {
+  InstallGlobalPlugins();
+  grpc::ServerBuilder builder;
+  // gRPC sets SO_REUSEPORT by default, which would let a second presenced
+  // bind the same port silently and split the traffic.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(),
+                           &port_);
+  builder.RegisterService(service_.get());
+  server_ = builder.BuildAndStart();
+  if (server_ == nullptr || port_ == 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen on ", options_.listen,
+        ": the address is in use, not local, or not permitted"));
+  }
+  address_ = absl::StrCat(
+      options_.listen.substr(0, options_.listen.rfind(':')), ":", port_);
+  server_->GetHealthCheckService()->SetServingStatus(true);
+  return absl::OkStatus();
+}
+
+void PresenceServer::PruneLoop() {
+  // Pruning only frees memory (reads compute from now), so a coarse period
+  // is enough.
+  const absl::Duration period =
+      std::min(options_.online_window, absl::Minutes(1));
+  while (!stop_pruning_.WaitForNotificationWithTimeout(period)) {
+    registry_->PruneExpired();
+  }
+}
+
+absl::Status PresenceServer::Shutdown(absl::Duration grace) {
+  absl::MutexLock lock(&shutdown_mu_);
+  if (shut_down_) return shutdown_status_;
+  shut_down_ = true;
+  if (pruner_.joinable()) {
+    stop_pruning_.Notify();
+    pruner_.join();
+  }
+  if (server_ != nullptr) {
+    server_->GetHealthCheckService()->SetServingStatus(false);
+    // Calls in flight may still wait for the writer, which keeps running
+    // until the server has let them go.
+    server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  }
+  shutdown_status_ = writer_->Stop();
+  if (!shutdown_status_.ok()) {
+    LogError(absl::StrCat("final commit failed, recent changes are lost: ",
+                          shutdown_status_.message()));
+  }
+  return shutdown_status_;
+}
+
+}  // namespace presence

@@ -1,0 +1,60 @@
+#ifndef PRESENCE_SERVICE_PRESENCE_SERVICE_H_
+#define PRESENCE_SERVICE_PRESENCE_SERVICE_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "presence/v1/presence.grpc.pb.h"
+#include "service/presence_registry.h"
+#include "service/request_validation.h"
+#include "service/store_writer.h"
+
+namespace presence {
+
+// The one place where an absl::Status becomes a grpc::Status.
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+// presence.v1.PresenceService on gRPC's callback API. Validates requests,
+// applies them to the registry and, for changes, answers once the store
+// writer reports them durable (no thread blocks per RPC).
+class PresenceServiceImpl final : public v1::PresenceService::CallbackService {
+ public:
+  struct Options {
+    absl::Duration heartbeat_interval = absl::Minutes(2);
+    RequestLimits limits;
+  };
+
+  // `registry` and `writer` must outlive the service.
+  PresenceServiceImpl(PresenceRegistry* registry, StoreWriter* writer,
+                      Options options);
+
+  grpc::ServerUnaryReactor* Heartbeat(
+      grpc::CallbackServerContext* context,
+      const v1::HeartbeatRequest* request,
+      v1::HeartbeatResponse* response) override;
+  grpc::ServerUnaryReactor* MarkOffline(
+      grpc::CallbackServerContext* context,
+      const v1::MarkOfflineRequest* request,
+      v1::MarkOfflineResponse* response) override;
+  grpc::ServerUnaryReactor* ListOnline(
+      grpc::CallbackServerContext* context,
+      const v1::ListOnlineRequest* request,
+      v1::ListOnlineResponse* response) override;
+  grpc::ServerUnaryReactor* GetPresence(
+      grpc::CallbackServerContext* context,
+      const v1::GetPresenceRequest* request,
+      v1::GetPresenceResponse* response) override;
+
+ private:
+  // Finishes `reactor` once the change behind `ticket` is durable.
+  void FinishWhenDurable(grpc::ServerUnaryReactor* reactor, uint64_t ticket);
+
+  PresenceRegistry* const registry_;
+  StoreWriter* const writer_;
+  const Options options_;
+};
+
+}  // namespace presence
+
+#endif  // PRESENCE_SERVICE_PRESENCE_SERVICE_H_

@@ -1,0 +1,50 @@
+#ifndef PRESENCE_SERVICE_PRESENCE_STORE_H_
+#define PRESENCE_SERVICE_PRESENCE_STORE_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "service/session_change.h"
+
+namespace presence {
+
+struct StoredSession {
+  int64_t user_id;
+  std::string session_id;
+  absl::Time last_heartbeat;
+};
+
+struct StoredLastSeen {
+  int64_t user_id;
+  absl::Time last_seen;
+};
+
+struct StoredState {
+  std::vector<StoredSession> live_sessions;
+  std::vector<StoredLastSeen> last_seen;
+};
+
+// Durable presence state. The seam where storage faults are injected in
+// tests. Not thread-safe: presenced calls Load() once at start-up and then
+// Commit() from its single writer thread only.
+class PresenceStore {
+ public:
+  virtual ~PresenceStore() = default;
+
+  // Returns the sessions with last_heartbeat > `live_after` and every user's
+  // last_seen. Sessions at or before it have expired: they are folded into
+  // their users' last_seen and deleted.
+  virtual absl::StatusOr<StoredState> Load(absl::Time live_after) = 0;
+
+  // Applies `changes` in order, atomically: on error none of them is durable.
+  virtual absl::Status Commit(absl::Span<const SessionChange> changes) = 0;
+};
+
+}  // namespace presence
+
+#endif  // PRESENCE_SERVICE_PRESENCE_STORE_H_

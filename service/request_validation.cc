@@ -1,0 +1,120 @@
+#include "service/request_validation.h"
+
+#include <algorithm>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace presence {
+namespace {
+
+constexpr absl::string_view kPageTokenPrefix = "after:";
+
+absl::Status ValidateUserId(int64_t user_id, absl::string_view field) {
+  if (user_id <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " must be > 0, got ", user_id));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateSessionId(absl::string_view session_id) {
+  if (session_id.size() > kMaxSessionIdBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("session_id must be at most ", kMaxSessionIdBytes,
+                     " bytes, got ", session_id.size()));
+  }
+  for (size_t i = 0; i < session_id.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(session_id[i]);
+    if (c < 0x20 || c > 0x7e) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "session_id must be printable ASCII; byte ", i, " is 0x",
+          absl::Hex(c, absl::kZeroPad2)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+template <typename Ids>
+absl::Status ValidateUserIds(const Ids& ids, const RequestLimits& limits) {
+  if (ids.size() > limits.max_ids_per_request) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("user_ids has ", ids.size(), " ids; at most ",
+                     limits.max_ids_per_request, " per request"));
+  }
+  for (int i = 0; i < ids.size(); ++i) {
+    if (ids[i] <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "user_ids[", i, "] must be > 0, got ", ids[i]));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateRequest(const v1::HeartbeatRequest& request,
+                             const RequestLimits&) {
+  if (absl::Status s = ValidateUserId(request.user_id(), "user_id"); !s.ok()) {
+    return s;
+  }
+  return ValidateSessionId(request.session_id());
+}
+
+absl::Status ValidateRequest(const v1::MarkOfflineRequest& request,
+                             const RequestLimits&) {
+  if (absl::Status s = ValidateUserId(request.user_id(), "user_id"); !s.ok()) {
+    return s;
+  }
+  return ValidateSessionId(request.session_id());
+}
+
+absl::Status ValidateRequest(const v1::ListOnlineRequest& request,
+                             const RequestLimits& limits) {
+  if (request.page_size() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "page_size must be >= 0 (0 means ", limits.default_page_size,
+        "), got ", request.page_size()));
+  }
+  if (absl::StatusOr<int64_t> cursor = DecodePageToken(request.page_token());
+      !cursor.ok()) {
+    return cursor.status();
+  }
+  return ValidateUserIds(request.user_ids(), limits);
+}
+
+absl::Status ValidateRequest(const v1::GetPresenceRequest& request,
+                             const RequestLimits& limits) {
+  return ValidateUserIds(request.user_ids(), limits);
+}
+
+int EffectivePageSize(const v1::ListOnlineRequest& request,
+                      const RequestLimits& limits) {
+  if (request.page_size() <= 0) return limits.default_page_size;
+  return std::min(request.page_size(), limits.max_page_size);
+}
+
+std::string EncodePageToken(int64_t after_user_id) {
+  return absl::WebSafeBase64Escape(
+      absl::StrCat(kPageTokenPrefix, after_user_id));
+}
+
+absl::StatusOr<int64_t> DecodePageToken(absl::string_view token) {
+  if (token.empty()) return 0;
+  std::string raw;
+  int64_t after = 0;
+  bool ok = absl::WebSafeBase64Unescape(token, &raw);
+  absl::string_view cursor = raw;
+  ok = ok && absl::ConsumePrefix(&cursor, kPageTokenPrefix) &&
+       absl::SimpleAtoi(cursor, &after) && after > 0;
+  if (!ok) {
+    return absl::InvalidArgumentError(
+        "page_token is not a token from a previous ListOnline response; "
+        "pass next_page_token unchanged, or empty for the first page");
+  }
+  return after;
+}
+
+}  // namespace presence

@@ -1,0 +1,218 @@
+#include "service/sqlite_presence_store.h"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "SQLiteCpp/Exception.h"
+#include "SQLiteCpp/Transaction.h"
+#include "absl/strings/str_cat.h"
+
+namespace presence {
+namespace {
+
+// Each entry migrates the schema from version i to i + 1. Append only: files
+// in the field were made by the earlier entries.
+constexpr const char* kMigrations[] = {
+    // 0 -> 1
+    R"sql(
+      CREATE TABLE sessions (
+        user_id INTEGER NOT NULL,
+        session_id TEXT NOT NULL,
+        last_heartbeat_us INTEGER NOT NULL,
+        PRIMARY KEY (user_id, session_id)
+      ) WITHOUT ROWID;
+      -- last_seen of users whose sessions have all ended. A live session's
+      -- last_heartbeat also counts towards its user's last_seen, so heartbeats
+      -- touch only the sessions table.
+      CREATE TABLE users (
+        user_id INTEGER PRIMARY KEY,
+        last_seen_us INTEGER NOT NULL
+      );
+    )sql",
+};
+static_assert(std::size(kMigrations) == SqlitePresenceStore::kSchemaVersion,
+              "one migration per schema version");
+
+absl::Status SqliteError(const SQLite::Exception& e, absl::string_view what) {
+  const int code = e.getErrorCode() & 0xff;  // primary result code
+  std::string message = absl::StrCat(what, ": ", e.what());
+  if (code == SQLITE_NOTADB || code == SQLITE_CORRUPT) {
+    return absl::DataLossError(absl::StrCat(
+        message, " (the file is not a presenced database or is corrupt; "
+                 "restore it from a backup or move it away to start empty)"));
+  }
+  return absl::UnavailableError(message);
+}
+
+int64_t ToMicros(absl::Time t) { return absl::ToUnixMicros(t); }
+absl::Time FromMicros(int64_t us) { return absl::FromUnixMicros(us); }
+
+absl::Status Migrate(SQLite::Database& db) {
+  SQLite::Transaction txn(db);
+  db.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
+  int version = db.execAndGet("SELECT IFNULL(MAX(version), 0) FROM schema_version")
+                    .getInt();
+  if (version > SqlitePresenceStore::kSchemaVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "database schema version ", version, " is newer than this presenced (",
+        SqlitePresenceStore::kSchemaVersion, "); run a newer presenced"));
+  }
+  for (; version < SqlitePresenceStore::kSchemaVersion; ++version) {
+    db.exec(kMigrations[version]);
+  }
+  db.exec("DELETE FROM schema_version");
+  db.exec(absl::StrCat("INSERT INTO schema_version VALUES (", version, ")"));
+  txn.commit();
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+SqlitePresenceStore::LockFile::~LockFile() { close(fd_); }
+
+SqlitePresenceStore::SqlitePresenceStore(std::unique_ptr<LockFile> lock,
+                                         std::unique_ptr<SQLite::Database> db)
+    : lock_(std::move(lock)),
+      db_(std::move(db)),
+      upsert_session_(*db_,
+                      "INSERT INTO sessions (user_id, session_id, "
+                      "last_heartbeat_us) VALUES (?1, ?2, ?3) "
+                      "ON CONFLICT (user_id, session_id) DO UPDATE SET "
+                      "last_heartbeat_us = excluded.last_heartbeat_us"),
+      delete_session_(
+          *db_, "DELETE FROM sessions WHERE user_id = ?1 AND session_id = ?2"),
+      delete_user_sessions_(*db_, "DELETE FROM sessions WHERE user_id = ?1"),
+      upsert_last_seen_(*db_,
+                        "INSERT INTO users (user_id, last_seen_us) "
+                        "VALUES (?1, ?2) ON CONFLICT (user_id) DO UPDATE SET "
+                        "last_seen_us = MAX(last_seen_us, excluded.last_seen_us)") {}
+
+absl::StatusOr<std::unique_ptr<SqlitePresenceStore>> SqlitePresenceStore::Open(
+    const Options& options) {
+  const std::string lock_path = options.path + ".lock";
+  const int fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot open database ", options.path,
+                     ": cannot create its lock file ", lock_path, ": ",
+                     std::strerror(errno)));
+  }
+  auto lock = std::make_unique<LockFile>(fd);
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "database ", options.path, " is in use by another presenced (",
+        lock_path, " is locked)"));
+  }
+
+  std::unique_ptr<SQLite::Database> db;
+  try {
+    db = std::make_unique<SQLite::Database>(
+        options.path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+  } catch (const SQLite::Exception& e) {
+    return SqliteError(e, absl::StrCat("cannot open database ", options.path));
+  }
+  try {
+    // The first statement that reads the file: a file that is not a database
+    // fails here, before anything is written to it.
+    db->exec("PRAGMA journal_mode = WAL");
+    db->exec(options.sync_full ? "PRAGMA synchronous = FULL"
+                               : "PRAGMA synchronous = NORMAL");
+    // Readers (sqlite3 CLI, backups) may hold the file briefly.
+    db->setBusyTimeout(5000);
+    if (absl::Status s = Migrate(*db); !s.ok()) {
+      return absl::Status(s.code(),
+                          absl::StrCat("database ", options.path, ": ",
+                                       s.message()));
+    }
+    return std::unique_ptr<SqlitePresenceStore>(
+        new SqlitePresenceStore(std::move(lock), std::move(db)));
+  } catch (const SQLite::Exception& e) {
+    return SqliteError(e, absl::StrCat("cannot open database ", options.path));
+  }
+}
+
+absl::StatusOr<StoredState> SqlitePresenceStore::Load(absl::Time live_after) {
+  try {
+    StoredState state;
+    SQLite::Transaction txn(*db_);
+    // Sessions that expired while presenced was down still count for their
+    // user's last_seen; fold them in before deleting them.
+    SQLite::Statement fold(*db_,
+                           "INSERT INTO users (user_id, last_seen_us) "
+                           "SELECT user_id, MAX(last_heartbeat_us) FROM sessions "
+                           "WHERE last_heartbeat_us <= ?1 GROUP BY user_id "
+                           "ON CONFLICT (user_id) DO UPDATE SET "
+                           "last_seen_us = MAX(last_seen_us, excluded.last_seen_us)");
+    fold.bind(1, ToMicros(live_after));
+    fold.exec();
+    SQLite::Statement prune(*db_,
+                            "DELETE FROM sessions WHERE last_heartbeat_us <= ?1");
+    prune.bind(1, ToMicros(live_after));
+    prune.exec();
+
+    SQLite::Statement sessions(
+        *db_, "SELECT user_id, session_id, last_heartbeat_us FROM sessions");
+    while (sessions.executeStep()) {
+      state.live_sessions.push_back(
+          StoredSession{sessions.getColumn(0).getInt64(),
+                        sessions.getColumn(1).getString(),
+                        FromMicros(sessions.getColumn(2).getInt64())});
+    }
+    SQLite::Statement users(*db_, "SELECT user_id, last_seen_us FROM users");
+    while (users.executeStep()) {
+      state.last_seen.push_back(StoredLastSeen{
+          users.getColumn(0).getInt64(), FromMicros(users.getColumn(1).getInt64())});
+    }
+    txn.commit();
+    return state;
+  } catch (const SQLite::Exception& e) {
+    return SqliteError(e, "cannot load presence state");
+  }
+}
+
+absl::Status SqlitePresenceStore::Commit(
+    absl::Span<const SessionChange> changes) {
+  try {
+    SQLite::Transaction txn(*db_);
+    for (const SessionChange& c : changes) {
+      switch (c.kind) {
+        case SessionChange::Kind::kHeartbeat:
+          upsert_session_.reset();
+          upsert_session_.bind(1, c.user_id);
+          upsert_session_.bindNoCopy(2, c.session_id);
+          upsert_session_.bind(3, ToMicros(c.at));
+          upsert_session_.exec();
+          continue;
+        case SessionChange::Kind::kEndSession:
+          delete_session_.reset();
+          delete_session_.bind(1, c.user_id);
+          delete_session_.bindNoCopy(2, c.session_id);
+          delete_session_.exec();
+          break;
+        case SessionChange::Kind::kEndAllSessions:
+          delete_user_sessions_.reset();
+          delete_user_sessions_.bind(1, c.user_id);
+          delete_user_sessions_.exec();
+          break;
+      }
+      // The ended sessions' heartbeats no longer carry last_seen: the users
+      // row must.
+      upsert_last_seen_.reset();
+      upsert_last_seen_.bind(1, c.user_id);
+      upsert_last_seen_.bind(2, ToMicros(c.last_seen));
+      upsert_last_seen_.exec();
+    }
+    txn.commit();
+    return absl::OkStatus();
+  } catch (const SQLite::Exception& e) {
+    return SqliteError(e, "cannot commit presence changes");
+  }
+}
+
+}  // namespace presence

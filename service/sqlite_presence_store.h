@@ -1,0 +1,70 @@
+#ifndef PRESENCE_SERVICE_SQLITE_PRESENCE_STORE_H_
+#define PRESENCE_SERVICE_SQLITE_PRESENCE_STORE_H_
+
+#include <memory>
+#include <string>
+
+#include "SQLiteCpp/Database.h"
+#include "SQLiteCpp/Statement.h"
+#include "absl/status/statusor.h"
+#include "service/presence_store.h"
+
+namespace presence {
+
+// PresenceStore on one SQLite file in WAL mode. The schema carries a version
+// number; Open() migrates older files (including a new, empty file) and
+// refuses newer ones. A lock file beside the database (PATH.lock) keeps a
+// second presenced off the same database.
+class SqlitePresenceStore : public PresenceStore {
+ public:
+  static constexpr int kSchemaVersion = 1;
+
+  struct Options {
+    std::string path;
+    // synchronous=FULL: a commit survives power loss, not only a crash of
+    // presenced (which synchronous=NORMAL already survives in WAL mode).
+    bool sync_full = true;
+  };
+
+  // Errors: UNAVAILABLE if the file cannot be opened or created or is locked
+  // by another presenced, DATA_LOSS if it is not a SQLite database or is
+  // corrupt, FAILED_PRECONDITION if its schema is newer than this binary's.
+  static absl::StatusOr<std::unique_ptr<SqlitePresenceStore>> Open(
+      const Options& options);
+
+  SqlitePresenceStore(const SqlitePresenceStore&) = delete;
+  SqlitePresenceStore& operator=(const SqlitePresenceStore&) = delete;
+
+  absl::StatusOr<StoredState> Load(absl::Time live_after) override;
+  absl::Status Commit(absl::Span<const SessionChange> changes) override;
+
+ private:
+  // Holds an exclusive flock(2) on PATH.lock for the store's lifetime. A
+  // separate file, because closing any descriptor of the database file itself
+  // would drop SQLite's own POSIX locks.
+  class LockFile {
+   public:
+    explicit LockFile(int fd) : fd_(fd) {}
+    ~LockFile();
+    LockFile(const LockFile&) = delete;
+    LockFile& operator=(const LockFile&) = delete;
+
+   private:
+    const int fd_;
+  };
+
+  SqlitePresenceStore(std::unique_ptr<LockFile> lock,
+                      std::unique_ptr<SQLite::Database> db);
+
+  // Declared first, destroyed last: the lock outlives the connection.
+  const std::unique_ptr<LockFile> lock_;
+  const std::unique_ptr<SQLite::Database> db_;
+  SQLite::Statement upsert_session_;
+  SQLite::Statement delete_session_;
+  SQLite::Statement delete_user_sessions_;
+  SQLite::Statement upsert_last_seen_;
+};
+
+}  // namespace presence
+
+#endif  // PRESENCE_SERVICE_SQLITE_PRESENCE_STORE_H_

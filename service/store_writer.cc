@@ -1,0 +1,162 @@
+#include "service/store_writer.h"
+
+#include <iterator>
+
+#include "absl/strings/str_cat.h"
+
+namespace presence {
+
+StoreWriter::StoreWriter(PresenceStore* store, Options options)
+    : store_(store), options_(options), thread_([this] { Run(); }) {}
+
+StoreWriter::~StoreWriter() { Stop().IgnoreError(); }
+
+uint64_t StoreWriter::Record(const SessionChange& change) {
+  absl::MutexLock lock(&mu_);
+  pending_.push_back(change);
+  return ++last_ticket_;
+}
+
+bool StoreWriter::Decided(uint64_t ticket, absl::Status* outcome) const {
+  if (ticket <= committed_ticket_) {
+    *outcome = absl::OkStatus();
+    return true;
+  }
+  if (ticket <= failed_ticket_) {
+    *outcome = failure_;
+    return true;
+  }
+  return false;
+}
+
+void StoreWriter::WhenDurable(uint64_t ticket, Callback done) {
+  if (ticket == 0 || options_.durability == Durability::kAsync) {
+    done(absl::OkStatus());
+    return;
+  }
+  absl::Status outcome;
+  {
+    absl::MutexLock lock(&mu_);
+    if (exited_) {
+      outcome = absl::UnavailableError("presenced is shutting down");
+    } else if (!Decided(ticket, &outcome)) {
+      waiters_.emplace_back(ticket, std::move(done));
+      return;
+    }
+  }
+  done(outcome);
+}
+
+absl::Status StoreWriter::Flush() {
+  absl::MutexLock lock(&mu_);
+  const uint64_t target = last_ticket_;
+  absl::Status outcome;
+  ++flushes_waiting_;
+  auto done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (Decided(target, &outcome)) return true;
+    if (exited_) {
+      outcome = stop_status_;
+      return true;
+    }
+    return false;
+  };
+  mu_.Await(absl::Condition(&done));
+  --flushes_waiting_;
+  return outcome;
+}
+
+absl::Status StoreWriter::Stop() {
+  absl::MutexLock stop_lock(&stop_mu_);
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return stop_status_;
+    stopping_ = true;
+  }
+  thread_.join();
+  absl::MutexLock lock(&mu_);
+  return stop_status_;
+}
+
+int64_t StoreWriter::commits() const {
+  absl::MutexLock lock(&mu_);
+  return commits_;
+}
+
+void StoreWriter::Run() {
+  absl::Time last_attempt = absl::InfinitePast();
+  for (;;) {
+    std::vector<SessionChange> batch;
+    uint64_t batch_last_ticket;
+    bool final_attempt;
+    {
+      absl::MutexLock lock(&mu_);
+      auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return !pending_.empty() || stopping_;
+      };
+      mu_.Await(absl::Condition(&has_work));
+      if (pending_.empty()) {  // stopping, nothing left
+        exited_ = true;
+        return;
+      }
+
+      // Async mode gathers changes for commit_interval; a retry waits out the
+      // backoff. Stop() and Flush() cut either wait short.
+      absl::Time start = absl::InfinitePast();
+      if (failed_ticket_ > committed_ticket_) {
+        start = last_attempt + options_.retry_backoff;
+      } else if (options_.durability == Durability::kAsync) {
+        start = last_attempt + options_.commit_interval;
+      }
+      auto hurry = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || flushes_waiting_ > 0;
+      };
+      mu_.AwaitWithDeadline(absl::Condition(&hurry), start);
+
+      batch.swap(pending_);
+      batch_last_ticket = last_ticket_;
+      final_attempt = stopping_;
+    }
+
+    last_attempt = absl::Now();
+    const absl::Status status = store_->Commit(batch);
+
+    std::vector<std::pair<Callback, absl::Status>> ready;
+    {
+      absl::MutexLock lock(&mu_);
+      if (status.ok()) {
+        committed_ticket_ = batch_last_ticket;
+        ++commits_;
+      } else {
+        failed_ticket_ = batch_last_ticket;
+        failure_ = absl::UnavailableError(absl::StrCat(
+            "the change could not be made durable: ", status.message()));
+        if (final_attempt) {
+          stop_status_ = status;
+        } else {
+          // Keep the batch, in order, ahead of what arrived meanwhile.
+          batch.insert(batch.end(), std::make_move_iterator(pending_.begin()),
+                       std::make_move_iterator(pending_.end()));
+          pending_.swap(batch);
+        }
+      }
+      std::vector<std::pair<uint64_t, Callback>> still_waiting;
+      for (auto& [ticket, callback] : waiters_) {
+        absl::Status outcome;
+        if (Decided(ticket, &outcome)) {
+          ready.emplace_back(std::move(callback), outcome);
+        } else {
+          still_waiting.emplace_back(ticket, std::move(callback));
+        }
+      }
+      waiters_.swap(still_waiting);
+    }
+    for (auto& [callback, outcome] : ready) callback(outcome);
+    if (final_attempt && !status.ok()) {
+      absl::MutexLock lock(&mu_);
+      exited_ = true;
+      return;
+    }
+  }
+}
+
+}  // namespace presence

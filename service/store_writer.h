@@ -1,0 +1,105 @@
+#ifndef PRESENCE_SERVICE_STORE_WRITER_H_
+#define PRESENCE_SERVICE_STORE_WRITER_H_
+
+#include <cstdint>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "service/presence_store.h"
+#include "service/session_change.h"
+
+namespace presence {
+
+enum class Durability {
+  // A change is acknowledged once committed: WhenDurable waits for it.
+  kCommit,
+  // A change is acknowledged at once and committed within commit_interval.
+  kAsync,
+};
+
+// The single writer thread in front of a PresenceStore, with group commit:
+// every change recorded while one transaction runs goes into the next one,
+// so the number of transactions is bounded by the store's speed, not by the
+// request rate.
+//
+// A batch that fails to commit stays queued and is retried (together with
+// newer changes) after a backoff, so memory and disk converge once the fault
+// is gone; the callers waiting on it are told UNAVAILABLE at once.
+//
+// Thread-safe. Callbacks run on the writer thread, with no lock held.
+class StoreWriter : public ChangeSink {
+ public:
+  struct Options {
+    Durability durability = Durability::kCommit;
+    // kAsync: the longest a recorded change waits before its commit starts.
+    absl::Duration commit_interval = absl::Milliseconds(100);
+    // Wait between attempts to commit a batch that failed.
+    absl::Duration retry_backoff = absl::Milliseconds(200);
+  };
+
+  // `store` must outlive the writer. Starts the writer thread.
+  StoreWriter(PresenceStore* store, Options options);
+  // Stop()s.
+  ~StoreWriter() override;
+  StoreWriter(const StoreWriter&) = delete;
+  StoreWriter& operator=(const StoreWriter&) = delete;
+
+  uint64_t Record(const SessionChange& change) override;
+
+  // Calls `done` with OK once the change behind `ticket` is committed, or with
+  // UNAVAILABLE if an attempt to commit it failed. Ticket 0 (no change) and
+  // kAsync complete at once, on the calling thread.
+  void WhenDurable(uint64_t ticket, absl::AnyInvocable<void(absl::Status)> done);
+
+  // Blocks until every change recorded so far has been committed, or one
+  // attempt to commit it failed (that error is returned).
+  absl::Status Flush();
+
+  // Commits what is queued (one attempt), then ends the thread. Returns the
+  // error if that last commit failed: those changes are lost. Idempotent.
+  absl::Status Stop();
+
+  // Number of transactions committed so far.
+  int64_t commits() const;
+
+ private:
+  using Callback = absl::AnyInvocable<void(absl::Status)>;
+
+  void Run();
+  // False while `ticket` waits for its (next) commit attempt; else true, with
+  // the outcome of its last attempt in *outcome.
+  bool Decided(uint64_t ticket, absl::Status* outcome) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  PresenceStore* const store_;
+  const Options options_;
+
+  mutable absl::Mutex mu_;
+  std::vector<SessionChange> pending_ ABSL_GUARDED_BY(mu_);
+  uint64_t last_ticket_ ABSL_GUARDED_BY(mu_) = 0;
+  // Every ticket <= committed_ticket_ is durable.
+  uint64_t committed_ticket_ ABSL_GUARDED_BY(mu_) = 0;
+  // Tickets in (committed_ticket_, failed_ticket_] failed their last attempt
+  // with failure_ and wait for a retry.
+  uint64_t failed_ticket_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status failure_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::pair<uint64_t, Callback>> waiters_ ABSL_GUARDED_BY(mu_);
+  int flushes_waiting_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool exited_ ABSL_GUARDED_BY(mu_) = false;  // the thread has ended
+  absl::Status stop_status_ ABSL_GUARDED_BY(mu_);
+  int64_t commits_ ABSL_GUARDED_BY(mu_) = 0;
+
+  absl::Mutex stop_mu_;  // serialises Stop()
+  std::thread thread_;
+};
+
+}  // namespace presence
+
+#endif  // PRESENCE_SERVICE_STORE_WRITER_H_

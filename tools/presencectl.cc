@@ -1,0 +1,209 @@
+// presencectl: a command line for presenced. See `presencectl --help`.
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "google/protobuf/util/json_util.h"
+#include "presence/client.h"
+#include "tools/presencectl_format.h"
+
+ABSL_FLAG(std::string, server, "127.0.0.1:50051", "presenced's HOST:PORT.");
+ABSL_FLAG(bool, json, false,
+          "Print the server's answer as JSON (protobuf's JSON mapping: 64-bit "
+          "ids are strings) instead of text.");
+ABSL_FLAG(absl::Duration, timeout, absl::Seconds(5),
+          "Deadline of each call to presenced.");
+ABSL_FLAG(std::string, session, "",
+          "heartbeat/offline: the session id. Empty: the default session for "
+          "heartbeat; every session of the user for offline.");
+ABSL_FLAG(std::vector<std::string>, users, {},
+          "list: only these user ids (comma-separated).");
+
+namespace {
+
+constexpr char kUsage[] =
+    "presencectl: talk to presenced.\n\n"
+    "  presencectl heartbeat USER [--session=S]   mark a session present\n"
+    "  presencectl offline USER [--session=S]     end one session, or all\n"
+    "  presencectl list [--users=1,2,3]           online users, ascending\n"
+    "  presencectl get USER...                    presence of each user\n\n"
+    "Common flags: --server=HOST:PORT (default 127.0.0.1:50051), --json, "
+    "--timeout=5s.\n"
+    "Exit status: 0 done, 1 presenced answered an error or could not be "
+    "reached, 2 bad usage.";
+
+constexpr int kExitError = 1;
+constexpr int kExitUsage = 2;
+
+int UsageError(const std::string& message) {
+  std::fprintf(stderr, "presencectl: %s\nRun 'presencectl --help' for usage.\n",
+               message.c_str());
+  return kExitUsage;
+}
+
+int RpcError(const absl::Status& status) {
+  const std::string server = absl::GetFlag(FLAGS_server);
+  if (status.code() == absl::StatusCode::kUnavailable ||
+      status.code() == absl::StatusCode::kDeadlineExceeded) {
+    std::fprintf(stderr,
+                 "presencectl: cannot reach presenced at %s (%s: %s). Is it "
+                 "running? Pass --server=HOST:PORT to use another address.\n",
+                 server.c_str(), absl::StatusCodeToString(status.code()).c_str(),
+                 std::string(status.message()).c_str());
+  } else {
+    std::fprintf(stderr, "presencectl: presenced at %s answered %s: %s\n",
+                 server.c_str(), absl::StatusCodeToString(status.code()).c_str(),
+                 std::string(status.message()).c_str());
+  }
+  return kExitError;
+}
+
+bool ParseUserId(absl::string_view text, int64_t* id) {
+  return absl::SimpleAtoi(text, id) && *id > 0;
+}
+
+int PrintJson(const google::protobuf::Message& message) {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = false;
+  options.always_print_primitive_fields = true;
+  if (!google::protobuf::util::MessageToJsonString(message, &json, options)
+           .ok()) {
+    std::fprintf(stderr, "presencectl: cannot print the answer as JSON\n");
+    return kExitError;
+  }
+  std::printf("%s\n", json.c_str());
+  return 0;
+}
+
+int Heartbeat(presence::Client& client, int64_t user) {
+  const std::string session = absl::GetFlag(FLAGS_session);
+  absl::StatusOr<presence::v1::HeartbeatResponse> r =
+      client.Heartbeat(user, session);
+  if (!r.ok()) return RpcError(r.status());
+  if (absl::GetFlag(FLAGS_json)) return PrintJson(*r);
+  const absl::Duration interval =
+      absl::Seconds(r->heartbeat_interval().seconds()) +
+      absl::Nanoseconds(r->heartbeat_interval().nanos());
+  std::printf("%lld online%s until %s; next heartbeat within %s\n",
+              static_cast<long long>(user),
+              r->became_online() ? " (was offline)" : "",
+              presence::FormatIsoTime(presence::FromProto(r->online_until()))
+                  .c_str(),
+              absl::FormatDuration(interval).c_str());
+  return 0;
+}
+
+int Offline(presence::Client& client, int64_t user) {
+  const std::string session = absl::GetFlag(FLAGS_session);
+  absl::StatusOr<presence::v1::MarkOfflineResponse> r =
+      client.MarkOffline(user, session);
+  if (!r.ok()) return RpcError(r.status());
+  if (absl::GetFlag(FLAGS_json)) return PrintJson(*r);
+  std::printf("%lld %s; ended %d session%s\n", static_cast<long long>(user),
+              r->still_online() ? "still online (another session is live)"
+                                : "offline",
+              r->sessions_ended(), r->sessions_ended() == 1 ? "" : "s");
+  return 0;
+}
+
+int List(presence::Client& client) {
+  std::vector<int64_t> only;
+  for (const std::string& text : absl::GetFlag(FLAGS_users)) {
+    int64_t id;
+    if (!ParseUserId(text, &id)) {
+      return UsageError(absl::StrCat("--users: '", text,
+                                     "' is not a user id (an integer > 0)"));
+    }
+    only.push_back(id);
+  }
+  // Page through by hand to keep the first page's server_time and count.
+  presence::v1::ListOnlineRequest request;
+  request.mutable_user_ids()->Add(only.begin(), only.end());
+  presence::v1::ListOnlineResponse all;
+  do {
+    absl::StatusOr<presence::v1::ListOnlineResponse> page =
+        client.ListOnline(request);
+    if (!page.ok()) return RpcError(page.status());
+    if (!all.has_server_time()) {
+      *all.mutable_server_time() = page->server_time();
+      all.set_total_online(page->total_online());
+    }
+    all.mutable_online_users()->MergeFrom(page->online_users());
+    request.set_page_token(page->next_page_token());
+  } while (!request.page_token().empty());
+  if (absl::GetFlag(FLAGS_json)) return PrintJson(all);
+  for (int64_t id : all.online_users()) {
+    std::printf("%lld\n", static_cast<long long>(id));
+  }
+  std::printf("(%d online at %s)\n", all.online_users_size(),
+              presence::FormatIsoTime(presence::FromProto(all.server_time()))
+                  .c_str());
+  return 0;
+}
+
+int Get(presence::Client& client, const std::vector<int64_t>& users) {
+  absl::StatusOr<presence::v1::GetPresenceResponse> r =
+      client.GetPresence(users);
+  if (!r.ok()) return RpcError(r.status());
+  if (absl::GetFlag(FLAGS_json)) return PrintJson(*r);
+  std::printf("%s", presence::FormatPresenceTable(*r).c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_help_flags = [](absl::string_view file) {
+    return absl::StrContains(file, "presencectl");
+  };
+  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage_config);
+  absl::SetProgramUsageMessage(kUsage);
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() < 2) return UsageError("no command given");
+  const std::string command = args[1];
+  std::vector<int64_t> users;
+  for (size_t i = 2; i < args.size(); ++i) {
+    int64_t id;
+    if (!ParseUserId(args[i], &id)) {
+      return UsageError(absl::StrCat("'", args[i],
+                                     "' is not a user id (an integer > 0)"));
+    }
+    users.push_back(id);
+  }
+
+  presence::ClientOptions options;
+  options.target = absl::GetFlag(FLAGS_server);
+  options.deadline = absl::GetFlag(FLAGS_timeout);
+  presence::Client client(options);
+
+  if (command == "heartbeat" || command == "offline") {
+    if (users.size() != 1) {
+      return UsageError(absl::StrCat(command, " takes exactly one USER"));
+    }
+    return command == "heartbeat" ? Heartbeat(client, users[0])
+                                  : Offline(client, users[0]);
+  }
+  if (command == "list") {
+    if (!users.empty()) {
+      return UsageError("list takes no USER; use --users=1,2,3 to filter");
+    }
+    return List(client);
+  }
+  if (command == "get") {
+    if (users.empty()) return UsageError("get takes one or more USER ids");
+    return Get(client, users);
+  }
+  return UsageError(absl::StrCat("unknown command '", command, "'"));
+}
