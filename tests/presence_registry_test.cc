@@ -1,0 +1,296 @@
+// Every rule of DESIGN.md's Semantics section, on the registry with a fake
+// clock. The service tests check the same rules through gRPC.
+
+#include "service/presence_registry.h"
+
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "service/clock.h"
+
+namespace presence {
+namespace {
+
+constexpr absl::Duration kWindow = absl::Minutes(5);
+
+class RecordingSink : public ChangeSink {
+ public:
+  uint64_t Record(const SessionChange& change) override {
+    absl::MutexLock lock(&mu_);
+    changes_.push_back(change);
+    return changes_.size();
+  }
+  std::vector<SessionChange> changes() {
+    absl::MutexLock lock(&mu_);
+    return changes_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<SessionChange> changes_ ABSL_GUARDED_BY(mu_);
+};
+
+class RegistryTest : public ::testing::Test {
+ protected:
+  UserPresenceInfo Get(int64_t user) {
+    return registry_.GetPresence({user}).users.at(0);
+  }
+  std::vector<int64_t> AllOnline() {
+    return registry_.ListOnline({}, 0, 10'000).user_ids;
+  }
+
+  FakeClock clock_;
+  RecordingSink sink_;
+  PresenceRegistry registry_{clock_, kWindow, &sink_};
+};
+
+TEST_F(RegistryTest, HeartbeatMakesUserOnlineUntilWindowEnds) {
+  const absl::Time t0 = clock_.Now();
+  HeartbeatResult r = registry_.Heartbeat(42, "tab");
+  EXPECT_TRUE(r.became_online);
+  EXPECT_EQ(r.server_time, t0);
+  EXPECT_EQ(r.online_until, t0 + kWindow);
+  UserPresenceInfo info = Get(42);
+  EXPECT_TRUE(info.online);
+  EXPECT_EQ(info.live_sessions, 1);
+  EXPECT_EQ(info.online_until, t0 + kWindow);
+  EXPECT_EQ(AllOnline(), std::vector<int64_t>{42});
+}
+
+TEST_F(RegistryTest, SecondHeartbeatOfOnlineUserDoesNotBecomeOnline) {
+  registry_.Heartbeat(42, "tab");
+  clock_.Advance(absl::Minutes(2));
+  HeartbeatResult r = registry_.Heartbeat(42, "tab");
+  EXPECT_FALSE(r.became_online);
+  EXPECT_EQ(r.online_until, clock_.Now() + kWindow);
+}
+
+TEST_F(RegistryTest, OnlineJustBeforeWindowEndsOfflineExactlyAtIt) {
+  const absl::Time t0 = clock_.Now();
+  registry_.Heartbeat(42, "");
+  clock_.Set(t0 + kWindow - absl::Nanoseconds(1));
+  EXPECT_TRUE(Get(42).online);
+  EXPECT_EQ(AllOnline(), std::vector<int64_t>{42});
+  clock_.Set(t0 + kWindow);
+  EXPECT_FALSE(Get(42).online);
+  EXPECT_EQ(Get(42).live_sessions, 0);
+  EXPECT_TRUE(AllOnline().empty());
+}
+
+TEST_F(RegistryTest, HeartbeatAfterExpiryBecomesOnlineAgain) {
+  registry_.Heartbeat(42, "");
+  clock_.Advance(kWindow);
+  EXPECT_TRUE(registry_.Heartbeat(42, "").became_online);
+}
+
+TEST_F(RegistryTest, LastSeenAfterExpiryIsTheLastHeartbeat) {
+  registry_.Heartbeat(42, "");
+  clock_.Advance(absl::Minutes(1));
+  const absl::Time last = clock_.Now();
+  registry_.Heartbeat(42, "");
+  clock_.Advance(absl::Hours(3));
+  UserPresenceInfo info = Get(42);
+  EXPECT_FALSE(info.online);
+  EXPECT_EQ(info.last_seen, last);
+}
+
+TEST_F(RegistryTest, NeverSeenUserIsOfflineWithoutLastSeen) {
+  UserPresenceInfo info = Get(7);
+  EXPECT_EQ(info.user_id, 7);
+  EXPECT_FALSE(info.online);
+  EXPECT_EQ(info.last_seen, absl::InfinitePast());
+  EXPECT_EQ(info.live_sessions, 0);
+}
+
+TEST_F(RegistryTest, TwoSessionsKeepUserOnlineUntilTheLaterExpires) {
+  const absl::Time t0 = clock_.Now();
+  registry_.Heartbeat(42, "phone");
+  clock_.Advance(absl::Minutes(3));
+  EXPECT_FALSE(registry_.Heartbeat(42, "laptop").became_online);
+  EXPECT_EQ(Get(42).live_sessions, 2);
+  clock_.Set(t0 + kWindow);  // phone expired, laptop live
+  UserPresenceInfo info = Get(42);
+  EXPECT_TRUE(info.online);
+  EXPECT_EQ(info.live_sessions, 1);
+  EXPECT_EQ(info.online_until, t0 + absl::Minutes(3) + kWindow);
+  clock_.Set(t0 + absl::Minutes(3) + kWindow);
+  EXPECT_FALSE(Get(42).online);
+}
+
+TEST_F(RegistryTest, LogoutOfOneSessionKeepsTheOtherDeviceOnline) {
+  registry_.Heartbeat(42, "phone");
+  registry_.Heartbeat(42, "laptop");
+  clock_.Advance(absl::Seconds(10));
+  MarkOfflineResult r = registry_.MarkOffline(42, "laptop");
+  EXPECT_EQ(r.sessions_ended, 1);
+  EXPECT_TRUE(r.still_online);
+  EXPECT_FALSE(r.went_offline);
+  EXPECT_NE(r.write_ticket, 0u);
+  UserPresenceInfo info = Get(42);
+  EXPECT_TRUE(info.online);
+  EXPECT_EQ(info.live_sessions, 1);
+  EXPECT_EQ(info.last_seen, clock_.Now());
+}
+
+TEST_F(RegistryTest, LogoutOfLastSessionIsOfflineAtOnceAndKeepsLastSeen) {
+  registry_.Heartbeat(42, "laptop");
+  clock_.Advance(absl::Seconds(30));
+  const absl::Time logout = clock_.Now();
+  MarkOfflineResult r = registry_.MarkOffline(42, "laptop");
+  EXPECT_EQ(r.sessions_ended, 1);
+  EXPECT_FALSE(r.still_online);
+  EXPECT_TRUE(r.went_offline);
+  EXPECT_EQ(r.server_time, logout);
+  UserPresenceInfo info = Get(42);
+  EXPECT_FALSE(info.online);
+  EXPECT_EQ(info.last_seen, logout);  // no 1970 trick
+  EXPECT_TRUE(AllOnline().empty());
+}
+
+TEST_F(RegistryTest, EmptySessionIdLogsOutEverywhere) {
+  registry_.Heartbeat(42, "phone");
+  registry_.Heartbeat(42, "laptop");
+  registry_.Heartbeat(42, "");
+  MarkOfflineResult r = registry_.MarkOffline(42, "");
+  EXPECT_EQ(r.sessions_ended, 3);
+  EXPECT_FALSE(r.still_online);
+  EXPECT_TRUE(r.went_offline);
+  EXPECT_FALSE(Get(42).online);
+  EXPECT_EQ(Get(42).live_sessions, 0);
+}
+
+TEST_F(RegistryTest, EmptySessionIdIsTheDefaultSessionForHeartbeats) {
+  registry_.Heartbeat(42, "");
+  registry_.Heartbeat(42, "");
+  EXPECT_EQ(Get(42).live_sessions, 1);
+  registry_.Heartbeat(42, "tab");
+  EXPECT_EQ(Get(42).live_sessions, 2);
+}
+
+TEST_F(RegistryTest, MarkOfflineOfUnknownOrEndedSessionChangesNothing) {
+  MarkOfflineResult unknown_user = registry_.MarkOffline(7, "");
+  EXPECT_EQ(unknown_user.sessions_ended, 0);
+  EXPECT_FALSE(unknown_user.still_online);
+  EXPECT_EQ(unknown_user.write_ticket, 0u);
+  EXPECT_EQ(Get(7).last_seen, absl::InfinitePast());
+
+  registry_.Heartbeat(42, "phone");
+  const absl::Time seen = clock_.Now();
+  clock_.Advance(absl::Seconds(5));
+  MarkOfflineResult other = registry_.MarkOffline(42, "laptop");
+  EXPECT_EQ(other.sessions_ended, 0);
+  EXPECT_TRUE(other.still_online);
+  EXPECT_EQ(other.write_ticket, 0u);
+  EXPECT_EQ(Get(42).last_seen, seen);
+}
+
+TEST_F(RegistryTest, MarkOfflineOfExpiredSessionEndsNoLiveSession) {
+  registry_.Heartbeat(42, "phone");
+  const absl::Time seen = clock_.Now();
+  clock_.Advance(kWindow + absl::Minutes(1));
+  MarkOfflineResult r = registry_.MarkOffline(42, "phone");
+  EXPECT_EQ(r.sessions_ended, 0);
+  EXPECT_FALSE(r.went_offline);  // it was already offline
+  // The user was not present at the logout: last_seen stays at the heartbeat.
+  EXPECT_EQ(Get(42).last_seen, seen);
+}
+
+TEST_F(RegistryTest, ListOnlineIsAscendingFilteredAndPaged) {
+  for (int64_t id : {50, 3, 1000, 7, 12}) registry_.Heartbeat(id, "");
+  registry_.Heartbeat(99, "");
+  registry_.MarkOffline(99, "");
+
+  OnlinePage all = registry_.ListOnline({}, 0, 100);
+  EXPECT_EQ(all.user_ids, (std::vector<int64_t>{3, 7, 12, 50, 1000}));
+  EXPECT_EQ(all.total_online, 5);
+  EXPECT_FALSE(all.has_more);
+
+  OnlinePage first = registry_.ListOnline({}, 0, 2);
+  EXPECT_EQ(first.user_ids, (std::vector<int64_t>{3, 7}));
+  EXPECT_TRUE(first.has_more);
+  EXPECT_EQ(first.total_online, 5);
+  OnlinePage second = registry_.ListOnline({}, 7, 2);
+  EXPECT_EQ(second.user_ids, (std::vector<int64_t>{12, 50}));
+  EXPECT_TRUE(second.has_more);
+  OnlinePage last = registry_.ListOnline({}, 50, 2);
+  EXPECT_EQ(last.user_ids, (std::vector<int64_t>{1000}));
+  EXPECT_FALSE(last.has_more);
+
+  const std::vector<int64_t> only = {1000, 99, 3, 3, 4};
+  OnlinePage filtered = registry_.ListOnline(only, 0, 100);
+  EXPECT_EQ(filtered.user_ids, (std::vector<int64_t>{3, 1000}));
+  EXPECT_EQ(filtered.total_online, 2);
+}
+
+TEST_F(RegistryTest, GetPresenceAnswersInRequestOrder) {
+  registry_.Heartbeat(5, "");
+  const std::vector<int64_t> ids = {9, 5, 9};
+  PresenceLookup lookup = registry_.GetPresence(ids);
+  ASSERT_EQ(lookup.users.size(), 3u);
+  EXPECT_EQ(lookup.server_time, clock_.Now());
+  EXPECT_EQ(lookup.users[0].user_id, 9);
+  EXPECT_FALSE(lookup.users[0].online);
+  EXPECT_EQ(lookup.users[1].user_id, 5);
+  EXPECT_TRUE(lookup.users[1].online);
+  EXPECT_EQ(lookup.users[2].user_id, 9);
+}
+
+TEST_F(RegistryTest, ChangesReachTheSinkInOrderWithLastSeen) {
+  registry_.Heartbeat(42, "a");
+  clock_.Advance(absl::Seconds(1));
+  registry_.MarkOffline(42, "a");
+  registry_.Heartbeat(42, "b");
+  registry_.MarkOffline(42, "");
+  std::vector<SessionChange> changes = sink_.changes();
+  ASSERT_EQ(changes.size(), 4u);
+  EXPECT_EQ(changes[0].kind, SessionChange::Kind::kHeartbeat);
+  EXPECT_EQ(changes[0].session_id, "a");
+  EXPECT_EQ(changes[1].kind, SessionChange::Kind::kEndSession);
+  EXPECT_EQ(changes[1].last_seen, clock_.Now());
+  EXPECT_EQ(changes[2].kind, SessionChange::Kind::kHeartbeat);
+  EXPECT_EQ(changes[3].kind, SessionChange::Kind::kEndAllSessions);
+  EXPECT_EQ(changes[3].user_id, 42);
+}
+
+TEST_F(RegistryTest, RestoreBringsSessionsBackWithTheirHeartbeat) {
+  const absl::Time hb = clock_.Now() - absl::Minutes(1);
+  registry_.RestoreSession(42, "tab", hb);
+  registry_.RestoreLastSeen(7, hb - absl::Hours(1));
+  EXPECT_TRUE(sink_.changes().empty());
+  UserPresenceInfo info = Get(42);
+  EXPECT_TRUE(info.online);
+  EXPECT_EQ(info.online_until, hb + kWindow);
+  EXPECT_EQ(info.last_seen, hb);
+  EXPECT_EQ(Get(7).last_seen, hb - absl::Hours(1));
+  EXPECT_FALSE(Get(7).online);
+  // A restored session is the same session: a heartbeat does not add one.
+  EXPECT_FALSE(registry_.Heartbeat(42, "tab").became_online);
+  EXPECT_EQ(Get(42).live_sessions, 1);
+}
+
+TEST_F(RegistryTest, PruneExpiredDropsOnlyDeadSessionsAndKeepsLastSeen) {
+  registry_.Heartbeat(1, "old");
+  const absl::Time seen = clock_.Now();
+  clock_.Advance(kWindow);
+  registry_.Heartbeat(2, "new");
+  EXPECT_EQ(registry_.PruneExpired(), 1);
+  EXPECT_EQ(registry_.PruneExpired(), 0);
+  EXPECT_EQ(Get(1).last_seen, seen);
+  EXPECT_TRUE(Get(2).online);
+}
+
+TEST_F(RegistryTest, ConcurrentHeartbeatsAreAllCounted) {
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 1; i <= 500; ++i) registry_.Heartbeat(t * 1000 + i, "s");
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(registry_.ListOnline({}, 0, 10'000).total_online, 2000);
+  EXPECT_EQ(sink_.changes().size(), 2000u);
+}
+
+}  // namespace
+}  // namespace presence
