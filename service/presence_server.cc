@@ -137,6 +137,8 @@ absl::Status PresenceServer::Listen() {
   }
   address_ = absl::StrCat(
       options_.listen.substr(0, options_.listen.rfind(':')), ":", port_);
+  server_->GetHealthCheckService()->SetServingStatus(
+      v1::PresenceService::service_full_name(), true);
   server_->GetHealthCheckService()->SetServingStatus(true);
   return absl::OkStatus();
 }
