@@ -1,0 +1,137 @@
+// presencectl as a user runs it, against a real presenced.
+
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "google/protobuf/util/json_util.h"
+#include "gtest/gtest.h"
+#include "presence/v1/presence.pb.h"
+#include "tests/test_util.h"
+
+namespace presence {
+namespace {
+
+using testing::Subprocess;
+
+class PresencectlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ = testing::StartPresenced({"--db=" + dir_.File("p.db")});
+    ASSERT_FALSE(server_.address.empty());
+  }
+
+  Subprocess::Exit Ctl(std::vector<std::string> args) {
+    std::vector<std::string> argv = {PRESENCECTL_PATH,
+                                     "--server=" + server_.address};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return testing::Run(argv);
+  }
+
+  testing::TempDir dir_;
+  testing::RunningPresenced server_;
+};
+
+TEST_F(PresencectlTest, HeartbeatThenListShowsTheUser) {
+  Subprocess::Exit hb = Ctl({"heartbeat", "42"});
+  EXPECT_EQ(hb.code, 0) << hb.err;
+  EXPECT_NE(hb.out.find("42 online (was offline) until "), std::string::npos)
+      << hb.out;
+  EXPECT_NE(hb.out.find("next heartbeat within 2m"), std::string::npos);
+
+  Subprocess::Exit again = Ctl({"heartbeat", "42"});
+  EXPECT_EQ(again.out.find("was offline"), std::string::npos) << again.out;
+
+  Subprocess::Exit list = Ctl({"list"});
+  EXPECT_EQ(list.code, 0) << list.err;
+  EXPECT_EQ(list.out.substr(0, 3), "42\n") << list.out;
+  EXPECT_NE(list.out.find("(1 online at "), std::string::npos) << list.out;
+}
+
+TEST_F(PresencectlTest, GetShowsStatusLastSeenAndSessions) {
+  ASSERT_EQ(Ctl({"heartbeat", "42", "--session", "phone"}).code, 0);
+  ASSERT_EQ(Ctl({"heartbeat", "42", "--session=laptop"}).code, 0);
+  Subprocess::Exit get = Ctl({"get", "42", "7"});
+  EXPECT_EQ(get.code, 0) << get.err;
+  EXPECT_NE(get.out.find("USER  STATUS   LAST SEEN"), std::string::npos)
+      << get.out;
+  // 42    online   just now (2026-11-28T06:43:54Z)  2
+  EXPECT_TRUE(std::regex_search(
+      get.out, std::regex(R"(\n42 +online +(just now|\d+s ago) \(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\) +2\n)")))
+      << get.out;
+  EXPECT_TRUE(std::regex_search(get.out, std::regex(R"(\n7 +offline +never +0\n)")))
+      << get.out;
+}
+
+TEST_F(PresencectlTest, OfflineOfOneSessionThenAll) {
+  ASSERT_EQ(Ctl({"heartbeat", "42", "--session=phone"}).code, 0);
+  ASSERT_EQ(Ctl({"heartbeat", "42", "--session=laptop"}).code, 0);
+  Subprocess::Exit one = Ctl({"offline", "42", "--session=laptop"});
+  EXPECT_EQ(one.code, 0) << one.err;
+  EXPECT_EQ(one.out, "42 still online (another session is live); ended 1 session\n");
+  Subprocess::Exit all = Ctl({"offline", "42"});
+  EXPECT_EQ(all.out, "42 offline; ended 1 session\n");
+  Subprocess::Exit list = Ctl({"list"});
+  EXPECT_NE(list.out.find("(0 online at "), std::string::npos) << list.out;
+}
+
+TEST_F(PresencectlTest, JsonIsTheServersAnswer) {
+  ASSERT_EQ(Ctl({"heartbeat", "42"}).code, 0);
+  Subprocess::Exit get = Ctl({"--json", "get", "42"});
+  ASSERT_EQ(get.code, 0) << get.err;
+  v1::GetPresenceResponse parsed;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(get.out, &parsed).ok())
+      << get.out;
+  ASSERT_EQ(parsed.users_size(), 1);
+  EXPECT_EQ(parsed.users(0).user_id(), 42);
+  EXPECT_EQ(parsed.users(0).status(), v1::STATUS_ONLINE);
+  EXPECT_TRUE(parsed.has_server_time());
+
+  ASSERT_EQ(Ctl({"heartbeat", "7"}).code, 0);
+  Subprocess::Exit list = Ctl({"list", "--users=7,8", "--json"});
+  v1::ListOnlineResponse listed;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(list.out, &listed).ok())
+      << list.out;
+  ASSERT_EQ(listed.online_users_size(), 1);
+  EXPECT_EQ(listed.online_users(0), 7);
+  EXPECT_EQ(listed.total_online(), 1);
+}
+
+TEST_F(PresencectlTest, ServerErrorsAreShownWithExitOne) {
+  Subprocess::Exit r = Ctl({"heartbeat", "42", "--session=" + std::string(200, 'x')});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("INVALID_ARGUMENT"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("session_id"), std::string::npos) << r.err;
+}
+
+TEST(PresencectlNoServerTest, UnreachableServerIsExitOneWithAClearMessage) {
+  // Port 1 on loopback: nothing listens there, connections are refused.
+  Subprocess::Exit r = testing::Run(
+      {PRESENCECTL_PATH, "--server=127.0.0.1:1", "--timeout=3s", "list"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("cannot reach presenced at 127.0.0.1:1"),
+            std::string::npos)
+      << r.err;
+}
+
+TEST(PresencectlUsageTest, BadUsageIsExitTwo) {
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{
+           {},
+           {"wave", "42"},
+           {"heartbeat"},
+           {"heartbeat", "forty-two"},
+           {"heartbeat", "0"},
+           {"get"},
+           {"list", "42"},
+           {"list", "--users=1,x"}}) {
+    std::vector<std::string> argv = {PRESENCECTL_PATH, "--server=127.0.0.1:1"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    Subprocess::Exit r = testing::Run(argv);
+    EXPECT_EQ(r.code, 2) << r.err;
+    EXPECT_NE(r.err.find("presencectl: "), std::string::npos) << r.err;
+  }
+}
+
+}  // namespace
+}  // namespace presence
