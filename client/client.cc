@@ -39,11 +39,11 @@ constexpr char kServiceConfig[] = R"json({
 std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options) {
   grpc::ChannelArguments args;
   args.SetServiceConfigJSON(kServiceConfig);
-  return grpc::CreateCustomChannel(
-      options.target,
-      options.credentials != nullptr ? options.credentials
-                                     : grpc::InsecureChannelCredentials(),
-      args);
+  return grpc::CreateCustomChannel(options.target,
+                                   options.credentials != nullptr
+                                       ? options.credentials
+                                       : grpc::InsecureChannelCredentials(),
+                                   args);
 }
 
 }  // namespace
@@ -72,7 +72,8 @@ absl::StatusOr<v1::HeartbeatResponse> Client::Heartbeat(
   *request.mutable_client_time() =
       google::protobuf::util::TimeUtil::GetCurrentTime();
   v1::HeartbeatResponse response;
-  grpc::Status status = stub_->Heartbeat(NewContext().get(), request, &response);
+  grpc::Status status =
+      stub_->Heartbeat(NewContext().get(), request, &response);
   if (!status.ok()) return ToAbslStatus(status);
   return response;
 }

@@ -107,10 +107,10 @@ MarkOfflineResult PresenceRegistry::MarkOffline(int64_t user_id,
   if (result.sessions_ended > 0) user.last_seen = std::max(user.last_seen, now);
   result.still_online = now < OnlineUntil(user);
   result.went_offline = was_online && !result.still_online;
-  result.write_ticket = Record(SessionChange{
-      end_all ? SessionChange::Kind::kEndAllSessions
-              : SessionChange::Kind::kEndSession,
-      user_id, std::string(session_id), now, user.last_seen});
+  result.write_ticket = Record(
+      SessionChange{end_all ? SessionChange::Kind::kEndAllSessions
+                            : SessionChange::Kind::kEndSession,
+                    user_id, std::string(session_id), now, user.last_seen});
   return result;
 }
 

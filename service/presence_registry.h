@@ -29,7 +29,7 @@ struct HeartbeatResult {
 struct MarkOfflineResult {
   absl::Time server_time;
   bool still_online = false;
-  int sessions_ended = 0;   // live sessions ended by this call
+  int sessions_ended = 0;     // live sessions ended by this call
   bool went_offline = false;  // the call ended the user's last live session
   uint64_t write_ticket = 0;  // 0: nothing changed, nothing to wait for
 };

@@ -131,12 +131,12 @@ absl::Status PresenceServer::Listen() {
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port_ == 0) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot listen on ", options_.listen,
-        ": the address is in use, not local, or not permitted"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options_.listen,
+                     ": the address is in use, not local, or not permitted"));
   }
-  address_ = absl::StrCat(
-      options_.listen.substr(0, options_.listen.rfind(':')), ":", port_);
+  address_ = absl::StrCat(options_.listen.substr(0, options_.listen.rfind(':')),
+                          ":", port_);
   server_->GetHealthCheckService()->SetServingStatus(
       v1::PresenceService::service_full_name(), true);
   server_->GetHealthCheckService()->SetServingStatus(true);

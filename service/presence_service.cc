@@ -64,8 +64,8 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::Heartbeat(
 }
 
 grpc::ServerUnaryReactor* PresenceServiceImpl::MarkOffline(
-    grpc::CallbackServerContext* context,
-    const v1::MarkOfflineRequest* request, v1::MarkOfflineResponse* response) {
+    grpc::CallbackServerContext* context, const v1::MarkOfflineRequest* request,
+    v1::MarkOfflineResponse* response) {
   if (absl::Status s = ValidateRequest(*request, options_.limits); !s.ok()) {
     return Finish(context, s);
   }
@@ -86,9 +86,8 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::ListOnline(
     return Finish(context, s);
   }
   const int64_t after = *DecodePageToken(request->page_token());
-  const OnlinePage page =
-      registry_->ListOnline(request->user_ids(), after,
-                            EffectivePageSize(*request, options_.limits));
+  const OnlinePage page = registry_->ListOnline(
+      request->user_ids(), after, EffectivePageSize(*request, options_.limits));
   response->mutable_online_users()->Add(page.user_ids.begin(),
                                         page.user_ids.end());
   if (page.has_more) {
@@ -115,7 +114,8 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::GetPresence(
       SetTimestamp(info.last_seen, out->mutable_last_seen());
     }
     out->set_live_sessions(info.live_sessions);
-    if (info.online) SetTimestamp(info.online_until, out->mutable_online_until());
+    if (info.online)
+      SetTimestamp(info.online_until, out->mutable_online_until());
   }
   return Finish(context, absl::OkStatus());
 }

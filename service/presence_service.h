@@ -29,10 +29,9 @@ class PresenceServiceImpl final : public v1::PresenceService::CallbackService {
   PresenceServiceImpl(PresenceRegistry* registry, StoreWriter* writer,
                       Options options);
 
-  grpc::ServerUnaryReactor* Heartbeat(
-      grpc::CallbackServerContext* context,
-      const v1::HeartbeatRequest* request,
-      v1::HeartbeatResponse* response) override;
+  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* context,
+                                      const v1::HeartbeatRequest* request,
+                                      v1::HeartbeatResponse* response) override;
   grpc::ServerUnaryReactor* MarkOffline(
       grpc::CallbackServerContext* context,
       const v1::MarkOfflineRequest* request,

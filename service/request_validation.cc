@@ -3,9 +3,9 @@
 #include <algorithm>
 
 #include "absl/strings/escaping.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 
 namespace presence {
 namespace {
@@ -29,9 +29,9 @@ absl::Status ValidateSessionId(absl::string_view session_id) {
   for (size_t i = 0; i < session_id.size(); ++i) {
     const unsigned char c = static_cast<unsigned char>(session_id[i]);
     if (c < 0x20 || c > 0x7e) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "session_id must be printable ASCII; byte ", i, " is 0x",
-          absl::Hex(c, absl::kZeroPad2)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("session_id must be printable ASCII; byte ", i, " is 0x",
+                       absl::Hex(c, absl::kZeroPad2)));
     }
   }
   return absl::OkStatus();
@@ -46,8 +46,8 @@ absl::Status ValidateUserIds(const Ids& ids, const RequestLimits& limits) {
   }
   for (int i = 0; i < ids.size(); ++i) {
     if (ids[i] <= 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "user_ids[", i, "] must be > 0, got ", ids[i]));
+      return absl::InvalidArgumentError(
+          absl::StrCat("user_ids[", i, "] must be > 0, got ", ids[i]));
     }
   }
   return absl::OkStatus();
@@ -74,9 +74,9 @@ absl::Status ValidateRequest(const v1::MarkOfflineRequest& request,
 absl::Status ValidateRequest(const v1::ListOnlineRequest& request,
                              const RequestLimits& limits) {
   if (request.page_size() < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "page_size must be >= 0 (0 means ", limits.default_page_size,
-        "), got ", request.page_size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size must be >= 0 (0 means ",
+                     limits.default_page_size, "), got ", request.page_size()));
   }
   if (absl::StatusOr<int64_t> cursor = DecodePageToken(request.page_token());
       !cursor.ok()) {

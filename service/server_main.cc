@@ -113,8 +113,8 @@ int main(int argc, char** argv) {
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);
-  presence::LogInfo(absl::StrCat("received ", strsignal(signal_number),
-                                 ", shutting down"));
+  presence::LogInfo(
+      absl::StrCat("received ", strsignal(signal_number), ", shutting down"));
   if (absl::Status s = (*server)->Shutdown(); !s.ok()) {
     return Fail(absl::StrCat("shutdown: ", s.message()));
   }

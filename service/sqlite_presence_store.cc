@@ -44,8 +44,9 @@ absl::Status SqliteError(const SQLite::Exception& e, absl::string_view what) {
   std::string message = absl::StrCat(what, ": ", e.what());
   if (code == SQLITE_NOTADB || code == SQLITE_CORRUPT) {
     return absl::DataLossError(absl::StrCat(
-        message, " (the file is not a presenced database or is corrupt; "
-                 "restore it from a backup or move it away to start empty)"));
+        message,
+        " (the file is not a presenced database or is corrupt; "
+        "restore it from a backup or move it away to start empty)"));
   }
   return absl::UnavailableError(message);
 }
@@ -55,9 +56,11 @@ absl::Time FromMicros(int64_t us) { return absl::FromUnixMicros(us); }
 
 absl::Status Migrate(SQLite::Database& db) {
   SQLite::Transaction txn(db);
-  db.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
-  int version = db.execAndGet("SELECT IFNULL(MAX(version), 0) FROM schema_version")
-                    .getInt();
+  db.exec(
+      "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
+  int version =
+      db.execAndGet("SELECT IFNULL(MAX(version), 0) FROM schema_version")
+          .getInt();
   if (version > SqlitePresenceStore::kSchemaVersion) {
     return absl::FailedPreconditionError(absl::StrCat(
         "database schema version ", version, " is newer than this presenced (",
@@ -88,20 +91,20 @@ SqlitePresenceStore::SqlitePresenceStore(std::unique_ptr<LockFile> lock,
       delete_session_(
           *db_, "DELETE FROM sessions WHERE user_id = ?1 AND session_id = ?2"),
       delete_user_sessions_(*db_, "DELETE FROM sessions WHERE user_id = ?1"),
-      upsert_last_seen_(*db_,
-                        "INSERT INTO users (user_id, last_seen_us) "
-                        "VALUES (?1, ?2) ON CONFLICT (user_id) DO UPDATE SET "
-                        "last_seen_us = MAX(last_seen_us, excluded.last_seen_us)") {}
+      upsert_last_seen_(
+          *db_,
+          "INSERT INTO users (user_id, last_seen_us) "
+          "VALUES (?1, ?2) ON CONFLICT (user_id) DO UPDATE SET "
+          "last_seen_us = MAX(last_seen_us, excluded.last_seen_us)") {}
 
 absl::StatusOr<std::unique_ptr<SqlitePresenceStore>> SqlitePresenceStore::Open(
     const Options& options) {
   const std::string lock_path = options.path + ".lock";
   const int fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot open database ", options.path,
-                     ": cannot create its lock file ", lock_path, ": ",
-                     std::strerror(errno)));
+    return absl::UnavailableError(absl::StrCat(
+        "cannot open database ", options.path, ": cannot create its lock file ",
+        lock_path, ": ", std::strerror(errno)));
   }
   auto lock = std::make_unique<LockFile>(fd);
   if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
@@ -126,9 +129,8 @@ absl::StatusOr<std::unique_ptr<SqlitePresenceStore>> SqlitePresenceStore::Open(
     // Readers (sqlite3 CLI, backups) may hold the file briefly.
     db->setBusyTimeout(5000);
     if (absl::Status s = Migrate(*db); !s.ok()) {
-      return absl::Status(s.code(),
-                          absl::StrCat("database ", options.path, ": ",
-                                       s.message()));
+      return absl::Status(
+          s.code(), absl::StrCat("database ", options.path, ": ", s.message()));
     }
     return std::unique_ptr<SqlitePresenceStore>(
         new SqlitePresenceStore(std::move(lock), std::move(db)));
@@ -143,31 +145,32 @@ absl::StatusOr<StoredState> SqlitePresenceStore::Load(absl::Time live_after) {
     SQLite::Transaction txn(*db_);
     // Sessions that expired while presenced was down still count for their
     // user's last_seen; fold them in before deleting them.
-    SQLite::Statement fold(*db_,
-                           "INSERT INTO users (user_id, last_seen_us) "
-                           "SELECT user_id, MAX(last_heartbeat_us) FROM sessions "
-                           "WHERE last_heartbeat_us <= ?1 GROUP BY user_id "
-                           "ON CONFLICT (user_id) DO UPDATE SET "
-                           "last_seen_us = MAX(last_seen_us, excluded.last_seen_us)");
+    SQLite::Statement fold(
+        *db_,
+        "INSERT INTO users (user_id, last_seen_us) "
+        "SELECT user_id, MAX(last_heartbeat_us) FROM sessions "
+        "WHERE last_heartbeat_us <= ?1 GROUP BY user_id "
+        "ON CONFLICT (user_id) DO UPDATE SET "
+        "last_seen_us = MAX(last_seen_us, excluded.last_seen_us)");
     fold.bind(1, ToMicros(live_after));
     fold.exec();
-    SQLite::Statement prune(*db_,
-                            "DELETE FROM sessions WHERE last_heartbeat_us <= ?1");
+    SQLite::Statement prune(
+        *db_, "DELETE FROM sessions WHERE last_heartbeat_us <= ?1");
     prune.bind(1, ToMicros(live_after));
     prune.exec();
 
     SQLite::Statement sessions(
         *db_, "SELECT user_id, session_id, last_heartbeat_us FROM sessions");
     while (sessions.executeStep()) {
-      state.live_sessions.push_back(
-          StoredSession{sessions.getColumn(0).getInt64(),
-                        sessions.getColumn(1).getString(),
-                        FromMicros(sessions.getColumn(2).getInt64())});
+      state.live_sessions.push_back(StoredSession{
+          sessions.getColumn(0).getInt64(), sessions.getColumn(1).getString(),
+          FromMicros(sessions.getColumn(2).getInt64())});
     }
     SQLite::Statement users(*db_, "SELECT user_id, last_seen_us FROM users");
     while (users.executeStep()) {
-      state.last_seen.push_back(StoredLastSeen{
-          users.getColumn(0).getInt64(), FromMicros(users.getColumn(1).getInt64())});
+      state.last_seen.push_back(
+          StoredLastSeen{users.getColumn(0).getInt64(),
+                         FromMicros(users.getColumn(1).getInt64())});
     }
     txn.commit();
     return state;

@@ -55,7 +55,8 @@ class StoreWriter : public ChangeSink {
   // Calls `done` with OK once the change behind `ticket` is committed, or with
   // UNAVAILABLE if an attempt to commit it failed. Ticket 0 (no change) and
   // kAsync complete at once, on the calling thread.
-  void WhenDurable(uint64_t ticket, absl::AnyInvocable<void(absl::Status)> done);
+  void WhenDurable(uint64_t ticket,
+                   absl::AnyInvocable<void(absl::Status)> done);
 
   // Blocks until every change recorded so far has been committed, or one
   // attempt to commit it failed (that error is returned).

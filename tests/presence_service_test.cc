@@ -88,7 +88,8 @@ TEST_F(ServiceTest, HeartbeatAnswersWithServerTimeWindowAndInterval) {
 TEST_F(ServiceTest, ClientTimeNeverDecidesPresence) {
   const absl::Time now = clock_.Now();
   for (absl::Time client_time :
-       {absl::FromCivil(absl::CivilSecond(2099, 1, 1, 0, 0, 0), absl::UTCTimeZone()),
+       {absl::FromCivil(absl::CivilSecond(2099, 1, 1, 0, 0, 0),
+                        absl::UTCTimeZone()),
         absl::UnixEpoch()}) {
     v1::HeartbeatRequest request;
     request.set_user_id(42);
@@ -122,7 +123,8 @@ TEST_F(ServiceTest, LogoutOnOneDeviceKeepsTheOtherOnline) {
   ASSERT_TRUE(client_->Heartbeat(42, "phone").ok());
   ASSERT_TRUE(client_->Heartbeat(42, "laptop").ok());
   clock_.Advance(absl::Seconds(7));
-  absl::StatusOr<v1::MarkOfflineResponse> r = client_->MarkOffline(42, "laptop");
+  absl::StatusOr<v1::MarkOfflineResponse> r =
+      client_->MarkOffline(42, "laptop");
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_TRUE(r->still_online());
   EXPECT_EQ(r->sessions_ended(), 1);
@@ -319,8 +321,9 @@ TEST_F(ServiceTest, ReflectionListsAndDescribesOurServiceAndHealth) {
   EXPECT_NE(std::find(services.begin(), services.end(),
                       "presence.v1.PresenceService"),
             services.end());
-  EXPECT_NE(std::find(services.begin(), services.end(), "grpc.health.v1.Health"),
-            services.end());
+  EXPECT_NE(
+      std::find(services.begin(), services.end(), "grpc.health.v1.Health"),
+      services.end());
 
   for (const std::string symbol :
        {"grpc.health.v1.Health", "presence.v1.PresenceService"}) {

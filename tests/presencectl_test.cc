@@ -57,9 +57,12 @@ TEST_F(PresencectlTest, GetShowsStatusLastSeenAndSessions) {
       << get.out;
   // 42    online   just now (2026-11-28T06:43:54Z)  2
   EXPECT_TRUE(std::regex_search(
-      get.out, std::regex(R"(\n42 +online +(just now|\d+s ago) \(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\) +2\n)")))
+      get.out,
+      std::regex(
+          R"(\n42 +online +(just now|\d+s ago) \(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\) +2\n)")))
       << get.out;
-  EXPECT_TRUE(std::regex_search(get.out, std::regex(R"(\n7 +offline +never +0\n)")))
+  EXPECT_TRUE(
+      std::regex_search(get.out, std::regex(R"(\n7 +offline +never +0\n)")))
       << get.out;
 }
 
@@ -68,7 +71,8 @@ TEST_F(PresencectlTest, OfflineOfOneSessionThenAll) {
   ASSERT_EQ(Ctl({"heartbeat", "42", "--session=laptop"}).code, 0);
   Subprocess::Exit one = Ctl({"offline", "42", "--session=laptop"});
   EXPECT_EQ(one.code, 0) << one.err;
-  EXPECT_EQ(one.out, "42 still online (another session is live); ended 1 session\n");
+  EXPECT_EQ(one.out,
+            "42 still online (another session is live); ended 1 session\n");
   Subprocess::Exit all = Ctl({"offline", "42"});
   EXPECT_EQ(all.out, "42 offline; ended 1 session\n");
   Subprocess::Exit list = Ctl({"list"});
@@ -80,7 +84,8 @@ TEST_F(PresencectlTest, JsonIsTheServersAnswer) {
   Subprocess::Exit get = Ctl({"--json", "get", "42"});
   ASSERT_EQ(get.code, 0) << get.err;
   v1::GetPresenceResponse parsed;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(get.out, &parsed).ok())
+  ASSERT_TRUE(
+      google::protobuf::util::JsonStringToMessage(get.out, &parsed).ok())
       << get.out;
   ASSERT_EQ(parsed.users_size(), 1);
   EXPECT_EQ(parsed.users(0).user_id(), 42);
@@ -90,7 +95,8 @@ TEST_F(PresencectlTest, JsonIsTheServersAnswer) {
   ASSERT_EQ(Ctl({"heartbeat", "7"}).code, 0);
   Subprocess::Exit list = Ctl({"list", "--users=7,8", "--json"});
   v1::ListOnlineResponse listed;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(list.out, &listed).ok())
+  ASSERT_TRUE(
+      google::protobuf::util::JsonStringToMessage(list.out, &listed).ok())
       << list.out;
   ASSERT_EQ(listed.online_users_size(), 1);
   EXPECT_EQ(listed.online_users(0), 7);
@@ -98,7 +104,8 @@ TEST_F(PresencectlTest, JsonIsTheServersAnswer) {
 }
 
 TEST_F(PresencectlTest, ServerErrorsAreShownWithExitOne) {
-  Subprocess::Exit r = Ctl({"heartbeat", "42", "--session=" + std::string(200, 'x')});
+  Subprocess::Exit r =
+      Ctl({"heartbeat", "42", "--session=" + std::string(200, 'x')});
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("INVALID_ARGUMENT"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("session_id"), std::string::npos) << r.err;
@@ -116,15 +123,14 @@ TEST(PresencectlNoServerTest, UnreachableServerIsExitOneWithAClearMessage) {
 
 TEST(PresencectlUsageTest, BadUsageIsExitTwo) {
   for (const std::vector<std::string>& args :
-       std::vector<std::vector<std::string>>{
-           {},
-           {"wave", "42"},
-           {"heartbeat"},
-           {"heartbeat", "forty-two"},
-           {"heartbeat", "0"},
-           {"get"},
-           {"list", "42"},
-           {"list", "--users=1,x"}}) {
+       std::vector<std::vector<std::string>>{{},
+                                             {"wave", "42"},
+                                             {"heartbeat"},
+                                             {"heartbeat", "forty-two"},
+                                             {"heartbeat", "0"},
+                                             {"get"},
+                                             {"list", "42"},
+                                             {"list", "--users=1,x"}}) {
     std::vector<std::string> argv = {PRESENCECTL_PATH, "--server=127.0.0.1:1"};
     argv.insert(argv.end(), args.begin(), args.end());
     Subprocess::Exit r = testing::Run(argv);

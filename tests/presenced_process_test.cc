@@ -148,11 +148,12 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(PresencedProcessTest, DbThatIsNotADatabaseIsRefused) {
   TempDir dir;
   const std::string path = dir.File("p.db");
-  ASSERT_EQ(testing::Run({"/bin/sh", "-c", "head -c 8192 /dev/urandom > " + path})
-                .code,
-            0);
-  Subprocess::Exit exit = testing::Run(
-      {PRESENCED_PATH, "--listen=127.0.0.1:0", "--db=" + path});
+  ASSERT_EQ(
+      testing::Run({"/bin/sh", "-c", "head -c 8192 /dev/urandom > " + path})
+          .code,
+      0);
+  Subprocess::Exit exit =
+      testing::Run({PRESENCED_PATH, "--listen=127.0.0.1:0", "--db=" + path});
   EXPECT_NE(exit.code, 0);
   EXPECT_NE(exit.err.find("not a presenced database"), std::string::npos)
       << exit.err;

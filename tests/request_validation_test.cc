@@ -27,8 +27,8 @@ TEST_P(HeartbeatValidationTest, ChecksUserAndSession) {
   v1::MarkOfflineRequest off;
   off.set_user_id(c.user_id);
   off.set_session_id(c.session_id);
-  for (const absl::Status& s :
-       {ValidateRequest(hb, RequestLimits{}), ValidateRequest(off, RequestLimits{})}) {
+  for (const absl::Status& s : {ValidateRequest(hb, RequestLimits{}),
+                                ValidateRequest(off, RequestLimits{})}) {
     if (c.ok) {
       EXPECT_TRUE(s.ok()) << s;
     } else {
@@ -44,7 +44,8 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"Plain", 1, "tab-1", true, ""},
         Case{"DefaultSession", 42, "", true, ""},
         Case{"MaxSession", 42, std::string(128, 'x'), true, ""},
-        Case{"PrintableAscii", 42, " ~!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}", true, ""},
+        Case{"PrintableAscii", 42, " ~!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}", true,
+             ""},
         Case{"ZeroUser", 0, "", false, "user_id"},
         Case{"NegativeUser", -5, "", false, "user_id"},
         Case{"LongSession", 42, std::string(129, 'x'), false, "session_id"},
@@ -71,7 +72,8 @@ TEST(ListValidationTest, IdsMustBePositiveAndBounded) {
   list.add_user_ids(0);
   absl::Status zero = ValidateRequest(list, limits);
   EXPECT_EQ(zero.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(zero.message().find("user_ids[1]"), absl::string_view::npos) << zero;
+  EXPECT_NE(zero.message().find("user_ids[1]"), absl::string_view::npos)
+      << zero;
 }
 
 TEST(ListValidationTest, PageSizeDefaultsAndCap) {
@@ -91,7 +93,8 @@ TEST(ListValidationTest, PageSizeDefaultsAndCap) {
 
 TEST(PageTokenTest, RoundTripsAndRejectsForgeries) {
   EXPECT_EQ(*DecodePageToken(""), 0);
-  EXPECT_EQ(*DecodePageToken(EncodePageToken(123456789012345)), 123456789012345);
+  EXPECT_EQ(*DecodePageToken(EncodePageToken(123456789012345)),
+            123456789012345);
   for (const char* bad : {"123", "!!!", "YWZ0ZXI6LTE", "YWZ0ZXI6eA"}) {
     absl::StatusOr<int64_t> r = DecodePageToken(bad);
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;

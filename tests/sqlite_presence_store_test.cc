@@ -68,16 +68,20 @@ TEST(SqliteStoreTest, ChangesSurviveReopen) {
     ASSERT_NE(store, nullptr);
     std::vector<SessionChange> batch = {
         {Kind::kHeartbeat, 1, "phone", kT0, kT0},
-        {Kind::kHeartbeat, 1, "laptop", kT0 + absl::Seconds(1), kT0 + absl::Seconds(1)},
+        {Kind::kHeartbeat, 1, "laptop", kT0 + absl::Seconds(1),
+         kT0 + absl::Seconds(1)},
         {Kind::kHeartbeat, 2, "", kT0, kT0},
         {Kind::kHeartbeat, 3, "a", kT0, kT0},
         {Kind::kHeartbeat, 3, "b", kT0, kT0},
     };
     ASSERT_TRUE(store->Commit(batch).ok());
     std::vector<SessionChange> later = {
-        {Kind::kHeartbeat, 1, "phone", kT0 + absl::Seconds(2), kT0 + absl::Seconds(2)},
-        {Kind::kEndSession, 1, "laptop", kT0 + absl::Seconds(3), kT0 + absl::Seconds(3)},
-        {Kind::kEndAllSessions, 3, "", kT0 + absl::Seconds(4), kT0 + absl::Seconds(4)},
+        {Kind::kHeartbeat, 1, "phone", kT0 + absl::Seconds(2),
+         kT0 + absl::Seconds(2)},
+        {Kind::kEndSession, 1, "laptop", kT0 + absl::Seconds(3),
+         kT0 + absl::Seconds(3)},
+        {Kind::kEndAllSessions, 3, "", kT0 + absl::Seconds(4),
+         kT0 + absl::Seconds(4)},
     };
     ASSERT_TRUE(store->Commit(later).ok());
   }
@@ -102,7 +106,8 @@ TEST(SqliteStoreTest, LoadPrunesExpiredSessionsIntoLastSeen) {
   std::vector<SessionChange> batch = {
       {Kind::kHeartbeat, 1, "old", kT0, kT0},
       {Kind::kHeartbeat, 1, "older", kT0 - absl::Hours(1), kT0},
-      {Kind::kHeartbeat, 2, "", kT0 + absl::Minutes(10), kT0 + absl::Minutes(10)},
+      {Kind::kHeartbeat, 2, "", kT0 + absl::Minutes(10),
+       kT0 + absl::Minutes(10)},
   };
   ASSERT_TRUE(store->Commit(batch).ok());
   // Sessions at or before live_after have expired.

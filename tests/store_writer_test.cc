@@ -14,7 +14,9 @@ namespace {
 
 class ControlledStore : public PresenceStore {
  public:
-  absl::StatusOr<StoredState> Load(absl::Time) override { return StoredState{}; }
+  absl::StatusOr<StoredState> Load(absl::Time) override {
+    return StoredState{};
+  }
 
   absl::Status Commit(absl::Span<const SessionChange> changes) override {
     absl::MutexLock lock(&mu_);

@@ -63,9 +63,8 @@ Subprocess::Subprocess(std::vector<std::string> argv) {
     close(err_pipe[0]);
     return;
   }
-  reader_ = std::thread([this, out = out_pipe[0], err = err_pipe[0]] {
-    ReadLoop(out, err);
-  });
+  reader_ = std::thread(
+      [this, out = out_pipe[0], err = err_pipe[0]] { ReadLoop(out, err); });
 }
 
 Subprocess::~Subprocess() {
@@ -125,7 +124,9 @@ Subprocess::Exit Subprocess::Wait(absl::Duration timeout) {
   const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid_, 0));
   pollfd pfd = {pidfd, POLLIN, 0};
   const int ready =
-      pidfd < 0 ? 1 : poll(&pfd, 1, static_cast<int>(absl::ToInt64Milliseconds(timeout)));
+      pidfd < 0
+          ? 1
+          : poll(&pfd, 1, static_cast<int>(absl::ToInt64Milliseconds(timeout)));
   if (pidfd >= 0) close(pidfd);
   if (ready == 0) {
     ADD_FAILURE() << "process " << pid_ << " did not end within " << timeout

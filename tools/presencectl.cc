@@ -57,11 +57,13 @@ int RpcError(const absl::Status& status) {
     std::fprintf(stderr,
                  "presencectl: cannot reach presenced at %s (%s: %s). Is it "
                  "running? Pass --server=HOST:PORT to use another address.\n",
-                 server.c_str(), absl::StatusCodeToString(status.code()).c_str(),
+                 server.c_str(),
+                 absl::StatusCodeToString(status.code()).c_str(),
                  std::string(status.message()).c_str());
   } else {
     std::fprintf(stderr, "presencectl: presenced at %s answered %s: %s\n",
-                 server.c_str(), absl::StatusCodeToString(status.code()).c_str(),
+                 server.c_str(),
+                 absl::StatusCodeToString(status.code()).c_str(),
                  std::string(status.message()).c_str());
   }
   return kExitError;
@@ -94,12 +96,11 @@ int Heartbeat(presence::Client& client, int64_t user) {
   const absl::Duration interval =
       absl::Seconds(r->heartbeat_interval().seconds()) +
       absl::Nanoseconds(r->heartbeat_interval().nanos());
-  std::printf("%lld online%s until %s; next heartbeat within %s\n",
-              static_cast<long long>(user),
-              r->became_online() ? " (was offline)" : "",
-              presence::FormatIsoTime(presence::FromProto(r->online_until()))
-                  .c_str(),
-              absl::FormatDuration(interval).c_str());
+  std::printf(
+      "%lld online%s until %s; next heartbeat within %s\n",
+      static_cast<long long>(user), r->became_online() ? " (was offline)" : "",
+      presence::FormatIsoTime(presence::FromProto(r->online_until())).c_str(),
+      absl::FormatDuration(interval).c_str());
   return 0;
 }
 
@@ -109,10 +110,10 @@ int Offline(presence::Client& client, int64_t user) {
       client.MarkOffline(user, session);
   if (!r.ok()) return RpcError(r.status());
   if (absl::GetFlag(FLAGS_json)) return PrintJson(*r);
-  std::printf("%lld %s; ended %d session%s\n", static_cast<long long>(user),
-              r->still_online() ? "still online (another session is live)"
-                                : "offline",
-              r->sessions_ended(), r->sessions_ended() == 1 ? "" : "s");
+  std::printf(
+      "%lld %s; ended %d session%s\n", static_cast<long long>(user),
+      r->still_online() ? "still online (another session is live)" : "offline",
+      r->sessions_ended(), r->sessions_ended() == 1 ? "" : "s");
   return 0;
 }
 
@@ -145,9 +146,9 @@ int List(presence::Client& client) {
   for (int64_t id : all.online_users()) {
     std::printf("%lld\n", static_cast<long long>(id));
   }
-  std::printf("(%d online at %s)\n", all.online_users_size(),
-              presence::FormatIsoTime(presence::FromProto(all.server_time()))
-                  .c_str());
+  std::printf(
+      "(%d online at %s)\n", all.online_users_size(),
+      presence::FormatIsoTime(presence::FromProto(all.server_time())).c_str());
   return 0;
 }
 
@@ -177,8 +178,8 @@ int main(int argc, char** argv) {
   for (size_t i = 2; i < args.size(); ++i) {
     int64_t id;
     if (!ParseUserId(args[i], &id)) {
-      return UsageError(absl::StrCat("'", args[i],
-                                     "' is not a user id (an integer > 0)"));
+      return UsageError(
+          absl::StrCat("'", args[i], "' is not a user id (an integer > 0)"));
     }
     users.push_back(id);
   }

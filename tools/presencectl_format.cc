@@ -42,8 +42,8 @@ std::string FormatPresenceTable(const v1::GetPresenceResponse& response) {
     std::string last_seen = "never";
     if (user.has_last_seen()) {
       const absl::Time seen = FromProto(user.last_seen());
-      last_seen = absl::StrCat(FormatAgo(seen, now), " (", FormatIsoTime(seen),
-                               ")");
+      last_seen =
+          absl::StrCat(FormatAgo(seen, now), " (", FormatIsoTime(seen), ")");
     }
     rows.push_back({absl::StrCat(user.user_id()),
                     user.status() == v1::STATUS_ONLINE ? "online" : "offline",
@@ -55,7 +55,8 @@ std::string FormatPresenceTable(const v1::GetPresenceResponse& response) {
   }
   std::string out;
   for (const auto& row : rows) {
-    absl::StrAppendFormat(&out, "%-*s  %-*s  %-*s  %s\n", static_cast<int>(widths[0]), row[0],
+    absl::StrAppendFormat(&out, "%-*s  %-*s  %-*s  %s\n",
+                          static_cast<int>(widths[0]), row[0],
                           static_cast<int>(widths[1]), row[1],
                           static_cast<int>(widths[2]), row[2], row[3]);
   }
