@@ -3,6 +3,7 @@
 #include <iterator>
 
 #include "absl/strings/str_cat.h"
+#include "service/log.h"
 
 namespace presence {
 
@@ -84,6 +85,7 @@ int64_t StoreWriter::commits() const {
 
 void StoreWriter::Run() {
   absl::Time last_attempt = absl::InfinitePast();
+  bool failing = false;  // log once per outage, not once per retry
   for (;;) {
     std::vector<SessionChange> batch;
     uint64_t batch_last_ticket;
@@ -119,6 +121,13 @@ void StoreWriter::Run() {
 
     last_attempt = absl::Now();
     const absl::Status status = store_->Commit(batch);
+    if (status.ok() && failing) {
+      LogInfo("store commits succeed again; the queued changes are durable");
+    } else if (!status.ok() && !failing) {
+      LogError(absl::StrCat("store commit failed (", batch.size(),
+                            " changes kept, retrying): ", status.message()));
+    }
+    failing = !status.ok();
 
     std::vector<std::pair<Callback, absl::Status>> ready;
     {
