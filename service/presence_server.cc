@@ -10,6 +10,7 @@
 #include "grpc/health/v1/health.pb.h"
 #include "service/log.h"
 #include "service/sqlite_presence_store.h"
+#include "service/status_macros.h"
 
 namespace presence {
 namespace {
@@ -60,24 +61,24 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
 
 absl::StatusOr<std::unique_ptr<PresenceServer>> PresenceServer::Start(
     const ServerOptions& options) {
-  if (absl::Status s = ValidateServerOptions(options); !s.ok()) return s;
+  // Checked before the database file is created or touched.
+  PRESENCE_RETURN_IF_ERROR(ValidateServerOptions(options));
   SqlitePresenceStore::Options store_options;
   store_options.path = options.db_path;
   // Commit mode promises durability: pay the fsync per group commit.
   store_options.sync_full = options.durability == Durability::kCommit;
-  absl::StatusOr<std::unique_ptr<SqlitePresenceStore>> store =
-      SqlitePresenceStore::Open(store_options);
-  if (!store.ok()) return store.status();
-  return Start(options, *std::move(store));
+  PRESENCE_ASSIGN_OR_RETURN(std::unique_ptr<SqlitePresenceStore> store,
+                            SqlitePresenceStore::Open(store_options));
+  return Start(options, std::move(store));
 }
 
 absl::StatusOr<std::unique_ptr<PresenceServer>> PresenceServer::Start(
     const ServerOptions& options, std::unique_ptr<PresenceStore> store) {
-  if (absl::Status s = ValidateServerOptions(options); !s.ok()) return s;
+  PRESENCE_RETURN_IF_ERROR(ValidateServerOptions(options));
   std::unique_ptr<PresenceServer> server(
       new PresenceServer(options, std::move(store)));
-  if (absl::Status s = server->Load(); !s.ok()) return s;
-  if (absl::Status s = server->Listen(); !s.ok()) return s;
+  PRESENCE_RETURN_IF_ERROR(server->Load());
+  PRESENCE_RETURN_IF_ERROR(server->Listen());
   server->pruner_ = std::thread([s = server.get()] { s->PruneLoop(); });
   return server;
 }
@@ -104,19 +105,17 @@ PresenceServer::~PresenceServer() { Shutdown().IgnoreError(); }
 
 absl::Status PresenceServer::Load() {
   const absl::Time now = clock_.Now();
-  absl::StatusOr<StoredState> state =
-      store_->Load(now - options_.online_window);
-  if (!state.ok()) return state.status();
-  for (const StoredLastSeen& u : state->last_seen) {
+  PRESENCE_ASSIGN_OR_RETURN(const StoredState state,
+                            store_->Load(now - options_.online_window));
+  for (const StoredLastSeen& u : state.last_seen) {
     registry_->RestoreLastSeen(u.user_id, u.last_seen);
   }
-  for (const StoredSession& s : state->live_sessions) {
+  for (const StoredSession& s : state.live_sessions) {
     registry_->RestoreSession(s.user_id, s.session_id, s.last_heartbeat);
   }
-  LogInfo(absl::StrCat("loaded ", state->live_sessions.size(),
-                       " live sessions and last_seen of ",
-                       state->last_seen.size(), " users from ",
-                       options_.db_path));
+  LogInfo(absl::StrCat(
+      "loaded ", state.live_sessions.size(), " live sessions and last_seen of ",
+      state.last_seen.size(), " users from ", options_.db_path));
   return absl::OkStatus();
 }
 

@@ -6,6 +6,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "service/status_macros.h"
 
 namespace presence {
 namespace {
@@ -57,17 +58,13 @@ absl::Status ValidateUserIds(const Ids& ids, const RequestLimits& limits) {
 
 absl::Status ValidateRequest(const v1::HeartbeatRequest& request,
                              const RequestLimits&) {
-  if (absl::Status s = ValidateUserId(request.user_id(), "user_id"); !s.ok()) {
-    return s;
-  }
+  PRESENCE_RETURN_IF_ERROR(ValidateUserId(request.user_id(), "user_id"));
   return ValidateSessionId(request.session_id());
 }
 
 absl::Status ValidateRequest(const v1::MarkOfflineRequest& request,
                              const RequestLimits&) {
-  if (absl::Status s = ValidateUserId(request.user_id(), "user_id"); !s.ok()) {
-    return s;
-  }
+  PRESENCE_RETURN_IF_ERROR(ValidateUserId(request.user_id(), "user_id"));
   return ValidateSessionId(request.session_id());
 }
 
@@ -78,10 +75,7 @@ absl::Status ValidateRequest(const v1::ListOnlineRequest& request,
         absl::StrCat("page_size must be >= 0 (0 means ",
                      limits.default_page_size, "), got ", request.page_size()));
   }
-  if (absl::StatusOr<int64_t> cursor = DecodePageToken(request.page_token());
-      !cursor.ok()) {
-    return cursor.status();
-  }
+  PRESENCE_RETURN_IF_ERROR(DecodePageToken(request.page_token()).status());
   return ValidateUserIds(request.user_ids(), limits);
 }
 

@@ -48,24 +48,6 @@ void StoreWriter::WhenDurable(uint64_t ticket, Callback done) {
   done(outcome);
 }
 
-absl::Status StoreWriter::Flush() {
-  absl::MutexLock lock(&mu_);
-  const uint64_t target = last_ticket_;
-  absl::Status outcome;
-  ++flushes_waiting_;
-  auto done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (Decided(target, &outcome)) return true;
-    if (exited_) {
-      outcome = stop_status_;
-      return true;
-    }
-    return false;
-  };
-  mu_.Await(absl::Condition(&done));
-  --flushes_waiting_;
-  return outcome;
-}
-
 absl::Status StoreWriter::Stop() {
   absl::MutexLock stop_lock(&stop_mu_);
   {
@@ -102,17 +84,14 @@ void StoreWriter::Run() {
       }
 
       // Async mode gathers changes for commit_interval; a retry waits out the
-      // backoff. Stop() and Flush() cut either wait short.
+      // backoff. Stop() cuts either wait short.
       absl::Time start = absl::InfinitePast();
       if (failed_ticket_ > committed_ticket_) {
         start = last_attempt + options_.retry_backoff;
       } else if (options_.durability == Durability::kAsync) {
         start = last_attempt + options_.commit_interval;
       }
-      auto hurry = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stopping_ || flushes_waiting_ > 0;
-      };
-      mu_.AwaitWithDeadline(absl::Condition(&hurry), start);
+      mu_.AwaitWithDeadline(absl::Condition(&stopping_), start);
 
       batch.swap(pending_);
       batch_last_ticket = last_ticket_;

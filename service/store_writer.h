@@ -58,10 +58,6 @@ class StoreWriter : public ChangeSink {
   void WhenDurable(uint64_t ticket,
                    absl::AnyInvocable<void(absl::Status)> done);
 
-  // Blocks until every change recorded so far has been committed, or one
-  // attempt to commit it failed (that error is returned).
-  absl::Status Flush();
-
   // Commits what is queued (one attempt), then ends the thread. Returns the
   // error if that last commit failed: those changes are lost. Idempotent.
   absl::Status Stop();
@@ -91,7 +87,6 @@ class StoreWriter : public ChangeSink {
   uint64_t failed_ticket_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
   std::vector<std::pair<uint64_t, Callback>> waiters_ ABSL_GUARDED_BY(mu_);
-  int flushes_waiting_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool exited_ ABSL_GUARDED_BY(mu_) = false;  // the thread has ended
   absl::Status stop_status_ ABSL_GUARDED_BY(mu_);

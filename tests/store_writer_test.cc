@@ -155,17 +155,6 @@ TEST(StoreWriterTest, FailedCommitIsUnavailableThenRetriedInOrder) {
   EXPECT_EQ(store.committed_users(), (std::vector<int64_t>{1, 2}));
 }
 
-TEST(StoreWriterTest, FlushReportsAFailedAttempt) {
-  ControlledStore store;
-  store.FailNext(1);
-  StoreWriter writer(&store, CommitMode());
-  writer.Record(Beat(1));
-  EXPECT_EQ(writer.Flush().code(), absl::StatusCode::kUnavailable);
-  writer.Record(Beat(2));
-  EXPECT_TRUE(writer.Flush().ok());
-  EXPECT_EQ(store.committed_users(), (std::vector<int64_t>{1, 2}));
-}
-
 TEST(StoreWriterTest, AsyncModeAnswersBeforeTheCommit) {
   ControlledStore store;
   store.Block();
