@@ -58,10 +58,18 @@ Client::Client(std::shared_ptr<grpc::Channel> channel, absl::Duration deadline)
       channel_(std::move(channel)),
       stub_(v1::PresenceService::NewStub(channel_)) {}
 
-std::unique_ptr<grpc::ClientContext> Client::NewContext() const {
-  auto context = std::make_unique<grpc::ClientContext>();
-  context->set_deadline(absl::ToChronoTime(absl::Now() + deadline_));
-  return context;
+template <typename Request, typename Response>
+absl::StatusOr<Response> Client::Call(
+    grpc::Status (v1::PresenceService::Stub::*method)(grpc::ClientContext*,
+                                                      const Request&,
+                                                      Response*),
+    const Request& request) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + deadline_));
+  Response response;
+  grpc::Status status = (stub_.get()->*method)(&context, request, &response);
+  if (!status.ok()) return ToAbslStatus(status);
+  return response;
 }
 
 absl::StatusOr<v1::HeartbeatResponse> Client::Heartbeat(
@@ -71,11 +79,7 @@ absl::StatusOr<v1::HeartbeatResponse> Client::Heartbeat(
   request.set_session_id(std::string(session_id));
   *request.mutable_client_time() =
       google::protobuf::util::TimeUtil::GetCurrentTime();
-  v1::HeartbeatResponse response;
-  grpc::Status status =
-      stub_->Heartbeat(NewContext().get(), request, &response);
-  if (!status.ok()) return ToAbslStatus(status);
-  return response;
+  return Call(&v1::PresenceService::Stub::Heartbeat, request);
 }
 
 absl::StatusOr<v1::MarkOfflineResponse> Client::MarkOffline(
@@ -83,20 +87,12 @@ absl::StatusOr<v1::MarkOfflineResponse> Client::MarkOffline(
   v1::MarkOfflineRequest request;
   request.set_user_id(user_id);
   request.set_session_id(std::string(session_id));
-  v1::MarkOfflineResponse response;
-  grpc::Status status =
-      stub_->MarkOffline(NewContext().get(), request, &response);
-  if (!status.ok()) return ToAbslStatus(status);
-  return response;
+  return Call(&v1::PresenceService::Stub::MarkOffline, request);
 }
 
 absl::StatusOr<v1::ListOnlineResponse> Client::ListOnline(
     const v1::ListOnlineRequest& request) {
-  v1::ListOnlineResponse response;
-  grpc::Status status =
-      stub_->ListOnline(NewContext().get(), request, &response);
-  if (!status.ok()) return ToAbslStatus(status);
-  return response;
+  return Call(&v1::PresenceService::Stub::ListOnline, request);
 }
 
 absl::StatusOr<std::vector<int64_t>> Client::ListAllOnline(
@@ -118,11 +114,7 @@ absl::StatusOr<v1::GetPresenceResponse> Client::GetPresence(
     absl::Span<const int64_t> user_ids) {
   v1::GetPresenceRequest request;
   request.mutable_user_ids()->Add(user_ids.begin(), user_ids.end());
-  v1::GetPresenceResponse response;
-  grpc::Status status =
-      stub_->GetPresence(NewContext().get(), request, &response);
-  if (!status.ok()) return ToAbslStatus(status);
-  return response;
+  return Call(&v1::PresenceService::Stub::GetPresence, request);
 }
 
 }  // namespace presence

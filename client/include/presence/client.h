@@ -60,7 +60,13 @@ class Client {
   v1::PresenceService::Stub& stub() { return *stub_; }
 
  private:
-  std::unique_ptr<grpc::ClientContext> NewContext() const;
+  // One unary call with the client's deadline.
+  template <typename Request, typename Response>
+  absl::StatusOr<Response> Call(
+      grpc::Status (v1::PresenceService::Stub::*method)(grpc::ClientContext*,
+                                                        const Request&,
+                                                        Response*),
+      const Request& request);
 
   const absl::Duration deadline_;
   std::shared_ptr<grpc::Channel> channel_;
