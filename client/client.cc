@@ -39,6 +39,9 @@ constexpr char kServiceConfig[] = R"json({
 std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options) {
   grpc::ChannelArguments args;
   args.SetServiceConfigJSON(kServiceConfig);
+  // A WatchPresence snapshot of everyone online (8-10 bytes a user) can
+  // exceed gRPC's default 4 MB receive limit.
+  args.SetMaxReceiveMessageSize(-1);
   return grpc::CreateCustomChannel(options.target,
                                    options.credentials != nullptr
                                        ? options.credentials

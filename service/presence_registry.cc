@@ -1,6 +1,7 @@
 #include "service/presence_registry.h"
 
 #include <algorithm>
+#include <functional>
 #include <utility>
 
 #include "absl/hash/hash.h"
@@ -9,10 +10,11 @@ namespace presence {
 
 PresenceRegistry::PresenceRegistry(const Clock& clock,
                                    absl::Duration online_window,
-                                   ChangeSink* sink)
+                                   ChangeSink* changes, EventSink* events)
     : clock_(clock),
       online_window_(online_window),
-      sink_(sink),
+      changes_(changes),
+      events_(events),
       shards_(new Shard[kNumShards]) {}
 
 PresenceRegistry::Shard& PresenceRegistry::ShardFor(int64_t user_id) const {
@@ -29,7 +31,39 @@ absl::Time PresenceRegistry::OnlineUntil(const UserState& user) const {
 }
 
 uint64_t PresenceRegistry::Record(const SessionChange& change) {
-  return sink_ == nullptr ? 0 : sink_->Record(change);
+  return changes_ == nullptr ? 0 : changes_->Record(change);
+}
+
+void PresenceRegistry::Announce(int64_t user_id, bool online,
+                                PresenceEvent::Reason reason, absl::Time at) {
+  if (events_ != nullptr) {
+    events_->Publish(PresenceEvent{user_id, online, reason, at});
+  }
+}
+
+void PresenceRegistry::AnnounceOnline(Shard& shard, int64_t user_id,
+                                      UserState& user,
+                                      PresenceEvent::Reason reason,
+                                      absl::Time now) {
+  Announce(user_id, true, reason, now);
+  user.announced_online = true;
+  if (!user.in_expiry_index) {
+    user.in_expiry_index = true;
+    shard.expiry.push_back(ExpiryEntry{OnlineUntil(user), user_id});
+    std::push_heap(shard.expiry.begin(), shard.expiry.end(),
+                   std::greater<ExpiryEntry>());
+  }
+}
+
+void PresenceRegistry::CatchUpExpiry(int64_t user_id, UserState& user,
+                                     absl::Time now) {
+  if (!user.announced_online) return;
+  const absl::Time online_until = OnlineUntil(user);
+  if (now < online_until) return;
+  Announce(user_id, false, PresenceEvent::Reason::kExpired, online_until);
+  user.announced_online = false;
+  // Every session is dead; last_seen keeps their latest heartbeat.
+  user.sessions.clear();
 }
 
 HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
@@ -40,7 +74,8 @@ HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
   // backwards between two racing heartbeats.
   const absl::Time now = clock_.Now();
   UserState& user = shard.users[user_id];
-  const bool was_online = now < OnlineUntil(user);
+  CatchUpExpiry(user_id, user, now);
+  const bool was_online = user.announced_online;
 
   // Expired sessions are dropped as the user is touched, so a user's vector
   // stays as small as their live sessions.
@@ -60,6 +95,10 @@ HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
     user.sessions.push_back(Session{std::string(session_id), now});
   }
   user.last_seen = std::max(user.last_seen, now);
+  if (!was_online) {
+    AnnounceOnline(shard, user_id, user, PresenceEvent::Reason::kHeartbeat,
+                   now);
+  }
 
   HeartbeatResult result;
   result.server_time = now;
@@ -82,7 +121,8 @@ MarkOfflineResult PresenceRegistry::MarkOffline(int64_t user_id,
   auto it = shard.users.find(user_id);
   if (it == shard.users.end()) return result;
   UserState& user = it->second;
-  const bool was_online = now < OnlineUntil(user);
+  CatchUpExpiry(user_id, user, now);
+  const bool was_online = user.announced_online;
   const bool end_all = session_id.empty();
 
   size_t removed = 0;
@@ -107,6 +147,10 @@ MarkOfflineResult PresenceRegistry::MarkOffline(int64_t user_id,
   if (result.sessions_ended > 0) user.last_seen = std::max(user.last_seen, now);
   result.still_online = now < OnlineUntil(user);
   result.went_offline = was_online && !result.still_online;
+  if (result.went_offline) {
+    Announce(user_id, false, PresenceEvent::Reason::kMarkOffline, now);
+    user.announced_online = false;
+  }
   result.write_ticket = Record(
       SessionChange{end_all ? SessionChange::Kind::kEndAllSessions
                             : SessionChange::Kind::kEndSession,
@@ -203,6 +247,16 @@ void PresenceRegistry::RestoreSession(int64_t user_id,
     it->last_heartbeat = std::max(it->last_heartbeat, last_heartbeat);
   }
   user.last_seen = std::max(user.last_seen, last_heartbeat);
+  if (!user.announced_online && clock_.Now() < OnlineUntil(user)) {
+    user.announced_online = true;
+    if (events_ != nullptr) events_->SeedOnline(user_id);
+    if (!user.in_expiry_index) {
+      user.in_expiry_index = true;
+      shard.expiry.push_back(ExpiryEntry{OnlineUntil(user), user_id});
+      std::push_heap(shard.expiry.begin(), shard.expiry.end(),
+                     std::greater<ExpiryEntry>());
+    }
+  }
 }
 
 void PresenceRegistry::RestoreLastSeen(int64_t user_id, absl::Time last_seen) {
@@ -212,24 +266,47 @@ void PresenceRegistry::RestoreLastSeen(int64_t user_id, absl::Time last_seen) {
   user.last_seen = std::max(user.last_seen, last_seen);
 }
 
-int64_t PresenceRegistry::PruneExpired() {
-  int64_t dropped = 0;
+int64_t PresenceRegistry::SweepExpired() {
+  int64_t expired = 0;
   for (int i = 0; i < kNumShards; ++i) {
     Shard& shard = shards_[i];
     absl::MutexLock lock(&shard.mu);
     const absl::Time now = clock_.Now();
-    for (auto& [id, user] : shard.users) {
-      const size_t before = user.sessions.size();
-      user.sessions.erase(
-          std::remove_if(user.sessions.begin(), user.sessions.end(),
-                         [&](const Session& s) {
-                           return s.last_heartbeat + online_window_ <= now;
-                         }),
-          user.sessions.end());
-      dropped += static_cast<int64_t>(before - user.sessions.size());
+    auto& heap = shard.expiry;
+    while (!heap.empty() && heap.front().online_until <= now) {
+      std::pop_heap(heap.begin(), heap.end(), std::greater<ExpiryEntry>());
+      const int64_t user_id = heap.back().user_id;
+      heap.pop_back();
+      auto it = shard.users.find(user_id);
+      if (it == shard.users.end()) continue;
+      UserState& user = it->second;
+      user.in_expiry_index = false;
+      if (!user.announced_online) continue;  // went offline otherwise
+      const absl::Time online_until = OnlineUntil(user);
+      if (online_until <= now) {
+        CatchUpExpiry(user_id, user, now);
+        ++expired;
+      } else {
+        // Heartbeats moved the end since the entry was made.
+        user.in_expiry_index = true;
+        heap.push_back(ExpiryEntry{online_until, user_id});
+        std::push_heap(heap.begin(), heap.end(), std::greater<ExpiryEntry>());
+      }
     }
   }
-  return dropped;
+  return expired;
+}
+
+absl::Time PresenceRegistry::NextExpiry() const {
+  absl::Time next = absl::InfiniteFuture();
+  for (int i = 0; i < kNumShards; ++i) {
+    const Shard& shard = shards_[i];
+    absl::MutexLock lock(&shard.mu);
+    if (!shard.expiry.empty()) {
+      next = std::min(next, shard.expiry.front().online_until);
+    }
+  }
+  return next;
 }
 
 }  // namespace presence

@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "service/clock.h"
+#include "service/presence_event.h"
 #include "service/session_change.h"
 
 namespace presence {
@@ -61,14 +62,22 @@ struct OnlinePage {
 // clock. Reads compute from now, so they never depend on expired sessions
 // having been pruned.
 //
+// It also decides the transitions watchers are told about. A user is
+// "announced" online from the heartbeat that made them online until an
+// OFFLINE event: MarkOffline of the last live session, or expiry. Expiry is
+// announced by SweepExpired(), driven by an expiry index, or by the next
+// operation on the user, whichever comes first, always with `at` = the
+// moment the window ended, and always before anything that follows it.
+//
 // Thread-safe: users are sharded by id, each shard under its own mutex; no
 // operation holds two shard locks. Every change is passed to the ChangeSink
-// (if any) under the user's shard lock, in the order it was applied.
+// and every transition to the EventSink (either may be null) under the
+// user's shard lock, in the order they happened.
 class PresenceRegistry {
  public:
-  // `clock` and `sink` (nullable) must outlive the registry.
+  // `clock`, `changes` and `events` must outlive the registry.
   PresenceRegistry(const Clock& clock, absl::Duration online_window,
-                   ChangeSink* sink);
+                   ChangeSink* changes, EventSink* events = nullptr);
   PresenceRegistry(const PresenceRegistry&) = delete;
   PresenceRegistry& operator=(const PresenceRegistry&) = delete;
 
@@ -89,14 +98,19 @@ class PresenceRegistry {
   // One entry per id, in the given order.
   PresenceLookup GetPresence(absl::Span<const int64_t> user_ids) const;
 
-  // Start-up only: put back persisted state without recording a change.
+  // Start-up only: put back persisted state without recording a change or
+  // publishing an event (a live restored session seeds the EventSink).
   void RestoreSession(int64_t user_id, absl::string_view session_id,
                       absl::Time last_heartbeat);
   void RestoreLastSeen(int64_t user_id, absl::Time last_seen);
 
-  // Forgets sessions that left the window (memory only: their users' last_seen
-  // stays). Returns how many were dropped.
-  int64_t PruneExpired();
+  // Announces every expiry due at now (online_until <= now) and forgets the
+  // expired users' sessions (their last_seen stays). Cost: O(log n) per
+  // expiry index entry due, not a scan. Returns the number of EXPIRED events.
+  int64_t SweepExpired();
+  // The earliest moment SweepExpired() may have something to do
+  // (InfiniteFuture if no user is online).
+  absl::Time NextExpiry() const;
 
  private:
   struct Session {
@@ -107,10 +121,23 @@ class PresenceRegistry {
     // Most users have one session; a handful is the upper end in practice.
     absl::InlinedVector<Session, 1> sessions;
     absl::Time last_seen = absl::InfinitePast();
+    bool announced_online = false;
+    bool in_expiry_index = false;  // at most one entry per user
+  };
+  struct ExpiryEntry {
+    absl::Time online_until;  // may be stale: checked when due
+    int64_t user_id;
+    bool operator>(const ExpiryEntry& o) const {
+      return online_until > o.online_until;
+    }
   };
   struct Shard {
     mutable absl::Mutex mu;
     absl::flat_hash_map<int64_t, UserState> users ABSL_GUARDED_BY(mu);
+    // Min-heap by online_until of announced-online users. A heartbeat does
+    // not touch it: an entry that comes due early is pushed back with the
+    // user's current online_until, so each heartbeat costs O(1) here.
+    std::vector<ExpiryEntry> expiry ABSL_GUARDED_BY(mu);
   };
   static constexpr int kNumShards = 64;
 
@@ -118,10 +145,20 @@ class PresenceRegistry {
   // The end of the user's presence: the latest last_heartbeat + window.
   absl::Time OnlineUntil(const UserState& user) const;
   uint64_t Record(const SessionChange& change);
+  void Announce(int64_t user_id, bool online, PresenceEvent::Reason reason,
+                absl::Time at);
+  // Marks the user announced online and indexes their expiry.
+  void AnnounceOnline(Shard& shard, int64_t user_id, UserState& user,
+                      PresenceEvent::Reason reason, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  // If the user's window ended by `now` but no OFFLINE was announced yet,
+  // announces EXPIRED (at the window's end) and drops the dead sessions.
+  void CatchUpExpiry(int64_t user_id, UserState& user, absl::Time now);
 
   const Clock& clock_;
   const absl::Duration online_window_;
-  ChangeSink* const sink_;
+  ChangeSink* const changes_;
+  EventSink* const events_;
   const std::unique_ptr<Shard[]> shards_;
 };
 

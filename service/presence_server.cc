@@ -79,7 +79,7 @@ absl::StatusOr<std::unique_ptr<PresenceServer>> PresenceServer::Start(
       new PresenceServer(options, std::move(store)));
   PRESENCE_RETURN_IF_ERROR(server->Load());
   PRESENCE_RETURN_IF_ERROR(server->Listen());
-  server->pruner_ = std::thread([s = server.get()] { s->PruneLoop(); });
+  server->sweeper_ = std::thread([s = server.get()] { s->SweepLoop(); });
   return server;
 }
 
@@ -92,13 +92,14 @@ PresenceServer::PresenceServer(const ServerOptions& options,
   writer_options.durability = options.durability;
   writer_options.commit_interval = options.commit_interval;
   writer_ = std::make_unique<StoreWriter>(store_.get(), writer_options);
+  hub_ = std::make_unique<EventHub>(clock_, options.watch);
   registry_ = std::make_unique<PresenceRegistry>(clock_, options.online_window,
-                                                 writer_.get());
+                                                 writer_.get(), hub_.get());
   PresenceServiceImpl::Options service_options;
   service_options.heartbeat_interval = options.heartbeat_interval;
   service_options.limits = options.limits;
   service_ = std::make_unique<PresenceServiceImpl>(
-      registry_.get(), writer_.get(), service_options);
+      registry_.get(), writer_.get(), hub_.get(), service_options);
 }
 
 PresenceServer::~PresenceServer() { Shutdown().IgnoreError(); }
@@ -142,30 +143,36 @@ absl::Status PresenceServer::Listen() {
   return absl::OkStatus();
 }
 
-void PresenceServer::PruneLoop() {
-  // Pruning only frees memory (reads compute from now), so a coarse period
-  // is enough.
-  const absl::Duration period =
-      std::min(options_.online_window, absl::Minutes(1));
-  while (!stop_pruning_.WaitForNotificationWithTimeout(period)) {
-    registry_->PruneExpired();
-  }
+void PresenceServer::SweepLoop() {
+  // New expiry entries are never due before existing ones, so sleeping
+  // until the next one is due is exact for the system clock. The cap keeps
+  // a clock that jumps (a FakeClock in tests, a stepped wall clock) from
+  // delaying expiry events by more than that.
+  constexpr absl::Duration kMaxWait = absl::Milliseconds(100);
+  do {
+    registry_->SweepExpired();
+  } while (!stop_sweeping_.WaitForNotificationWithTimeout(std::clamp(
+      registry_->NextExpiry() - clock_.Now(), absl::ZeroDuration(), kMaxWait)));
 }
 
 absl::Status PresenceServer::Shutdown(absl::Duration grace) {
   absl::MutexLock lock(&shutdown_mu_);
   if (shut_down_) return shutdown_status_;
   shut_down_ = true;
-  if (pruner_.joinable()) {
-    stop_pruning_.Notify();
-    pruner_.join();
+  if (sweeper_.joinable()) {
+    stop_sweeping_.Notify();
+    sweeper_.join();
   }
   if (server_ != nullptr) {
     server_->GetHealthCheckService()->SetServingStatus(false);
-    // Calls in flight may still wait for the writer, which keeps running
-    // until the server has let them go.
+    hub_->Close(absl::UnavailableError(
+        "presenced is shutting down; reconnect and resume with your last "
+        "epoch and sequence"));
+    // Calls in flight may still wait for the writer, and streams for the
+    // hub's dispatcher: both keep running until the server lets them go.
     server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   }
+  hub_->Stop();
   shutdown_status_ = writer_->Stop();
   if (!shutdown_status_.ok()) {
     LogError(absl::StrCat("final commit failed, recent changes are lost: ",

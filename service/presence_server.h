@@ -12,6 +12,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "service/clock.h"
+#include "service/event_hub.h"
 #include "service/presence_registry.h"
 #include "service/presence_service.h"
 #include "service/presence_store.h"
@@ -29,6 +30,8 @@ struct ServerOptions {
   Durability durability = Durability::kCommit;
   absl::Duration commit_interval = absl::Milliseconds(100);
   RequestLimits limits;
+  // WatchPresence: ring size, per-watcher queue, watcher limit.
+  EventHub::Options watch;
   // The source of "now"; must outlive the server. Null: the system clock.
   const Clock* clock = nullptr;
 };
@@ -59,9 +62,10 @@ class PresenceServer {
   const std::string& address() const { return address_; }
   int port() const { return port_; }
 
-  // Reports NOT_SERVING, stops accepting calls, lets calls in flight finish
-  // for up to `grace` (then cancels them), then commits what is queued.
-  // Returns the error if that final commit failed. Idempotent.
+  // Reports NOT_SERVING, ends every WatchPresence stream with UNAVAILABLE,
+  // stops accepting calls, lets calls in flight finish for up to `grace`
+  // (then cancels them), then commits what is queued. Returns the error if
+  // that final commit failed. Idempotent.
   absl::Status Shutdown(absl::Duration grace = absl::Seconds(5));
 
  private:
@@ -69,13 +73,14 @@ class PresenceServer {
                  std::unique_ptr<PresenceStore> store);
   absl::Status Load();
   absl::Status Listen();
-  void PruneLoop();
+  void SweepLoop();
 
   const ServerOptions options_;
   const Clock& clock_;
   // Destruction runs bottom-up: the gRPC server goes first, the store last.
   std::unique_ptr<PresenceStore> store_;
   std::unique_ptr<StoreWriter> writer_;
+  std::unique_ptr<EventHub> hub_;
   std::unique_ptr<PresenceRegistry> registry_;
   std::unique_ptr<PresenceServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
@@ -85,8 +90,8 @@ class PresenceServer {
   absl::Mutex shutdown_mu_;
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
   absl::Status shutdown_status_ ABSL_GUARDED_BY(shutdown_mu_);
-  absl::Notification stop_pruning_;
-  std::thread pruner_;
+  absl::Notification stop_sweeping_;
+  std::thread sweeper_;
 };
 
 }  // namespace presence

@@ -1,5 +1,6 @@
 #include "service/presence_service.h"
 
+#include <memory>
 #include <vector>
 
 #include "google/protobuf/util/time_util.h"
@@ -24,6 +25,108 @@ grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context,
   return reactor;
 }
 
+using WatchWriteReactor = grpc::ServerWriteReactor<v1::WatchPresenceResponse>;
+
+// A watch that ends before its first message (bad request, no capacity).
+class RejectedWatch : public WatchWriteReactor {
+ public:
+  explicit RejectedWatch(const absl::Status& status) {
+    Finish(ToGrpcStatus(status));
+  }
+  void OnDone() override { delete this; }
+};
+
+// One WatchPresence stream. It pulls messages from the hub and keeps exactly
+// one write in flight: MaybeWrite() starts the next write (or the Finish)
+// only when none is in flight, OnWriteDone() calls it again, and the hub's
+// dispatcher calls it (OnReady) when a message arrives for an idle stream.
+//
+// Lifetime: owned by shared_ptrs, self_ until OnDone(); the hub holds a
+// weak_ptr, so a wake that races with OnDone() finds the stream alive or
+// not at all. No lock is held while calling into gRPC.
+class WatchReactor : public WatchWriteReactor, public WatchSink {
+ public:
+  static WatchWriteReactor* Start(EventHub* hub, const WatchRequest& request) {
+    auto reactor = std::shared_ptr<WatchReactor>(new WatchReactor(hub));
+    absl::StatusOr<EventHub::WatchId> id = hub->Watch(request, reactor);
+    if (!id.ok()) return new RejectedWatch(id.status());
+    reactor->id_ = *id;
+    reactor->self_ = reactor;
+    // The hub wakes a watch only after a Pop() found it empty, so nothing
+    // else runs MaybeWrite() before this first call.
+    reactor->MaybeWrite();
+    return reactor.get();
+  }
+
+  void OnReady() override { MaybeWrite(); }
+
+  void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock lock(&mu_);
+      write_in_flight_ = false;
+      if (!ok) broken_ = true;  // the client is gone or the call was cancelled
+    }
+    MaybeWrite();
+  }
+
+  void OnCancel() override {
+    {
+      absl::MutexLock lock(&mu_);
+      broken_ = true;
+    }
+    MaybeWrite();
+  }
+
+  void OnDone() override {
+    hub_->Unwatch(id_);
+    // The last owner may be this; destroy only after returning from here.
+    std::shared_ptr<WatchReactor> last = std::move(self_);
+  }
+
+ private:
+  explicit WatchReactor(EventHub* hub) : hub_(hub) {}
+
+  void MaybeWrite() {
+    bool finishing = false;
+    grpc::Status finish;
+    {
+      absl::MutexLock lock(&mu_);
+      if (write_in_flight_ || finished_) return;
+      absl::Status closed;
+      EventHub::PopResult next = broken_ ? EventHub::PopResult::kClosed
+                                         : hub_->Pop(id_, &current_, &closed);
+      switch (next) {
+        case EventHub::PopResult::kEmpty:
+          return;
+        case EventHub::PopResult::kMessage:
+          write_in_flight_ = true;
+          break;
+        case EventHub::PopResult::kClosed:
+          finished_ = true;
+          finishing = true;
+          finish = broken_ ? grpc::Status::CANCELLED : ToGrpcStatus(closed);
+          break;
+      }
+    }
+    // current_ is not touched again until OnWriteDone.
+    if (finishing) {
+      Finish(finish);
+    } else {
+      StartWrite(&current_);
+    }
+  }
+
+  EventHub* const hub_;
+  EventHub::WatchId id_ = 0;
+  std::shared_ptr<WatchReactor> self_;
+
+  absl::Mutex mu_;
+  v1::WatchPresenceResponse current_ ABSL_GUARDED_BY(mu_);
+  bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
 }  // namespace
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
@@ -34,8 +137,9 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
 }
 
 PresenceServiceImpl::PresenceServiceImpl(PresenceRegistry* registry,
-                                         StoreWriter* writer, Options options)
-    : registry_(registry), writer_(writer), options_(options) {}
+                                         StoreWriter* writer, EventHub* hub,
+                                         Options options)
+    : registry_(registry), writer_(writer), hub_(hub), options_(options) {}
 
 void PresenceServiceImpl::FinishWhenDurable(grpc::ServerUnaryReactor* reactor,
                                             uint64_t ticket) {
@@ -118,6 +222,21 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::GetPresence(
       SetTimestamp(info.online_until, out->mutable_online_until());
   }
   return Finish(context, absl::OkStatus());
+}
+
+grpc::ServerWriteReactor<v1::WatchPresenceResponse>*
+PresenceServiceImpl::WatchPresence(grpc::CallbackServerContext* context,
+                                   const v1::WatchPresenceRequest* request) {
+  (void)context;
+  if (absl::Status s = ValidateRequest(*request, options_.limits); !s.ok()) {
+    return new RejectedWatch(s);
+  }
+  WatchRequest watch;
+  watch.user_ids.assign(request->user_ids().begin(), request->user_ids().end());
+  watch.send_snapshot = request->send_snapshot();
+  watch.resume_after = request->resume_after();
+  watch.epoch = request->epoch();
+  return WatchReactor::Start(hub_, watch);
 }
 
 }  // namespace presence

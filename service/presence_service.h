@@ -6,6 +6,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "presence/v1/presence.grpc.pb.h"
+#include "service/event_hub.h"
 #include "service/presence_registry.h"
 #include "service/request_validation.h"
 #include "service/store_writer.h"
@@ -17,7 +18,8 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 
 // presence.v1.PresenceService on gRPC's callback API. Validates requests,
 // applies them to the registry and, for changes, answers once the store
-// writer reports them durable (no thread blocks per RPC).
+// writer reports them durable (no thread blocks per RPC). WatchPresence
+// streams the hub's events with one write in flight per stream.
 class PresenceServiceImpl final : public v1::PresenceService::CallbackService {
  public:
   struct Options {
@@ -25,9 +27,9 @@ class PresenceServiceImpl final : public v1::PresenceService::CallbackService {
     RequestLimits limits;
   };
 
-  // `registry` and `writer` must outlive the service.
+  // `registry`, `writer` and `hub` must outlive the service.
   PresenceServiceImpl(PresenceRegistry* registry, StoreWriter* writer,
-                      Options options);
+                      EventHub* hub, Options options);
 
   grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* context,
                                       const v1::HeartbeatRequest* request,
@@ -44,6 +46,9 @@ class PresenceServiceImpl final : public v1::PresenceService::CallbackService {
       grpc::CallbackServerContext* context,
       const v1::GetPresenceRequest* request,
       v1::GetPresenceResponse* response) override;
+  grpc::ServerWriteReactor<v1::WatchPresenceResponse>* WatchPresence(
+      grpc::CallbackServerContext* context,
+      const v1::WatchPresenceRequest* request) override;
 
  private:
   // Finishes `reactor` once the change behind `ticket` is durable.
@@ -51,6 +56,7 @@ class PresenceServiceImpl final : public v1::PresenceService::CallbackService {
 
   PresenceRegistry* const registry_;
   StoreWriter* const writer_;
+  EventHub* const hub_;
   const Options options_;
 };
 

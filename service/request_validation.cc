@@ -84,6 +84,20 @@ absl::Status ValidateRequest(const v1::GetPresenceRequest& request,
   return ValidateUserIds(request.user_ids(), limits);
 }
 
+absl::Status ValidateRequest(const v1::WatchPresenceRequest& request,
+                             const RequestLimits& limits) {
+  if (request.resume_after() > 0 && request.epoch().empty()) {
+    return absl::InvalidArgumentError(
+        "epoch must be set with resume_after: pass the epoch of the stream "
+        "that sent that sequence");
+  }
+  if (request.epoch().size() > 64) {
+    return absl::InvalidArgumentError(
+        "epoch is not an epoch of presenced (at most 64 bytes)");
+  }
+  return ValidateUserIds(request.user_ids(), limits);
+}
+
 int EffectivePageSize(const v1::ListOnlineRequest& request,
                       const RequestLimits& limits) {
   if (request.page_size() <= 0) return limits.default_page_size;

@@ -28,6 +28,8 @@ absl::Status ValidateRequest(const v1::ListOnlineRequest& request,
                              const RequestLimits& limits);
 absl::Status ValidateRequest(const v1::GetPresenceRequest& request,
                              const RequestLimits& limits);
+absl::Status ValidateRequest(const v1::WatchPresenceRequest& request,
+                             const RequestLimits& limits);
 
 // The page size a ListOnlineRequest asks for, after defaults and the cap.
 int EffectivePageSize(const v1::ListOnlineRequest& request,

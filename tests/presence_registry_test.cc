@@ -4,8 +4,10 @@
 #include "service/presence_registry.h"
 
 #include <thread>
+#include <utility>
 #include <vector>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "service/clock.h"
 
@@ -31,6 +33,36 @@ class RecordingSink : public ChangeSink {
   std::vector<SessionChange> changes_ ABSL_GUARDED_BY(mu_);
 };
 
+class RecordingEvents : public EventSink {
+ public:
+  void Publish(const PresenceEvent& event) override {
+    absl::MutexLock lock(&mu_);
+    events_.push_back(event);
+  }
+  void SeedOnline(int64_t user_id) override {
+    absl::MutexLock lock(&mu_);
+    seeded_.push_back(user_id);
+  }
+  // The events since the last call.
+  std::vector<PresenceEvent> Take() {
+    absl::MutexLock lock(&mu_);
+    return std::exchange(events_, {});
+  }
+  std::vector<int64_t> seeded() {
+    absl::MutexLock lock(&mu_);
+    return seeded_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<PresenceEvent> events_ ABSL_GUARDED_BY(mu_);
+  std::vector<int64_t> seeded_ ABSL_GUARDED_BY(mu_);
+};
+
+MATCHER_P3(Event, user, online, reason, "") {
+  return arg.user_id == user && arg.online == online && arg.reason == reason;
+}
+
 class RegistryTest : public ::testing::Test {
  protected:
   UserPresenceInfo Get(int64_t user) {
@@ -42,7 +74,8 @@ class RegistryTest : public ::testing::Test {
 
   FakeClock clock_;
   RecordingSink sink_;
-  PresenceRegistry registry_{clock_, kWindow, &sink_};
+  RecordingEvents events_;
+  PresenceRegistry registry_{clock_, kWindow, &sink_, &events_};
 };
 
 TEST_F(RegistryTest, HeartbeatMakesUserOnlineUntilWindowEnds) {
@@ -269,14 +302,15 @@ TEST_F(RegistryTest, RestoreBringsSessionsBackWithTheirHeartbeat) {
   EXPECT_EQ(Get(42).live_sessions, 1);
 }
 
-TEST_F(RegistryTest, PruneExpiredDropsOnlyDeadSessionsAndKeepsLastSeen) {
+TEST_F(RegistryTest, SweepExpiredForgetsDeadSessionsAndKeepsLastSeen) {
   registry_.Heartbeat(1, "old");
   const absl::Time seen = clock_.Now();
   clock_.Advance(kWindow);
   registry_.Heartbeat(2, "new");
-  EXPECT_EQ(registry_.PruneExpired(), 1);
-  EXPECT_EQ(registry_.PruneExpired(), 0);
+  EXPECT_EQ(registry_.SweepExpired(), 1);
+  EXPECT_EQ(registry_.SweepExpired(), 0);
   EXPECT_EQ(Get(1).last_seen, seen);
+  EXPECT_EQ(Get(1).live_sessions, 0);
   EXPECT_TRUE(Get(2).online);
 }
 
@@ -290,6 +324,122 @@ TEST_F(RegistryTest, ConcurrentHeartbeatsAreAllCounted) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(registry_.ListOnline({}, 0, 10'000).total_online, 2000);
   EXPECT_EQ(sink_.changes().size(), 2000u);
+}
+
+// Transitions announced to watchers.
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+using Reason = PresenceEvent::Reason;
+
+TEST_F(RegistryTest, OnlyTheFirstLiveHeartbeatAnnouncesOnline) {
+  registry_.Heartbeat(42, "phone");
+  registry_.Heartbeat(42, "phone");
+  registry_.Heartbeat(42, "laptop");
+  std::vector<PresenceEvent> events = events_.Take();
+  EXPECT_THAT(events, ElementsAre(Event(42, true, Reason::kHeartbeat)));
+  EXPECT_EQ(events[0].at, clock_.Now());
+}
+
+TEST_F(RegistryTest, LogoutAnnouncesOfflineOnlyForTheLastSession) {
+  registry_.Heartbeat(42, "phone");
+  registry_.Heartbeat(42, "laptop");
+  events_.Take();
+  registry_.MarkOffline(42, "laptop");
+  EXPECT_THAT(events_.Take(), IsEmpty());
+  clock_.Advance(absl::Seconds(3));
+  registry_.MarkOffline(42, "phone");
+  std::vector<PresenceEvent> events = events_.Take();
+  EXPECT_THAT(events, ElementsAre(Event(42, false, Reason::kMarkOffline)));
+  EXPECT_EQ(events[0].at, clock_.Now());
+  registry_.MarkOffline(42, "");  // already offline: nothing
+  EXPECT_THAT(events_.Take(), IsEmpty());
+  registry_.Heartbeat(42, "phone");
+  EXPECT_THAT(events_.Take(), ElementsAre(Event(42, true, Reason::kHeartbeat)));
+}
+
+TEST_F(RegistryTest, ExpiryIsAnnouncedExactlyWhenTheWindowEnds) {
+  const absl::Time t0 = clock_.Now();
+  registry_.Heartbeat(42, "");
+  events_.Take();
+  EXPECT_EQ(registry_.NextExpiry(), t0 + kWindow);
+  clock_.Set(t0 + kWindow - absl::Nanoseconds(1));
+  EXPECT_EQ(registry_.SweepExpired(), 0);
+  EXPECT_THAT(events_.Take(), IsEmpty());
+  clock_.Set(t0 + kWindow);
+  EXPECT_EQ(registry_.SweepExpired(), 1);
+  std::vector<PresenceEvent> events = events_.Take();
+  EXPECT_THAT(events, ElementsAre(Event(42, false, Reason::kExpired)));
+  EXPECT_EQ(events[0].at, t0 + kWindow);
+  EXPECT_EQ(registry_.NextExpiry(), absl::InfiniteFuture());
+}
+
+TEST_F(RegistryTest, HeartbeatsPushTheExpiryBack) {
+  const absl::Time t0 = clock_.Now();
+  registry_.Heartbeat(42, "");
+  clock_.Advance(absl::Minutes(2));
+  registry_.Heartbeat(42, "");
+  events_.Take();
+  clock_.Set(t0 + kWindow);
+  EXPECT_EQ(registry_.SweepExpired(), 0);
+  EXPECT_EQ(registry_.NextExpiry(), t0 + absl::Minutes(2) + kWindow);
+  clock_.Set(t0 + absl::Minutes(2) + kWindow);
+  EXPECT_EQ(registry_.SweepExpired(), 1);
+  std::vector<PresenceEvent> events = events_.Take();
+  ASSERT_THAT(events, ElementsAre(Event(42, false, Reason::kExpired)));
+  EXPECT_EQ(events[0].at, t0 + absl::Minutes(2) + kWindow);
+}
+
+TEST_F(RegistryTest, ExpiryBeforeTheSweepIsAnnouncedBeforeWhatFollows) {
+  const absl::Time t0 = clock_.Now();
+  registry_.Heartbeat(42, "");
+  registry_.Heartbeat(7, "");
+  events_.Take();
+  clock_.Set(t0 + kWindow + absl::Minutes(1));  // no sweep ran
+  EXPECT_TRUE(registry_.Heartbeat(42, "").became_online);
+  std::vector<PresenceEvent> events = events_.Take();
+  ASSERT_THAT(events, ElementsAre(Event(42, false, Reason::kExpired),
+                                  Event(42, true, Reason::kHeartbeat)));
+  EXPECT_EQ(events[0].at, t0 + kWindow);
+  EXPECT_EQ(events[1].at, clock_.Now());
+
+  // A logout after expiry is not a logout of a live session.
+  MarkOfflineResult r = registry_.MarkOffline(7, "");
+  EXPECT_FALSE(r.went_offline);
+  EXPECT_THAT(events_.Take(), ElementsAre(Event(7, false, Reason::kExpired)));
+
+  EXPECT_EQ(registry_.SweepExpired(), 0);  // nothing announced twice
+  EXPECT_THAT(events_.Take(), IsEmpty());
+}
+
+TEST_F(RegistryTest, RestoredLiveSessionsSeedWatchersAndExpire) {
+  const absl::Time hb = clock_.Now() - absl::Minutes(4);
+  registry_.RestoreSession(42, "tab", hb);
+  registry_.RestoreSession(7, "tab", clock_.Now() - kWindow);  // expired
+  EXPECT_EQ(events_.seeded(), std::vector<int64_t>{42});
+  EXPECT_THAT(events_.Take(), IsEmpty());
+  clock_.Set(hb + kWindow);
+  EXPECT_EQ(registry_.SweepExpired(), 1);
+  EXPECT_THAT(events_.Take(), ElementsAre(Event(42, false, Reason::kExpired)));
+}
+
+TEST_F(RegistryTest, ManyUsersExpireInOrderOfTheirWindows) {
+  const absl::Time t0 = clock_.Now();
+  for (int64_t user = 1; user <= 100; ++user) {
+    clock_.Set(t0 + absl::Seconds(user));
+    registry_.Heartbeat(user, "");
+  }
+  events_.Take();
+  clock_.Set(t0 + kWindow + absl::Seconds(50));
+  EXPECT_EQ(registry_.SweepExpired(), 50);
+  std::vector<PresenceEvent> events = events_.Take();
+  ASSERT_EQ(events.size(), 50u);
+  for (const PresenceEvent& e : events) {
+    EXPECT_EQ(e.at, t0 + absl::Seconds(e.user_id) + kWindow);
+    EXPECT_LE(e.user_id, 50);
+  }
+  EXPECT_EQ(registry_.ListOnline({}, 0, 1000).total_online, 50);
+  EXPECT_EQ(registry_.NextExpiry(), t0 + absl::Seconds(51) + kWindow);
 }
 
 }  // namespace

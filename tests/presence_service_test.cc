@@ -275,15 +275,6 @@ TEST_F(ServiceTest, ExpiredWhileDownIsOfflineAfterRestartWithLastSeen) {
   EXPECT_EQ(FromProto(p.last_seen()), hb);
 }
 
-TEST_F(ServiceTest, WatchPresenceIsNotImplementedYet) {
-  grpc::ClientContext context;
-  v1::WatchPresenceRequest request;
-  auto reader = client_->stub().WatchPresence(&context, request);
-  v1::WatchPresenceResponse response;
-  EXPECT_FALSE(reader->Read(&response));
-  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNIMPLEMENTED);
-}
-
 TEST_F(ServiceTest, HealthIsServingAndNotServingOnShutdown) {
   auto channel = grpc::CreateChannel(server_->address(),
                                      grpc::InsecureChannelCredentials());

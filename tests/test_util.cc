@@ -101,15 +101,27 @@ void Subprocess::ReadLoop(int out_fd, int err_fd) {
   streams_closed_ = true;
 }
 
-std::optional<std::string> Subprocess::WaitForStderr(const std::string& needle,
-                                                     absl::Duration timeout) {
+std::optional<std::string> Subprocess::WaitFor(std::string Subprocess::*stream,
+                                               const std::string& needle,
+                                               absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
+  const std::string& text = this->*stream;
   auto seen = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return err_.find(needle) != std::string::npos || streams_closed_;
+    return text.find(needle) != std::string::npos || streams_closed_;
   };
   mu_.AwaitWithTimeout(absl::Condition(&seen), timeout);
-  if (err_.find(needle) == std::string::npos) return std::nullopt;
-  return err_;
+  if (text.find(needle) == std::string::npos) return std::nullopt;
+  return text;
+}
+
+std::optional<std::string> Subprocess::WaitForStderr(const std::string& needle,
+                                                     absl::Duration timeout) {
+  return WaitFor(&Subprocess::err_, needle, timeout);
+}
+
+std::optional<std::string> Subprocess::WaitForStdout(const std::string& needle,
+                                                     absl::Duration timeout) {
+  return WaitFor(&Subprocess::out_, needle, timeout);
 }
 
 void Subprocess::Signal(int signal) {

@@ -50,12 +50,18 @@ class Subprocess {
   // `timeout` passes); returns stderr so far if found.
   std::optional<std::string> WaitForStderr(const std::string& needle,
                                            absl::Duration timeout);
+  // The same for stdout.
+  std::optional<std::string> WaitForStdout(const std::string& needle,
+                                           absl::Duration timeout);
   void Signal(int signal);
   // Waits for the child to end (after `timeout`: SIGKILL) and returns how.
   Exit Wait(absl::Duration timeout = absl::Seconds(30));
 
  private:
   void ReadLoop(int out_fd, int err_fd);
+  std::optional<std::string> WaitFor(std::string Subprocess::*stream,
+                                     const std::string& needle,
+                                     absl::Duration timeout);
 
   pid_t pid_ = -1;
   bool reaped_ = false;

@@ -14,7 +14,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libsqlitecpp-dev libsqlite3-dev grpc-proto
   # tests and checks
-  libgtest-dev sqlite3 clang-format
+  libgtest-dev libgmock-dev sqlite3 clang-format
 )
 
 export DEBIAN_FRONTEND=noninteractive

@@ -1,5 +1,8 @@
 // presencectl: a command line for presenced. See `presencectl --help`.
 
+#include <pthread.h>
+#include <signal.h>
+
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -14,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "google/protobuf/util/json_util.h"
 #include "presence/client.h"
+#include "presence/watcher.h"
 #include "tools/presencectl_format.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "presenced's HOST:PORT.");
@@ -26,7 +30,7 @@ ABSL_FLAG(std::string, session, "",
           "heartbeat/offline: the session id. Empty: the default session for "
           "heartbeat; every session of the user for offline.");
 ABSL_FLAG(std::vector<std::string>, users, {},
-          "list: only these user ids (comma-separated).");
+          "list, watch: only these user ids (comma-separated).");
 
 namespace {
 
@@ -35,7 +39,10 @@ constexpr char kUsage[] =
     "  presencectl heartbeat USER [--session=S]   mark a session present\n"
     "  presencectl offline USER [--session=S]     end one session, or all\n"
     "  presencectl list [--users=1,2,3]           online users, ascending\n"
-    "  presencectl get USER...                    presence of each user\n\n"
+    "  presencectl get USER...                    presence of each user\n"
+    "  presencectl watch [--users=1,2,3]          print changes as they "
+    "happen,\n"
+    "                                             until Ctrl-C\n\n"
     "Common flags: --server=HOST:PORT (default 127.0.0.1:50051), --json, "
     "--timeout=5s.\n"
     "Exit status: 0 done, 1 presenced answered an error or could not be "
@@ -117,16 +124,24 @@ int Offline(presence::Client& client, int64_t user) {
   return 0;
 }
 
-int List(presence::Client& client) {
+// The ids of --users, or a usage error.
+absl::StatusOr<std::vector<int64_t>> UsersFlag() {
   std::vector<int64_t> only;
   for (const std::string& text : absl::GetFlag(FLAGS_users)) {
     int64_t id;
     if (!ParseUserId(text, &id)) {
-      return UsageError(absl::StrCat("--users: '", text,
-                                     "' is not a user id (an integer > 0)"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--users: '", text, "' is not a user id (an integer > 0)"));
     }
     only.push_back(id);
   }
+  return only;
+}
+
+int List(presence::Client& client) {
+  absl::StatusOr<std::vector<int64_t>> users = UsersFlag();
+  if (!users.ok()) return UsageError(std::string(users.status().message()));
+  const std::vector<int64_t>& only = *users;
   // Page through by hand to keep the first page's server_time and count.
   presence::v1::ListOnlineRequest request;
   request.mutable_user_ids()->Add(only.begin(), only.end());
@@ -158,6 +173,84 @@ int Get(presence::Client& client, const std::vector<int64_t>& users) {
   if (!r.ok()) return RpcError(r.status());
   if (absl::GetFlag(FLAGS_json)) return PrintJson(*r);
   std::printf("%s", presence::FormatPresenceTable(*r).c_str());
+  return 0;
+}
+
+const char* ReasonText(presence::v1::Reason reason) {
+  switch (reason) {
+    case presence::v1::REASON_MARK_OFFLINE:
+      return " (logout)";
+    case presence::v1::REASON_EXPIRED:
+      return " (expired)";
+    default:
+      return "";
+  }
+}
+
+void PrintLine(const std::string& line) {
+  std::printf("%s\n", line.c_str());
+  std::fflush(stdout);  // one event, one line, at once, also into a pipe
+}
+
+int Watch(presence::Client& client) {
+  absl::StatusOr<std::vector<int64_t>> users = UsersFlag();
+  if (!users.ok()) return UsageError(std::string(users.status().message()));
+  const bool json = absl::GetFlag(FLAGS_json);
+
+  // Only sigwait() below receives these; block them before the watcher's
+  // thread starts so that it inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  presence::WatcherOptions options;
+  options.user_ids = *users;
+  presence::WatcherCallbacks callbacks;
+  callbacks.on_snapshot = [json](const presence::v1::Snapshot& snapshot) {
+    if (json) {
+      presence::v1::WatchPresenceResponse wrapped;
+      *wrapped.mutable_snapshot() = snapshot;
+      PrintJson(wrapped);
+      std::fflush(stdout);
+      return;
+    }
+    PrintLine(absl::StrCat(
+        presence::FormatIsoTime(presence::FromProto(snapshot.server_time())),
+        " snapshot: ", snapshot.online_users_size(), " online",
+        snapshot.online_users_size() > 0 ? ": " : "",
+        absl::StrJoin(snapshot.online_users(), " ")));
+  };
+  callbacks.on_change = [json](const presence::v1::PresenceChange& change) {
+    if (json) {
+      presence::v1::WatchPresenceResponse wrapped;
+      *wrapped.mutable_change() = change;
+      PrintJson(wrapped);
+      std::fflush(stdout);
+      return;
+    }
+    const bool online = change.status() == presence::v1::STATUS_ONLINE;
+    PrintLine(
+        absl::StrCat(presence::FormatIsoTime(presence::FromProto(change.at())),
+                     " ", change.user_id(), online ? " online" : " offline",
+                     ReasonText(change.reason())));
+  };
+  const std::string server = absl::GetFlag(FLAGS_server);
+  callbacks.on_disconnect = [server](const absl::Status& status,
+                                     absl::Duration retry_in) {
+    std::fprintf(stderr,
+                 "presencectl: watch of %s ended (%s: %s); reconnecting in "
+                 "%s\n",
+                 server.c_str(),
+                 absl::StatusCodeToString(status.code()).c_str(),
+                 std::string(status.message()).c_str(),
+                 absl::FormatDuration(retry_in).c_str());
+  };
+  presence::Watcher watcher(client.channel(), options, callbacks);
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  watcher.Stop();
   return 0;
 }
 
@@ -201,6 +294,12 @@ int main(int argc, char** argv) {
       return UsageError("list takes no USER; use --users=1,2,3 to filter");
     }
     return List(client);
+  }
+  if (command == "watch") {
+    if (!users.empty()) {
+      return UsageError("watch takes no USER; use --users=1,2,3 to filter");
+    }
+    return Watch(client);
   }
   if (command == "get") {
     if (users.empty()) return UsageError("get takes one or more USER ids");

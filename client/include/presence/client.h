@@ -58,6 +58,8 @@ class Client {
   static const char* ServiceConfigJson();
 
   v1::PresenceService::Stub& stub() { return *stub_; }
+  // The channel, e.g. to share it with a Watcher.
+  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
 
  private:
   // One unary call with the client's deadline.

@@ -1,0 +1,85 @@
+#ifndef PRESENCE_CLIENT_WATCHER_H_
+#define PRESENCE_CLIENT_WATCHER_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "presence/v1/presence.grpc.pb.h"
+
+namespace presence {
+
+struct WatcherOptions {
+  // Only these users; empty watches everyone.
+  std::vector<int64_t> user_ids;
+  // Reconnect backoff: doubles from initial to max after each failed attempt,
+  // back to initial once a stream delivers a message.
+  absl::Duration initial_backoff = absl::Milliseconds(100);
+  absl::Duration max_backoff = absl::Seconds(5);
+};
+
+// The callbacks of a Watcher, all called on its thread, one at a time.
+struct WatcherCallbacks {
+  // Who of the watched users is online: replaces everything known before.
+  // Comes first, and again whenever changes could not be replayed (presenced
+  // restarted, or this watcher fell too far behind).
+  std::function<void(const v1::Snapshot& snapshot)> on_snapshot;
+  // One transition, in order, after the latest snapshot.
+  std::function<void(const v1::PresenceChange& change)> on_change;
+  // The stream ended with `status`; the watcher reconnects after `retry_in`.
+  // Optional.
+  std::function<void(const absl::Status& status, absl::Duration retry_in)>
+      on_disconnect;
+};
+
+// Follows WatchPresence for as long as it lives. On a broken stream it
+// reconnects with backoff and resumes after the last (epoch, sequence) it
+// delivered, so the consumer sees every change exactly once, or a fresh
+// snapshot where presenced could not replay them: it never silently
+// diverges from presenced.
+class Watcher {
+ public:
+  // Starts watching at once, on a thread of its own.
+  Watcher(std::shared_ptr<grpc::Channel> channel, WatcherOptions options,
+          WatcherCallbacks callbacks);
+  // Stop()s.
+  ~Watcher();
+  Watcher(const Watcher&) = delete;
+  Watcher& operator=(const Watcher&) = delete;
+
+  // Ends the stream and the thread; no callback runs after it returns.
+  // Must not be called from a callback.
+  void Stop();
+
+ private:
+  void Run();
+  // Reads one stream until it ends; returns its status.
+  grpc::Status Follow(grpc::ClientContext* context);
+
+  const WatcherOptions options_;
+  const WatcherCallbacks callbacks_;
+  const std::unique_ptr<v1::PresenceService::Stub> stub_;
+
+  // Where to resume; touched only by the watcher's thread.
+  std::string epoch_;
+  uint64_t sequence_ = 0;
+  bool delivered_since_connect_ = false;
+
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::thread thread_;
+};
+
+}  // namespace presence
+
+#endif  // PRESENCE_CLIENT_WATCHER_H_

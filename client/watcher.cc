@@ -1,0 +1,82 @@
+#include "presence/watcher.h"
+
+#include <algorithm>
+#include <utility>
+
+namespace presence {
+
+Watcher::Watcher(std::shared_ptr<grpc::Channel> channel, WatcherOptions options,
+                 WatcherCallbacks callbacks)
+    : options_(std::move(options)),
+      callbacks_(std::move(callbacks)),
+      stub_(v1::PresenceService::NewStub(channel)),
+      thread_([this] { Run(); }) {}
+
+Watcher::~Watcher() { Stop(); }
+
+void Watcher::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    if (context_ != nullptr) context_->TryCancel();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+grpc::Status Watcher::Follow(grpc::ClientContext* context) {
+  v1::WatchPresenceRequest request;
+  request.mutable_user_ids()->Add(options_.user_ids.begin(),
+                                  options_.user_ids.end());
+  if (epoch_.empty()) {
+    request.set_send_snapshot(true);
+  } else {
+    // presenced replays what came after, or sends a snapshot if it cannot.
+    request.set_epoch(epoch_);
+    request.set_resume_after(sequence_);
+  }
+  std::unique_ptr<grpc::ClientReader<v1::WatchPresenceResponse>> reader =
+      stub_->WatchPresence(context, request);
+  v1::WatchPresenceResponse message;
+  while (reader->Read(&message)) {
+    epoch_ = message.epoch();
+    sequence_ = message.sequence();
+    delivered_since_connect_ = true;
+    if (message.has_snapshot()) {
+      if (callbacks_.on_snapshot) callbacks_.on_snapshot(message.snapshot());
+    } else if (message.has_change()) {
+      if (callbacks_.on_change) callbacks_.on_change(message.change());
+    }
+  }
+  return reader->Finish();
+}
+
+void Watcher::Run() {
+  absl::Duration backoff = options_.initial_backoff;
+  for (;;) {
+    grpc::ClientContext context;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return;
+      context_ = &context;
+    }
+    delivered_since_connect_ = false;
+    const grpc::Status status = Follow(&context);
+    {
+      absl::MutexLock lock(&mu_);
+      context_ = nullptr;
+      if (stopping_) return;
+    }
+    if (delivered_since_connect_) backoff = options_.initial_backoff;
+    if (callbacks_.on_disconnect) {
+      callbacks_.on_disconnect(
+          absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                       status.error_message()),
+          backoff);
+    }
+    absl::MutexLock lock(&mu_);
+    mu_.AwaitWithTimeout(absl::Condition(&stopping_), backoff);
+    backoff = std::min(backoff * 2, options_.max_backoff);
+  }
+}
+
+}  // namespace presence
