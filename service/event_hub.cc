@@ -51,7 +51,9 @@ void EventHub::Publish(const PresenceEvent& event) {
   absl::MutexLock lock(&mu_);
   const SequencedEvent e{++last_sequence_, event};
   ring_.push_back(e);
-  if (ring_.size() > options_.ring_size) ring_.pop_front();
+  if (ring_.size() > static_cast<size_t>(options_.ring_size)) {
+    ring_.pop_front();
+  }
   if (event.online) {
     online_.insert(event.user_id);
   } else {
@@ -66,7 +68,7 @@ void EventHub::Publish(const PresenceEvent& event) {
 void EventHub::Deliver(WatchState& watch, const SequencedEvent& e) {
   // A watch waiting for a Snapshot gets this event inside it.
   if (watch.closed || watch.needs_snapshot) return;
-  if (watch.queue.size() >= options_.queue_size) {
+  if (watch.queue.size() >= static_cast<size_t>(options_.queue_size)) {
     watch.queue.clear();
     watch.needs_snapshot = true;
     ++overflows_;
@@ -117,7 +119,7 @@ absl::StatusOr<EventHub::WatchId> EventHub::Watch(
           watch->queue.push_back(*it);
         }
       }
-      if (watch->queue.size() > options_.queue_size) {
+      if (watch->queue.size() > static_cast<size_t>(options_.queue_size)) {
         watch->queue.clear();
         watch->needs_snapshot = true;
       }

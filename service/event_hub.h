@@ -54,8 +54,8 @@ struct WatchRequest {
 class EventHub : public EventSink {
  public:
   struct Options {
-    size_t ring_size = 65'536;  // events kept for resume_after
-    size_t queue_size = 1'024;  // events queued per watch before a Snapshot
+    int ring_size = 65'536;  // events kept for resume_after
+    int queue_size = 1'024;  // events queued per watch before a Snapshot
     int max_watchers = 10'000;
   };
   using WatchId = uint64_t;

@@ -52,6 +52,12 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
   if (options.limits.max_ids_per_request <= 0) {
     return absl::InvalidArgumentError("max_ids_per_request must be > 0");
   }
+  if (options.watch.max_watchers < 0 || options.watch.ring_size < 1 ||
+      options.watch.queue_size < 1) {
+    return absl::InvalidArgumentError(
+        "max_watchers must be >= 0, watch_ring_size and watcher_queue_size "
+        ">= 1");
+  }
   if (options.listen.rfind(':') == std::string::npos) {
     return absl::InvalidArgumentError(absl::StrCat(
         "listen address '", options.listen, "' must be HOST:PORT"));

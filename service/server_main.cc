@@ -40,8 +40,18 @@ ABSL_FLAG(absl::Duration, commit_interval, absl::Milliseconds(100),
           "With --durability=async: the longest an answered change waits "
           "before its commit starts.");
 ABSL_FLAG(int32_t, max_ids_per_request, 10'000,
-          "The most user ids one ListOnline or GetPresence request may carry "
-          "(more is INVALID_ARGUMENT).");
+          "The most user ids one ListOnline, GetPresence or WatchPresence "
+          "request may carry (more is INVALID_ARGUMENT).");
+ABSL_FLAG(int32_t, max_watchers, 10'000,
+          "The most WatchPresence streams at once; more are refused with "
+          "RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int32_t, watch_ring_size, 65'536,
+          "Presence changes kept in memory so that a watcher can resume "
+          "after a disconnect (resume_after + epoch) without a new snapshot.");
+ABSL_FLAG(int32_t, watcher_queue_size, 1'024,
+          "Changes queued for one watcher that reads too slowly; past this "
+          "its queue is replaced by one fresh snapshot, so a stuck watcher "
+          "cannot grow presenced's memory.");
 
 namespace {
 
@@ -81,6 +91,9 @@ int main(int argc, char** argv) {
   options.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
   options.commit_interval = absl::GetFlag(FLAGS_commit_interval);
   options.limits.max_ids_per_request = absl::GetFlag(FLAGS_max_ids_per_request);
+  options.watch.max_watchers = absl::GetFlag(FLAGS_max_watchers);
+  options.watch.ring_size = absl::GetFlag(FLAGS_watch_ring_size);
+  options.watch.queue_size = absl::GetFlag(FLAGS_watcher_queue_size);
   const std::string durability = absl::GetFlag(FLAGS_durability);
   if (durability == "commit") {
     options.durability = presence::Durability::kCommit;

@@ -11,6 +11,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "presence/client.h"
+#include "presence/watcher.h"
 #include "service/presence_server.h"
 #include "src/proto/grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "tests/test_util.h"
@@ -35,7 +36,8 @@ class ServiceTest : public ::testing::Test {
   void SetUp() override { Start(); }
 
   void Start(ServerOptions options = {}) {
-    options.listen = "127.0.0.1:0";
+    if (options.listen == ServerOptions().listen)
+      options.listen = "127.0.0.1:0";
     options.db_path = dir_.File("presence.db");
     if (options.clock == nullptr) options.clock = &clock_;
     absl::StatusOr<std::unique_ptr<PresenceServer>> server =
@@ -338,6 +340,277 @@ TEST_F(ServiceTest, ReflectionListsAndDescribesOurServiceAndHealth) {
   }
   stream->WritesDone();
   EXPECT_TRUE(stream->Finish().ok());
+}
+
+// WatchPresence over real streams.
+
+class WatchTest : public ServiceTest {
+ protected:
+  struct Stream {
+    grpc::ClientContext context;
+    std::unique_ptr<grpc::ClientReader<v1::WatchPresenceResponse>> reader;
+
+    // The next message; fails the test if the stream ends first.
+    v1::WatchPresenceResponse Next() {
+      v1::WatchPresenceResponse message;
+      EXPECT_TRUE(reader->Read(&message)) << "stream ended";
+      return message;
+    }
+  };
+
+  std::unique_ptr<Stream> Watch(const std::vector<int64_t>& users,
+                                bool snapshot = true, uint64_t resume_after = 0,
+                                const std::string& epoch = "") {
+    v1::WatchPresenceRequest request;
+    request.mutable_user_ids()->Add(users.begin(), users.end());
+    request.set_send_snapshot(snapshot);
+    request.set_resume_after(resume_after);
+    request.set_epoch(epoch);
+    auto stream = std::make_unique<Stream>();
+    // A bound on every Read(): a missing event fails instead of hanging.
+    stream->context.set_deadline(
+        absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+    stream->reader = client_->stub().WatchPresence(&stream->context, request);
+    return stream;
+  }
+
+  static std::vector<int64_t> Users(const v1::WatchPresenceResponse& m) {
+    return {m.snapshot().online_users().begin(),
+            m.snapshot().online_users().end()};
+  }
+};
+
+TEST_F(WatchTest, SnapshotThenOneChangePerTransition) {
+  ASSERT_TRUE(client_->Heartbeat(1).ok());
+  auto stream = Watch({});
+  v1::WatchPresenceResponse first = stream->Next();
+  ASSERT_TRUE(first.has_snapshot());
+  EXPECT_EQ(Users(first), std::vector<int64_t>{1});
+  EXPECT_EQ(FromProto(first.snapshot().server_time()), clock_.Now());
+  EXPECT_FALSE(first.epoch().empty());
+
+  ASSERT_TRUE(client_->Heartbeat(2, "a").ok());
+  ASSERT_TRUE(client_->Heartbeat(2, "b").ok());    // already online: nothing
+  ASSERT_TRUE(client_->Heartbeat(1).ok());         // already online: nothing
+  ASSERT_TRUE(client_->MarkOffline(2, "a").ok());  // b still live: nothing
+  clock_.Advance(absl::Seconds(1));
+  ASSERT_TRUE(client_->MarkOffline(2).ok());
+
+  v1::WatchPresenceResponse online = stream->Next();
+  EXPECT_EQ(online.sequence(), first.sequence() + 1);
+  EXPECT_EQ(online.epoch(), first.epoch());
+  EXPECT_EQ(online.change().user_id(), 2);
+  EXPECT_EQ(online.change().status(), v1::STATUS_ONLINE);
+  EXPECT_EQ(online.change().reason(), v1::REASON_HEARTBEAT);
+  v1::WatchPresenceResponse offline = stream->Next();
+  EXPECT_EQ(offline.sequence(), first.sequence() + 2);
+  EXPECT_EQ(offline.change().user_id(), 2);
+  EXPECT_EQ(offline.change().status(), v1::STATUS_OFFLINE);
+  EXPECT_EQ(offline.change().reason(), v1::REASON_MARK_OFFLINE);
+  EXPECT_EQ(FromProto(offline.change().at()), clock_.Now());
+}
+
+TEST_F(WatchTest, TwoWatchersWithDifferentFilters) {
+  auto ones = Watch({1, 3});
+  auto twos = Watch({2});
+  EXPECT_TRUE(ones->Next().has_snapshot());
+  EXPECT_TRUE(twos->Next().has_snapshot());
+  for (int64_t user : {1, 2, 3, 4}) ASSERT_TRUE(client_->Heartbeat(user).ok());
+  ASSERT_TRUE(client_->MarkOffline(2).ok());
+  EXPECT_EQ(ones->Next().change().user_id(), 1);
+  EXPECT_EQ(ones->Next().change().user_id(), 3);
+  v1::WatchPresenceResponse two = twos->Next();
+  EXPECT_EQ(two.change().user_id(), 2);
+  EXPECT_EQ(two.change().status(), v1::STATUS_ONLINE);
+  EXPECT_EQ(twos->Next().change().status(), v1::STATUS_OFFLINE);
+}
+
+TEST_F(WatchTest, ADisconnectedWatcherResumesWithoutLossOrSnapshot) {
+  auto stream = Watch({});
+  const v1::WatchPresenceResponse snapshot = stream->Next();
+  ASSERT_TRUE(client_->Heartbeat(1).ok());
+  const v1::WatchPresenceResponse seen = stream->Next();
+  stream->context.TryCancel();
+  stream->reader->Finish().IgnoreError();
+  stream.reset();
+
+  ASSERT_TRUE(client_->Heartbeat(2).ok());
+  ASSERT_TRUE(client_->MarkOffline(1).ok());
+  auto resumed = Watch({}, /*snapshot=*/false, seen.sequence(), seen.epoch());
+  v1::WatchPresenceResponse a = resumed->Next();
+  v1::WatchPresenceResponse b = resumed->Next();
+  ASSERT_TRUE(a.has_change());
+  EXPECT_EQ(a.sequence(), seen.sequence() + 1);
+  EXPECT_EQ(a.change().user_id(), 2);
+  EXPECT_EQ(b.sequence(), seen.sequence() + 2);
+  EXPECT_EQ(b.change().user_id(), 1);
+  EXPECT_EQ(b.change().status(), v1::STATUS_OFFLINE);
+}
+
+TEST_F(WatchTest, ResumeFromAnotherEpochStartsWithASnapshot) {
+  ASSERT_TRUE(client_->Heartbeat(5).ok());
+  auto stream = Watch({}, /*snapshot=*/false, 3, "ffffffffffffffff");
+  v1::WatchPresenceResponse first = stream->Next();
+  ASSERT_TRUE(first.has_snapshot());
+  EXPECT_EQ(Users(first), std::vector<int64_t>{5});
+  EXPECT_NE(first.epoch(), "ffffffffffffffff");
+}
+
+TEST_F(WatchTest, ExpiryIsStreamedAtTheEndOfTheWindow) {
+  const absl::Time t0 = clock_.Now();
+  ASSERT_TRUE(client_->Heartbeat(42).ok());
+  auto stream = Watch({42});
+  EXPECT_EQ(Users(stream->Next()), std::vector<int64_t>{42});
+  clock_.Set(t0 + kWindow);  // the sweeper notices within 100 ms
+  v1::WatchPresenceResponse expired = stream->Next();
+  EXPECT_EQ(expired.change().user_id(), 42);
+  EXPECT_EQ(expired.change().status(), v1::STATUS_OFFLINE);
+  EXPECT_EQ(expired.change().reason(), v1::REASON_EXPIRED);
+  EXPECT_EQ(FromProto(expired.change().at()), t0 + kWindow);
+}
+
+TEST_F(WatchTest, EveryChangeOfManyUsersArrivesInOrder) {
+  auto stream = Watch({}, /*snapshot=*/false);
+  for (int64_t user = 1; user <= 1000; ++user) {
+    ASSERT_TRUE(client_->Heartbeat(user).ok());
+  }
+  uint64_t last = 0;
+  for (int64_t user = 1; user <= 1000; ++user) {
+    v1::WatchPresenceResponse m = stream->Next();
+    ASSERT_EQ(m.change().user_id(), user);
+    if (last != 0) {
+      EXPECT_EQ(m.sequence(), last + 1);
+    }
+    last = m.sequence();
+  }
+}
+
+TEST_F(WatchTest, ShutdownEndsEveryStreamPromptlyWithUnavailable) {
+  auto a = Watch({});
+  auto b = Watch({7});
+  ASSERT_TRUE(a->Next().has_snapshot());
+  ASSERT_TRUE(b->Next().has_snapshot());
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE(server_->Shutdown(absl::Seconds(60)).ok());
+  // Not the 60 s grace: the streams were ended, not waited for.
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+  for (Stream* stream : {a.get(), b.get()}) {
+    v1::WatchPresenceResponse message;
+    EXPECT_FALSE(stream->reader->Read(&message));
+    grpc::Status status = stream->reader->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
+    EXPECT_NE(status.error_message().find("shutting down"), std::string::npos);
+  }
+}
+
+TEST_F(WatchTest, WatchersBeyondTheLimitAreResourceExhausted) {
+  client_.reset();
+  server_.reset();
+  ServerOptions options;
+  options.watch.max_watchers = 1;
+  Start(options);
+  auto first = Watch({});
+  ASSERT_TRUE(first->Next().has_snapshot());
+  auto second = Watch({});
+  v1::WatchPresenceResponse message;
+  EXPECT_FALSE(second->reader->Read(&message));
+  grpc::Status status = second->reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(status.error_message().find("--max_watchers"), std::string::npos);
+}
+
+TEST_F(WatchTest, BadWatchRequestsAreInvalidArgument) {
+  struct Case {
+    std::unique_ptr<Stream> stream;
+    std::string field;
+  };
+  std::vector<Case> cases;
+  cases.push_back({Watch({4, 0}), "user_ids[1]"});
+  cases.push_back({Watch({}, false, 12, ""), "epoch"});
+  for (Case& c : cases) {
+    v1::WatchPresenceResponse message;
+    EXPECT_FALSE(c.stream->reader->Read(&message));
+    grpc::Status status = c.stream->reader->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(status.error_message().find(c.field), std::string::npos)
+        << status.error_message();
+  }
+}
+
+// The C++ client's Watcher: snapshot, changes, and a fresh snapshot when
+// presenced restarts (another epoch), without the consumer doing anything.
+class WatcherClientTest : public ServiceTest {
+ protected:
+  struct Seen {
+    absl::Mutex mu;
+    std::vector<std::vector<int64_t>> snapshots ABSL_GUARDED_BY(mu);
+    std::vector<v1::PresenceChange> changes ABSL_GUARDED_BY(mu);
+    int disconnects ABSL_GUARDED_BY(mu) = 0;
+
+    bool Await(std::function<bool(Seen&)> done) {
+      absl::MutexLock lock(&mu);
+      auto ready = [&]() { return done(*this); };
+      return mu.AwaitWithTimeout(absl::Condition(&ready), absl::Seconds(20));
+    }
+  };
+
+  std::unique_ptr<Watcher> StartWatcher(Seen* seen) {
+    WatcherOptions options;
+    options.initial_backoff = absl::Milliseconds(20);
+    options.max_backoff = absl::Milliseconds(200);
+    WatcherCallbacks callbacks;
+    callbacks.on_snapshot = [seen](const v1::Snapshot& s) {
+      absl::MutexLock lock(&seen->mu);
+      seen->snapshots.emplace_back(s.online_users().begin(),
+                                   s.online_users().end());
+    };
+    callbacks.on_change = [seen](const v1::PresenceChange& c) {
+      absl::MutexLock lock(&seen->mu);
+      seen->changes.push_back(c);
+    };
+    callbacks.on_disconnect = [seen](const absl::Status&, absl::Duration) {
+      absl::MutexLock lock(&seen->mu);
+      ++seen->disconnects;
+    };
+    return std::make_unique<Watcher>(client_->channel(), options, callbacks);
+  }
+};
+
+TEST_F(WatcherClientTest, FollowsChangesAndResnapshotsAfterARestart) {
+  ASSERT_TRUE(client_->Heartbeat(1).ok());
+  Seen seen;
+  std::unique_ptr<Watcher> watcher = StartWatcher(&seen);
+  ASSERT_TRUE(seen.Await([](Seen& s) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return s.snapshots.size() == 1;
+  }));
+  ASSERT_TRUE(client_->Heartbeat(2).ok());
+  ASSERT_TRUE(seen.Await([](Seen& s) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return s.changes.size() == 1;
+  }));
+
+  // Restart on the same address: same database, new epoch.
+  const std::string address = server_->address();
+  ServerOptions options;
+  options.listen = address;
+  client_.reset();
+  server_.reset();
+  Start(options);
+  ASSERT_TRUE(seen.Await([](Seen& s) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return s.snapshots.size() == 2;
+  }));
+  ASSERT_TRUE(client_->MarkOffline(1).ok());
+  ASSERT_TRUE(seen.Await([](Seen& s) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return s.changes.size() == 2;
+  }));
+  watcher->Stop();
+
+  absl::MutexLock lock(&seen.mu);
+  EXPECT_EQ(seen.snapshots[0], std::vector<int64_t>{1});
+  EXPECT_EQ(seen.changes[0].user_id(), 2);
+  EXPECT_EQ(seen.snapshots[1], (std::vector<int64_t>{1, 2}));  // restored
+  EXPECT_EQ(seen.changes[1].user_id(), 1);
+  EXPECT_EQ(seen.changes[1].reason(), v1::REASON_MARK_OFFLINE);
+  EXPECT_GE(seen.disconnects, 1);
 }
 
 // The one test on the real clock: a 1 s window really ends.

@@ -1,5 +1,8 @@
 // presencectl as a user runs it, against a real presenced.
 
+#include <signal.h>
+
+#include <optional>
 #include <regex>
 #include <string>
 #include <vector>
@@ -109,6 +112,49 @@ TEST_F(PresencectlTest, ServerErrorsAreShownWithExitOne) {
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("INVALID_ARGUMENT"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("session_id"), std::string::npos) << r.err;
+}
+
+TEST_F(PresencectlTest, WatchPrintsEachChangeAsItHappens) {
+  ASSERT_EQ(Ctl({"heartbeat", "7"}).code, 0);
+  Subprocess watch({PRESENCECTL_PATH, "--server=" + server_.address, "watch"});
+  ASSERT_TRUE(
+      watch.WaitForStdout(" snapshot: 1 online: 7\n", absl::Seconds(20)));
+  ASSERT_EQ(Ctl({"heartbeat", "42"}).code, 0);
+  ASSERT_TRUE(watch.WaitForStdout(" 42 online\n", absl::Seconds(20)));
+  ASSERT_EQ(Ctl({"offline", "42"}).code, 0);
+  std::optional<std::string> out =
+      watch.WaitForStdout(" 42 offline (logout)\n", absl::Seconds(20));
+  ASSERT_TRUE(out.has_value());
+  // <ISO time> <user> <status>: one line per event, in order.
+  EXPECT_TRUE(std::regex_search(
+      *out, std::regex(
+                R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ 42 online\n)"
+                R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ 42 offline \(logout\)\n$)")))
+      << *out;
+  watch.Signal(SIGTERM);
+  Subprocess::Exit exit = watch.Wait();
+  EXPECT_EQ(exit.code, 0) << exit.err;
+}
+
+// End to end on the real clock: a 1 s window ends, and watch says so.
+TEST(PresencectlWatchExpiryTest, ExpiryIsPrintedAboutAWindowAfterTheHeartbeat) {
+  testing::TempDir dir;
+  testing::RunningPresenced server =
+      testing::StartPresenced({"--db=" + dir.File("p.db"), "--online_window=1s",
+                               "--heartbeat_interval=500ms"});
+  ASSERT_FALSE(server.address.empty());
+  Subprocess watch(
+      {PRESENCECTL_PATH, "--server=" + server.address, "watch", "--users=43"});
+  ASSERT_TRUE(watch.WaitForStdout(" snapshot: 0 online\n", absl::Seconds(20)));
+  ASSERT_EQ(testing::Run({PRESENCECTL_PATH, "--server=" + server.address,
+                          "heartbeat", "43"})
+                .code,
+            0);
+  ASSERT_TRUE(watch.WaitForStdout(" 43 online\n", absl::Seconds(20)));
+  EXPECT_TRUE(
+      watch.WaitForStdout(" 43 offline (expired)\n", absl::Seconds(20)));
+  watch.Signal(SIGINT);
+  EXPECT_EQ(watch.Wait().code, 0);
 }
 
 TEST(PresencectlNoServerTest, UnreachableServerIsExitOneWithAClearMessage) {

@@ -188,7 +188,8 @@ TEST(PresencedProcessTest, HelpExplainsEveryFlag) {
   const std::string help = exit.out + exit.err;
   for (const char* flag :
        {"--listen", "--db", "--online_window", "--heartbeat_interval",
-        "--durability", "--commit_interval", "--max_ids_per_request"}) {
+        "--durability", "--commit_interval", "--max_ids_per_request",
+        "--max_watchers", "--watch_ring_size", "--watcher_queue_size"}) {
     EXPECT_NE(help.find(flag), std::string::npos) << flag << "\n" << help;
   }
   EXPECT_NE(help.find("SIGTERM"), std::string::npos);
