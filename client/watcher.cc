@@ -4,6 +4,17 @@
 #include <utility>
 
 namespace presence {
+namespace {
+
+// Errors about the request itself: the same request fails again.
+bool IsPermanent(grpc::StatusCode code) {
+  return code == grpc::StatusCode::INVALID_ARGUMENT ||
+         code == grpc::StatusCode::UNAUTHENTICATED ||
+         code == grpc::StatusCode::PERMISSION_DENIED ||
+         code == grpc::StatusCode::UNIMPLEMENTED;
+}
+
+}  // namespace
 
 Watcher::Watcher(std::shared_ptr<grpc::Channel> channel, WatcherOptions options,
                  WatcherCallbacks callbacks)
@@ -41,6 +52,7 @@ grpc::Status Watcher::Follow(grpc::ClientContext* context) {
     epoch_ = message.epoch();
     sequence_ = message.sequence();
     delivered_since_connect_ = true;
+    if (callbacks_.on_message) callbacks_.on_message(message);
     if (message.has_snapshot()) {
       if (callbacks_.on_snapshot) callbacks_.on_snapshot(message.snapshot());
     } else if (message.has_change()) {
@@ -67,12 +79,14 @@ void Watcher::Run() {
       if (stopping_) return;
     }
     if (delivered_since_connect_) backoff = options_.initial_backoff;
+    const bool permanent = IsPermanent(status.error_code());
     if (callbacks_.on_disconnect) {
       callbacks_.on_disconnect(
           absl::Status(static_cast<absl::StatusCode>(status.error_code()),
                        status.error_message()),
-          backoff);
+          permanent ? absl::InfiniteDuration() : backoff);
     }
+    if (permanent) return;
     absl::MutexLock lock(&mu_);
     mu_.AwaitWithTimeout(absl::Condition(&stopping_), backoff);
     backoff = std::min(backoff * 2, options_.max_backoff);

@@ -122,6 +122,7 @@ absl::StatusOr<EventHub::WatchId> EventHub::Watch(
       if (watch->queue.size() > static_cast<size_t>(options_.queue_size)) {
         watch->queue.clear();
         watch->needs_snapshot = true;
+        ++overflows_;
       }
     } else {
       watch->needs_snapshot = true;

@@ -151,6 +151,8 @@ MarkOfflineResult PresenceRegistry::MarkOffline(int64_t user_id,
     Announce(user_id, false, PresenceEvent::Reason::kMarkOffline, now);
     user.announced_online = false;
   }
+  // Sessions left now are all dead, and the sweeper skips offline users.
+  if (!result.still_online) user.sessions.clear();
   result.write_ticket = Record(
       SessionChange{end_all ? SessionChange::Kind::kEndAllSessions
                             : SessionChange::Kind::kEndSession,

@@ -172,8 +172,8 @@ absl::Status PresenceServer::Shutdown(absl::Duration grace) {
   if (server_ != nullptr) {
     server_->GetHealthCheckService()->SetServingStatus(false);
     hub_->Close(absl::UnavailableError(
-        "presenced is shutting down; reconnect and resume with your last "
-        "epoch and sequence"));
+        "presenced is shutting down; reconnect with your last epoch and "
+        "sequence (a restarted presenced answers with a fresh snapshot)"));
     // Calls in flight may still wait for the writer, and streams for the
     // hub's dispatcher: both keep running until the server lets them go.
     server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "SQLiteCpp/Database.h"
+#include "absl/synchronization/notification.h"
 #include "google/protobuf/descriptor.pb.h"
 #include "google/protobuf/util/time_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -575,6 +576,25 @@ class WatcherClientTest : public ServiceTest {
     return std::make_unique<Watcher>(client_->channel(), options, callbacks);
   }
 };
+
+TEST_F(WatcherClientTest, StopsOnAnErrorThatARetryCannotFix) {
+  absl::Notification gave_up;
+  absl::Status last;
+  WatcherOptions options;
+  options.user_ids = {0};  // INVALID_ARGUMENT
+  WatcherCallbacks callbacks;
+  callbacks.on_disconnect = [&](const absl::Status& status,
+                                absl::Duration retry_in) {
+    if (retry_in == absl::InfiniteDuration()) {
+      last = status;
+      gave_up.Notify();
+    }
+  };
+  Watcher watcher(client_->channel(), options, callbacks);
+  ASSERT_TRUE(gave_up.WaitForNotificationWithTimeout(absl::Seconds(20)));
+  EXPECT_EQ(last.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(last.message().find("user_ids[0]"), absl::string_view::npos);
+}
 
 TEST_F(WatcherClientTest, FollowsChangesAndResnapshotsAfterARestart) {
   ASSERT_TRUE(client_->Heartbeat(1).ok());

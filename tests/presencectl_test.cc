@@ -136,6 +136,27 @@ TEST_F(PresencectlTest, WatchPrintsEachChangeAsItHappens) {
   EXPECT_EQ(exit.code, 0) << exit.err;
 }
 
+TEST_F(PresencectlTest, WatchJsonCarriesEpochAndSequence) {
+  Subprocess watch(
+      {PRESENCECTL_PATH, "--server=" + server_.address, "watch", "--json"});
+  ASSERT_TRUE(watch.WaitForStdout("\"snapshot\"", absl::Seconds(20)));
+  ASSERT_EQ(Ctl({"heartbeat", "42"}).code, 0);
+  std::optional<std::string> out =
+      watch.WaitForStdout("STATUS_ONLINE", absl::Seconds(20));
+  ASSERT_TRUE(out.has_value());
+  watch.Signal(SIGTERM);
+  EXPECT_EQ(watch.Wait().code, 0);
+  const std::string second = out->substr(out->find('\n') + 1);
+  v1::WatchPresenceResponse change;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(
+                  second.substr(0, second.find('\n')), &change)
+                  .ok())
+      << *out;
+  EXPECT_EQ(change.change().user_id(), 42);
+  EXPECT_EQ(change.epoch().size(), 16u);
+  EXPECT_GT(change.sequence(), 0u);
+}
+
 // End to end on the real clock: a 1 s window ends, and watch says so.
 TEST(PresencectlWatchExpiryTest, ExpiryIsPrintedAboutAWindowAfterTheHeartbeat) {
   testing::TempDir dir;

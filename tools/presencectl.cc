@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <string>
@@ -203,19 +204,21 @@ int Watch(presence::Client& client) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGUSR1);  // the watcher gave up
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   presence::WatcherOptions options;
   options.user_ids = *users;
   presence::WatcherCallbacks callbacks;
+  if (json) {
+    callbacks.on_message =
+        [](const presence::v1::WatchPresenceResponse& message) {
+          PrintJson(message);
+          std::fflush(stdout);
+        };
+  }
   callbacks.on_snapshot = [json](const presence::v1::Snapshot& snapshot) {
-    if (json) {
-      presence::v1::WatchPresenceResponse wrapped;
-      *wrapped.mutable_snapshot() = snapshot;
-      PrintJson(wrapped);
-      std::fflush(stdout);
-      return;
-    }
+    if (json) return;
     PrintLine(absl::StrCat(
         presence::FormatIsoTime(presence::FromProto(snapshot.server_time())),
         " snapshot: ", snapshot.online_users_size(), " online",
@@ -223,13 +226,7 @@ int Watch(presence::Client& client) {
         absl::StrJoin(snapshot.online_users(), " ")));
   };
   callbacks.on_change = [json](const presence::v1::PresenceChange& change) {
-    if (json) {
-      presence::v1::WatchPresenceResponse wrapped;
-      *wrapped.mutable_change() = change;
-      PrintJson(wrapped);
-      std::fflush(stdout);
-      return;
-    }
+    if (json) return;
     const bool online = change.status() == presence::v1::STATUS_ONLINE;
     PrintLine(
         absl::StrCat(presence::FormatIsoTime(presence::FromProto(change.at())),
@@ -239,6 +236,14 @@ int Watch(presence::Client& client) {
   const std::string server = absl::GetFlag(FLAGS_server);
   callbacks.on_disconnect = [server](const absl::Status& status,
                                      absl::Duration retry_in) {
+    if (retry_in == absl::InfiniteDuration()) {
+      std::fprintf(stderr, "presencectl: presenced at %s answered %s: %s\n",
+                   server.c_str(),
+                   absl::StatusCodeToString(status.code()).c_str(),
+                   std::string(status.message()).c_str());
+      kill(getpid(), SIGUSR1);  // wakes sigwait() below: give up
+      return;
+    }
     std::fprintf(stderr,
                  "presencectl: watch of %s ended (%s: %s); reconnecting in "
                  "%s\n",
@@ -251,7 +256,7 @@ int Watch(presence::Client& client) {
   int signal_number = 0;
   sigwait(&signals, &signal_number);
   watcher.Stop();
-  return 0;
+  return signal_number == SIGUSR1 ? kExitError : 0;
 }
 
 }  // namespace

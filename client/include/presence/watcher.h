@@ -35,8 +35,13 @@ struct WatcherCallbacks {
   std::function<void(const v1::Snapshot& snapshot)> on_snapshot;
   // One transition, in order, after the latest snapshot.
   std::function<void(const v1::PresenceChange& change)> on_change;
+  // Every message as received (with its epoch and sequence), before
+  // on_snapshot or on_change. Optional.
+  std::function<void(const v1::WatchPresenceResponse& message)> on_message;
   // The stream ended with `status`; the watcher reconnects after `retry_in`.
-  // Optional.
+  // For an error that a retry cannot fix (INVALID_ARGUMENT, UNAUTHENTICATED,
+  // PERMISSION_DENIED, UNIMPLEMENTED) `retry_in` is InfiniteDuration() and
+  // the watcher stops. Optional.
   std::function<void(const absl::Status& status, absl::Duration retry_in)>
       on_disconnect;
 };
