@@ -26,6 +26,7 @@ Watcher::Watcher(std::shared_ptr<grpc::Channel> channel, WatcherOptions options,
 Watcher::~Watcher() { Stop(); }
 
 void Watcher::Stop() {
+  absl::MutexLock stop_lock(&stop_mu_);  // one join at a time
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;

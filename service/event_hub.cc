@@ -149,9 +149,8 @@ void EventHub::FillSnapshot(const WatchState& watch,
   v1::Snapshot* snapshot = out->mutable_snapshot();
   SetTimestamp(clock_.Now(), snapshot->mutable_server_time());
   if (watch.user_ids.empty()) {
-    std::vector<int64_t> all(online_.begin(), online_.end());
-    std::sort(all.begin(), all.end());
-    snapshot->mutable_online_users()->Add(all.begin(), all.end());
+    // Sorted by Pop() after the hub's mutex is released.
+    snapshot->mutable_online_users()->Add(online_.begin(), online_.end());
   } else {
     for (int64_t user : watch.user_ids) {
       if (online_.contains(user)) snapshot->add_online_users(user);
@@ -161,6 +160,20 @@ void EventHub::FillSnapshot(const WatchState& watch,
 
 EventHub::PopResult EventHub::Pop(WatchId id, v1::WatchPresenceResponse* out,
                                   absl::Status* status) {
+  const PopResult result = PopLocked(id, out, status);
+  if (result == PopResult::kMessage && out->has_snapshot()) {
+    // Sorting a snapshot of everyone is the costly part: not under mu_,
+    // where it would hold up every Publish (and so every heartbeat that
+    // changes a user's status).
+    auto* users = out->mutable_snapshot()->mutable_online_users();
+    std::sort(users->begin(), users->end());
+  }
+  return result;
+}
+
+EventHub::PopResult EventHub::PopLocked(WatchId id,
+                                        v1::WatchPresenceResponse* out,
+                                        absl::Status* status) {
   absl::MutexLock lock(&mu_);
   auto it = watches_.find(id);
   if (it == watches_.end()) {

@@ -89,7 +89,9 @@ class EventHub : public EventSink {
 
   // Ends every watch, current and future, with `status` (delivered by Pop).
   void Close(const absl::Status& status);
-  // Ends the dispatcher thread. Idempotent.
+  // Ends the dispatcher thread: no OnReady() after it. Call Close() first
+  // and wait until the sinks are gone, or a watch still pulling may wait for
+  // a wake that never comes. Idempotent.
   void Stop();
 
   int watchers() const;
@@ -114,6 +116,8 @@ class EventHub : public EventSink {
     absl::Status closed_status;
   };
 
+  PopResult PopLocked(WatchId id, v1::WatchPresenceResponse* out,
+                      absl::Status* status);
   void Deliver(WatchState& watch, const SequencedEvent& e)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Wake(WatchState& watch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -47,12 +47,18 @@ void PresenceRegistry::AnnounceOnline(Shard& shard, int64_t user_id,
                                       absl::Time now) {
   Announce(user_id, true, reason, now);
   user.announced_online = true;
-  if (!user.in_expiry_index) {
-    user.in_expiry_index = true;
-    shard.expiry.push_back(ExpiryEntry{OnlineUntil(user), user_id});
-    std::push_heap(shard.expiry.begin(), shard.expiry.end(),
-                   std::greater<ExpiryEntry>());
-  }
+  IndexExpiry(shard, user_id, user);
+}
+
+void PresenceRegistry::IndexExpiry(Shard& shard, int64_t user_id,
+                                   UserState& user) {
+  const absl::Time online_until = OnlineUntil(user);
+  // A live entry at or before the end is fine: when due, it is pushed back.
+  if (user.indexed_until <= online_until) return;
+  user.indexed_until = online_until;
+  shard.expiry.push_back(ExpiryEntry{online_until, user_id});
+  std::push_heap(shard.expiry.begin(), shard.expiry.end(),
+                 std::greater<ExpiryEntry>());
 }
 
 void PresenceRegistry::CatchUpExpiry(int64_t user_id, UserState& user,
@@ -84,7 +90,8 @@ HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
       std::remove_if(user.sessions.begin(), user.sessions.end(),
                      [&](Session& s) {
                        if (s.id == session_id) {
-                         s.last_heartbeat = now;
+                         // A wall clock stepped back never shortens presence.
+                         s.last_heartbeat = std::max(s.last_heartbeat, now);
                          found = true;
                          return false;
                        }
@@ -150,6 +157,9 @@ MarkOfflineResult PresenceRegistry::MarkOffline(int64_t user_id,
   if (result.went_offline) {
     Announce(user_id, false, PresenceEvent::Reason::kMarkOffline, now);
     user.announced_online = false;
+  } else if (result.still_online) {
+    // The ended session may have been the latest: the end can move earlier.
+    IndexExpiry(shard, user_id, user);
   }
   // Sessions left now are all dead, and the sweeper skips offline users.
   if (!result.still_online) user.sessions.clear();
@@ -252,13 +262,8 @@ void PresenceRegistry::RestoreSession(int64_t user_id,
   if (!user.announced_online && clock_.Now() < OnlineUntil(user)) {
     user.announced_online = true;
     if (events_ != nullptr) events_->SeedOnline(user_id);
-    if (!user.in_expiry_index) {
-      user.in_expiry_index = true;
-      shard.expiry.push_back(ExpiryEntry{OnlineUntil(user), user_id});
-      std::push_heap(shard.expiry.begin(), shard.expiry.end(),
-                     std::greater<ExpiryEntry>());
-    }
   }
+  if (user.announced_online) IndexExpiry(shard, user_id, user);
 }
 
 void PresenceRegistry::RestoreLastSeen(int64_t user_id, absl::Time last_seen) {
@@ -277,12 +282,14 @@ int64_t PresenceRegistry::SweepExpired() {
     auto& heap = shard.expiry;
     while (!heap.empty() && heap.front().online_until <= now) {
       std::pop_heap(heap.begin(), heap.end(), std::greater<ExpiryEntry>());
-      const int64_t user_id = heap.back().user_id;
+      const ExpiryEntry entry = heap.back();
       heap.pop_back();
-      auto it = shard.users.find(user_id);
+      auto it = shard.users.find(entry.user_id);
       if (it == shard.users.end()) continue;
       UserState& user = it->second;
-      user.in_expiry_index = false;
+      if (user.indexed_until != entry.online_until) continue;  // stale
+      user.indexed_until = absl::InfiniteFuture();
+      const int64_t user_id = entry.user_id;
       if (!user.announced_online) continue;  // went offline otherwise
       const absl::Time online_until = OnlineUntil(user);
       if (online_until <= now) {
@@ -290,9 +297,7 @@ int64_t PresenceRegistry::SweepExpired() {
         ++expired;
       } else {
         // Heartbeats moved the end since the entry was made.
-        user.in_expiry_index = true;
-        heap.push_back(ExpiryEntry{online_until, user_id});
-        std::push_heap(heap.begin(), heap.end(), std::greater<ExpiryEntry>());
+        IndexExpiry(shard, user_id, user);
       }
     }
   }

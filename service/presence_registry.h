@@ -122,7 +122,9 @@ class PresenceRegistry {
     absl::InlinedVector<Session, 1> sessions;
     absl::Time last_seen = absl::InfinitePast();
     bool announced_online = false;
-    bool in_expiry_index = false;  // at most one entry per user
+    // The time of the user's live expiry index entry (InfiniteFuture: none).
+    // Entries with another time are stale and skipped when they come due.
+    absl::Time indexed_until = absl::InfiniteFuture();
   };
   struct ExpiryEntry {
     absl::Time online_until;  // may be stale: checked when due
@@ -134,9 +136,12 @@ class PresenceRegistry {
   struct Shard {
     mutable absl::Mutex mu;
     absl::flat_hash_map<int64_t, UserState> users ABSL_GUARDED_BY(mu);
-    // Min-heap by online_until of announced-online users. A heartbeat does
-    // not touch it: an entry that comes due early is pushed back with the
-    // user's current online_until, so each heartbeat costs O(1) here.
+    // Min-heap by online_until of announced-online users, one live entry per
+    // user, never later than the user's real end of window. A heartbeat only
+    // moves that end later, so it does not touch the heap: an entry that
+    // comes due early is pushed back with the current online_until, and each
+    // heartbeat costs O(1) here. Ending a session can move the end earlier:
+    // then a new, earlier entry replaces the live one.
     std::vector<ExpiryEntry> expiry ABSL_GUARDED_BY(mu);
   };
   static constexpr int kNumShards = 64;
@@ -150,6 +155,10 @@ class PresenceRegistry {
   // Marks the user announced online and indexes their expiry.
   void AnnounceOnline(Shard& shard, int64_t user_id, UserState& user,
                       PresenceEvent::Reason reason, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  // Makes sure the user's live index entry is not later than their end of
+  // window.
+  void IndexExpiry(Shard& shard, int64_t user_id, UserState& user)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   // If the user's window ended by `now` but no OFFLINE was announced yet,
   // announces EXPIRED (at the window's end) and drops the dead sessions.

@@ -79,8 +79,8 @@ class WatchReactor : public WatchWriteReactor, public WatchSink {
 
   void OnDone() override {
     hub_->Unwatch(id_);
-    // The last owner may be this; destroy only after returning from here.
-    std::shared_ptr<WatchReactor> last = std::move(self_);
+    // May destroy this reactor (unless a wake holds it): the last statement.
+    self_.reset();
   }
 
  private:

@@ -38,11 +38,12 @@ void StoreWriter::WhenDurable(uint64_t ticket, Callback done) {
   absl::Status outcome;
   {
     absl::MutexLock lock(&mu_);
-    if (exited_) {
+    if (!Decided(ticket, &outcome)) {
+      if (!exited_) {
+        waiters_.emplace_back(ticket, std::move(done));
+        return;
+      }
       outcome = absl::UnavailableError("presenced is shutting down");
-    } else if (!Decided(ticket, &outcome)) {
-      waiters_.emplace_back(ticket, std::move(done));
-      return;
     }
   }
   done(outcome);
@@ -140,8 +141,16 @@ void StoreWriter::Run() {
     }
     for (auto& [callback, outcome] : ready) callback(outcome);
     if (final_attempt && !status.ok()) {
-      absl::MutexLock lock(&mu_);
-      exited_ = true;
+      // Nothing will commit again: nobody may wait for it.
+      std::vector<std::pair<uint64_t, Callback>> left;
+      absl::Status outcome;
+      {
+        absl::MutexLock lock(&mu_);
+        exited_ = true;
+        left.swap(waiters_);
+        outcome = failure_;
+      }
+      for (auto& [ticket, callback] : left) callback(outcome);
       return;
     }
   }

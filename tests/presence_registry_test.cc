@@ -442,5 +442,41 @@ TEST_F(RegistryTest, ManyUsersExpireInOrderOfTheirWindows) {
   EXPECT_EQ(registry_.NextExpiry(), t0 + absl::Seconds(51) + kWindow);
 }
 
+TEST_F(RegistryTest, EndingTheNewestSessionBringsTheExpiryForward) {
+  const absl::Time t0 = clock_.Now();
+  registry_.Heartbeat(42, "phone");
+  clock_.Set(t0 + absl::Minutes(4));
+  registry_.Heartbeat(42, "phone");
+  clock_.Set(t0 + absl::Minutes(4) + absl::Seconds(10));
+  registry_.Heartbeat(42, "laptop");
+  clock_.Set(t0 + kWindow);
+  EXPECT_EQ(registry_.SweepExpired(), 0);  // pushed back to the laptop's end
+  clock_.Advance(absl::Seconds(5));
+  EXPECT_TRUE(registry_.MarkOffline(42, "laptop").still_online);
+  events_.Take();
+  // The phone's window ends 10 s before the laptop's would have.
+  const absl::Time phone_end = t0 + absl::Minutes(4) + kWindow;
+  EXPECT_EQ(registry_.NextExpiry(), phone_end);
+  clock_.Set(phone_end);
+  EXPECT_EQ(registry_.SweepExpired(), 1);
+  std::vector<PresenceEvent> events = events_.Take();
+  ASSERT_THAT(events, ElementsAre(Event(42, false, Reason::kExpired)));
+  EXPECT_EQ(events[0].at, phone_end);
+  // The stale, later entry is skipped when it comes due.
+  clock_.Set(phone_end + absl::Seconds(10));
+  EXPECT_EQ(registry_.SweepExpired(), 0);
+  EXPECT_THAT(events_.Take(), IsEmpty());
+}
+
+TEST_F(RegistryTest, AWallClockSteppingBackNeverShortensPresence) {
+  const absl::Time t0 = clock_.Now();
+  registry_.Heartbeat(42, "");
+  clock_.Set(t0 - absl::Minutes(1));
+  registry_.Heartbeat(42, "");
+  clock_.Set(t0 + kWindow - absl::Seconds(1));
+  EXPECT_TRUE(Get(42).online);
+  EXPECT_EQ(Get(42).online_until, t0 + kWindow);
+}
+
 }  // namespace
 }  // namespace presence

@@ -82,6 +82,7 @@ class Watcher {
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
+  absl::Mutex stop_mu_;
   std::thread thread_;
 };
 
