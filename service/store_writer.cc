@@ -2,7 +2,9 @@
 
 #include <iterator>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "service/log.h"
 
 namespace presence {
@@ -66,6 +68,33 @@ int64_t StoreWriter::commits() const {
   return commits_;
 }
 
+void StoreWriter::Coalesce(std::vector<SessionChange>& batch) {
+  std::vector<SessionChange> out;
+  out.reserve(batch.size());  // no reallocation: the keys point into `out`
+  absl::flat_hash_map<std::pair<int64_t, absl::string_view>, size_t> beat;
+  for (SessionChange& change : batch) {
+    if (change.kind != SessionChange::Kind::kHeartbeat) {
+      // A heartbeat after an ended session must stay after it.
+      beat.clear();
+      out.push_back(std::move(change));
+      continue;
+    }
+    auto it = beat.find(
+        std::make_pair(change.user_id, absl::string_view(change.session_id)));
+    if (it != beat.end()) {
+      SessionChange& earlier = out[it->second];
+      earlier.at = change.at;
+      earlier.last_seen = change.last_seen;
+      continue;
+    }
+    out.push_back(std::move(change));
+    beat.emplace(std::make_pair(out.back().user_id,
+                                absl::string_view(out.back().session_id)),
+                 out.size() - 1);
+  }
+  batch.swap(out);
+}
+
 void StoreWriter::Run() {
   absl::Time last_attempt = absl::InfinitePast();
   bool failing = false;  // log once per outage, not once per retry
@@ -100,6 +129,7 @@ void StoreWriter::Run() {
     }
 
     last_attempt = absl::Now();
+    Coalesce(batch);
     const absl::Status status = store_->Commit(batch);
     if (status.ok() && failing) {
       LogInfo("store commits succeed again; the queued changes are durable");

@@ -28,6 +28,9 @@ enum class Durability {
 // so the number of transactions is bounded by the store's speed, not by the
 // request rate.
 //
+// Within a batch, heartbeats of the same session are coalesced into one row
+// write (the latest), as long as no ended session comes between them.
+//
 // A batch that fails to commit stays queued and is retried (together with
 // newer changes) after a backoff, so memory and disk converge once the fault
 // is gone; the callers waiting on it are told UNAVAILABLE at once.
@@ -69,6 +72,8 @@ class StoreWriter : public ChangeSink {
   using Callback = absl::AnyInvocable<void(absl::Status)>;
 
   void Run();
+  // Merges repeated heartbeats of a session within `batch`, in place.
+  static void Coalesce(std::vector<SessionChange>& batch);
   // False while `ticket` waits for its (next) commit attempt; else true, with
   // the outcome of its last attempt in *outcome.
   bool Decided(uint64_t ticket, absl::Status* outcome) const

@@ -135,6 +135,44 @@ TEST(StoreWriterTest, ChangesArrivingDuringACommitShareTheNextOne) {
   EXPECT_EQ(batches[1].back().user_id, 101);
 }
 
+TEST(StoreWriterTest, RepeatedHeartbeatsOfASessionShareOneRowWrite) {
+  ControlledStore store;
+  store.Block();
+  StoreWriter writer(&store, CommitMode());
+  writer.Record(Beat(99));
+  store.AwaitAttempts(1);
+  const absl::Time t = absl::FromUnixSeconds(1'800'000'000);
+  using Kind = SessionChange::Kind;
+  writer.Record({Kind::kHeartbeat, 1, "a", t, t});
+  writer.Record({Kind::kHeartbeat, 2, "a", t, t});
+  writer.Record(
+      {Kind::kHeartbeat, 1, "a", t + absl::Seconds(1), t + absl::Seconds(1)});
+  writer.Record({Kind::kHeartbeat, 1, "b", t, t});
+  writer.Record(
+      {Kind::kEndSession, 1, "a", t + absl::Seconds(2), t + absl::Seconds(2)});
+  Outcome last;
+  writer.WhenDurable(
+      writer.Record({Kind::kHeartbeat, 1, "a", t + absl::Seconds(3),
+                     t + absl::Seconds(3)}),
+      last.Callback());
+  store.Unblock();
+  last.done.WaitForNotification();
+  ASSERT_TRUE(last.status.ok());
+  std::vector<std::vector<SessionChange>> batches = store.batches();
+  ASSERT_EQ(batches.size(), 2u);
+  const std::vector<SessionChange>& b = batches[1];
+  ASSERT_EQ(b.size(), 5u);  // 6 recorded, (1,a) merged once
+  EXPECT_EQ(b[0].user_id, 1);
+  EXPECT_EQ(b[0].session_id, "a");
+  EXPECT_EQ(b[0].at, t + absl::Seconds(1));  // the later heartbeat
+  EXPECT_EQ(b[1].user_id, 2);
+  EXPECT_EQ(b[2].session_id, "b");
+  EXPECT_EQ(b[3].kind, Kind::kEndSession);
+  // Not merged across the end of the session: it must stay after it.
+  EXPECT_EQ(b[4].kind, Kind::kHeartbeat);
+  EXPECT_EQ(b[4].at, t + absl::Seconds(3));
+}
+
 TEST(StoreWriterTest, FailedCommitIsUnavailableThenRetriedInOrder) {
   ControlledStore store;
   store.FailNext(1);
