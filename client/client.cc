@@ -22,6 +22,7 @@ constexpr char kServiceConfig[] = R"json({
   "methodConfig": [{
     "name": [
       {"service": "presence.v1.PresenceService", "method": "Heartbeat"},
+      {"service": "presence.v1.PresenceService", "method": "BatchHeartbeat"},
       {"service": "presence.v1.PresenceService", "method": "MarkOffline"},
       {"service": "presence.v1.PresenceService", "method": "ListOnline"},
       {"service": "presence.v1.PresenceService", "method": "GetPresence"}
@@ -83,6 +84,11 @@ absl::StatusOr<v1::HeartbeatResponse> Client::Heartbeat(
   *request.mutable_client_time() =
       google::protobuf::util::TimeUtil::GetCurrentTime();
   return Call(&v1::PresenceService::Stub::Heartbeat, request);
+}
+
+absl::StatusOr<v1::BatchHeartbeatResponse> Client::BatchHeartbeat(
+    const v1::BatchHeartbeatRequest& request) {
+  return Call(&v1::PresenceService::Stub::BatchHeartbeat, request);
 }
 
 absl::StatusOr<v1::MarkOfflineResponse> Client::MarkOffline(

@@ -1,8 +1,10 @@
 #include "service/presence_service.h"
 
+#include <algorithm>
 #include <memory>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace presence {
@@ -157,13 +159,52 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::Heartbeat(
   // client_time is deliberately not read: only the server's clock decides.
   const HeartbeatResult result =
       registry_->Heartbeat(request->user_id(), request->session_id());
+  FillHeartbeat(result, response);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  FinishWhenDurable(reactor, result.write_ticket);
+  return reactor;
+}
+
+void PresenceServiceImpl::FillHeartbeat(const HeartbeatResult& result,
+                                        v1::HeartbeatResponse* response) const {
   SetTimestamp(result.server_time, response->mutable_server_time());
   SetTimestamp(result.online_until, response->mutable_online_until());
   SetDuration(options_.heartbeat_interval,
               response->mutable_heartbeat_interval());
   response->set_became_online(result.became_online);
+}
+
+grpc::ServerUnaryReactor* PresenceServiceImpl::BatchHeartbeat(
+    grpc::CallbackServerContext* context,
+    const v1::BatchHeartbeatRequest* request,
+    v1::BatchHeartbeatResponse* response) {
+  if (absl::Status s = ValidateRequest(*request, options_.limits); !s.ok()) {
+    return Finish(context, s);
+  }
+  // Tickets grow in the order changes are recorded and commits are in
+  // order, so the batch is durable once its largest ticket is.
+  uint64_t last_ticket = 0;
+  absl::Time server_time = absl::InfinitePast();
+  for (int i = 0; i < request->heartbeats_size(); ++i) {
+    const v1::HeartbeatRequest& item = request->heartbeats(i);
+    v1::BatchHeartbeatResult* result = response->add_results();
+    if (absl::Status s = ValidateRequest(item, options_.limits); !s.ok()) {
+      result->mutable_error()->set_code(static_cast<int32_t>(s.code()));
+      result->mutable_error()->set_message(
+          absl::StrCat("heartbeats[", i, "].", s.message()));
+      continue;
+    }
+    const HeartbeatResult applied =
+        registry_->Heartbeat(item.user_id(), item.session_id());
+    FillHeartbeat(applied, result->mutable_heartbeat());
+    last_ticket = std::max(last_ticket, applied.write_ticket);
+    server_time = std::max(server_time, applied.server_time);
+  }
+  if (server_time != absl::InfinitePast()) {
+    SetTimestamp(server_time, response->mutable_server_time());
+  }
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  FinishWhenDurable(reactor, result.write_ticket);
+  FinishWhenDurable(reactor, last_ticket);
   return reactor;
 }
 

@@ -46,6 +46,10 @@ class PresenceServiceImpl final : public v1::PresenceService::CallbackService {
       grpc::CallbackServerContext* context,
       const v1::GetPresenceRequest* request,
       v1::GetPresenceResponse* response) override;
+  grpc::ServerUnaryReactor* BatchHeartbeat(
+      grpc::CallbackServerContext* context,
+      const v1::BatchHeartbeatRequest* request,
+      v1::BatchHeartbeatResponse* response) override;
   grpc::ServerWriteReactor<v1::WatchPresenceResponse>* WatchPresence(
       grpc::CallbackServerContext* context,
       const v1::WatchPresenceRequest* request) override;
@@ -53,6 +57,8 @@ class PresenceServiceImpl final : public v1::PresenceService::CallbackService {
  private:
   // Finishes `reactor` once the change behind `ticket` is durable.
   void FinishWhenDurable(grpc::ServerUnaryReactor* reactor, uint64_t ticket);
+  void FillHeartbeat(const HeartbeatResult& result,
+                     v1::HeartbeatResponse* response) const;
 
   PresenceRegistry* const registry_;
   StoreWriter* const writer_;

@@ -98,6 +98,16 @@ absl::Status ValidateRequest(const v1::WatchPresenceRequest& request,
   return ValidateUserIds(request.user_ids(), limits);
 }
 
+absl::Status ValidateRequest(const v1::BatchHeartbeatRequest& request,
+                             const RequestLimits& limits) {
+  if (request.heartbeats_size() > limits.max_ids_per_request) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "heartbeats has ", request.heartbeats_size(), " items; at most ",
+        limits.max_ids_per_request, " per request (--max_ids_per_request)"));
+  }
+  return absl::OkStatus();
+}
+
 int EffectivePageSize(const v1::ListOnlineRequest& request,
                       const RequestLimits& limits) {
   if (request.page_size() <= 0) return limits.default_page_size;

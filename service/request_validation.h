@@ -30,6 +30,10 @@ absl::Status ValidateRequest(const v1::GetPresenceRequest& request,
                              const RequestLimits& limits);
 absl::Status ValidateRequest(const v1::WatchPresenceRequest& request,
                              const RequestLimits& limits);
+// The batch as a whole (its size); items are checked one by one with the
+// HeartbeatRequest overload.
+absl::Status ValidateRequest(const v1::BatchHeartbeatRequest& request,
+                             const RequestLimits& limits);
 
 // The page size a ListOnlineRequest asks for, after defaults and the cap.
 int EffectivePageSize(const v1::ListOnlineRequest& request,

@@ -230,6 +230,54 @@ TEST_F(ServiceTest, BadRequestsAreInvalidArgumentNamingTheField) {
   EXPECT_TRUE(Online().empty());  // nothing was applied, server still serving
 }
 
+TEST_F(ServiceTest, BatchHeartbeatAnswersEachItemInOrder) {
+  ASSERT_TRUE(client_->Heartbeat(2).ok());
+  v1::BatchHeartbeatRequest request;
+  for (int64_t user : {1, 2, 0, 3}) {
+    v1::HeartbeatRequest* item = request.add_heartbeats();
+    item->set_user_id(user);
+    item->set_session_id("tab");
+  }
+  request.mutable_heartbeats(3)->set_session_id(std::string(200, 'x'));
+  absl::StatusOr<v1::BatchHeartbeatResponse> r =
+      client_->BatchHeartbeat(request);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->results_size(), 4);
+  EXPECT_TRUE(r->results(0).heartbeat().became_online());
+  EXPECT_FALSE(r->results(1).heartbeat().became_online());  // was online
+  EXPECT_EQ(FromProto(r->results(1).heartbeat().online_until()),
+            clock_.Now() + kWindow);
+  EXPECT_EQ(TimeUtil::DurationToSeconds(
+                r->results(0).heartbeat().heartbeat_interval()),
+            120);
+  ASSERT_TRUE(r->results(2).has_error());
+  EXPECT_EQ(r->results(2).error().code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(r->results(2).error().message().find("heartbeats[2].user_id"),
+            std::string::npos)
+      << r->results(2).error().message();
+  ASSERT_TRUE(r->results(3).has_error());
+  EXPECT_NE(r->results(3).error().message().find("heartbeats[3].session_id"),
+            std::string::npos);
+  EXPECT_EQ(FromProto(r->server_time()), clock_.Now());
+  EXPECT_EQ(Online(), (std::vector<int64_t>{1, 2}));  // 3 was refused
+
+  // Durable when answered, like a single Heartbeat.
+  SQLite::Database db(dir_.File("presence.db"), SQLite::OPEN_READONLY);
+  EXPECT_EQ(
+      db.execAndGet("SELECT COUNT(*) FROM sessions WHERE user_id = 1").getInt(),
+      1);
+}
+
+TEST_F(ServiceTest, BatchHeartbeatOverTheLimitIsRefusedWhole) {
+  v1::BatchHeartbeatRequest request;
+  for (int i = 1; i <= 10'001; ++i) request.add_heartbeats()->set_user_id(i);
+  absl::StatusOr<v1::BatchHeartbeatResponse> r =
+      client_->BatchHeartbeat(request);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("heartbeats"), absl::string_view::npos);
+  EXPECT_TRUE(Online().empty());
+}
+
 TEST_F(ServiceTest, ChangeIsInSqliteWhenTheAnswerArrives) {
   ASSERT_TRUE(client_->Heartbeat(42, "tab").ok());
   SQLite::Database db(dir_.File("presence.db"), SQLite::OPEN_READONLY);

@@ -29,7 +29,7 @@ struct ClientOptions {
 // (one channel) per process is the intended use.
 //
 // Every call has a deadline (ClientOptions::deadline). Calls whose repetition
-// is harmless (Heartbeat, MarkOffline, ListOnline, GetPresence) are retried by
+// is harmless (all but WatchPresence, which Watcher resumes) are retried by
 // gRPC on UNAVAILABLE with backoff, per the channel's service config. Errors
 // come back as absl::Status with the server's gRPC code and message.
 class Client {
@@ -41,6 +41,9 @@ class Client {
 
   absl::StatusOr<v1::HeartbeatResponse> Heartbeat(
       int64_t user_id, absl::string_view session_id = "");
+  // Many heartbeats at once; see BatchHeartbeatResponse for per-item results.
+  absl::StatusOr<v1::BatchHeartbeatResponse> BatchHeartbeat(
+      const v1::BatchHeartbeatRequest& request);
   // An empty session_id ends every session of the user.
   absl::StatusOr<v1::MarkOfflineResponse> MarkOffline(
       int64_t user_id, absl::string_view session_id = "");
