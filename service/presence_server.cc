@@ -180,6 +180,8 @@ absl::Status PresenceServer::Shutdown(absl::Duration grace) {
   }
   hub_->Stop();
   shutdown_status_ = writer_->Stop();
+  LogInfo(absl::StrCat("store: ", writer_->changes(), " changes in ",
+                       writer_->commits(), " transactions"));
   if (!shutdown_status_.ok()) {
     LogError(absl::StrCat("final commit failed, recent changes are lost: ",
                           shutdown_status_.message()));

@@ -68,6 +68,11 @@ int64_t StoreWriter::commits() const {
   return commits_;
 }
 
+uint64_t StoreWriter::changes() const {
+  absl::MutexLock lock(&mu_);
+  return last_ticket_;
+}
+
 void StoreWriter::Coalesce(std::vector<SessionChange>& batch) {
   std::vector<SessionChange> out;
   out.reserve(batch.size());  // no reallocation: the keys point into `out`

@@ -65,8 +65,9 @@ class StoreWriter : public ChangeSink {
   // error if that last commit failed: those changes are lost. Idempotent.
   absl::Status Stop();
 
-  // Number of transactions committed so far.
+  // Number of transactions committed so far, and the changes recorded.
   int64_t commits() const;
+  uint64_t changes() const;
 
  private:
   using Callback = absl::AnyInvocable<void(absl::Status)>;

@@ -15,6 +15,8 @@ packages=(
   libabsl-dev libsqlitecpp-dev libsqlite3-dev grpc-proto
   # tests and checks
   libgtest-dev libgmock-dev sqlite3 clang-format
+  # benchmarks (tools/bench): load generators, the Redis baseline, the chart
+  nghttp2-client redis-server gnuplot-nox python3
 )
 
 export DEBIAN_FRONTEND=noninteractive
