@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <limits>
 #include <utility>
 
 #include "absl/hash/hash.h"
@@ -47,7 +48,14 @@ void PresenceRegistry::AnnounceOnline(Shard& shard, int64_t user_id,
                                       absl::Time now) {
   Announce(user_id, true, reason, now);
   user.announced_online = true;
+  shard.online.insert(user_id);
   IndexExpiry(shard, user_id, user);
+}
+
+void PresenceRegistry::SetOffline(Shard& shard, int64_t user_id,
+                                  UserState& user) {
+  user.announced_online = false;
+  shard.online.erase(user_id);
 }
 
 void PresenceRegistry::IndexExpiry(Shard& shard, int64_t user_id,
@@ -61,13 +69,13 @@ void PresenceRegistry::IndexExpiry(Shard& shard, int64_t user_id,
                  std::greater<ExpiryEntry>());
 }
 
-void PresenceRegistry::CatchUpExpiry(int64_t user_id, UserState& user,
-                                     absl::Time now) {
+void PresenceRegistry::CatchUpExpiry(Shard& shard, int64_t user_id,
+                                     UserState& user, absl::Time now) {
   if (!user.announced_online) return;
   const absl::Time online_until = OnlineUntil(user);
   if (now < online_until) return;
   Announce(user_id, false, PresenceEvent::Reason::kExpired, online_until);
-  user.announced_online = false;
+  SetOffline(shard, user_id, user);
   // Every session is dead; last_seen keeps their latest heartbeat.
   user.sessions.clear();
 }
@@ -80,7 +88,7 @@ HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
   // backwards between two racing heartbeats.
   const absl::Time now = clock_.Now();
   UserState& user = shard.users[user_id];
-  CatchUpExpiry(user_id, user, now);
+  CatchUpExpiry(shard, user_id, user, now);
   const bool was_online = user.announced_online;
 
   // Expired sessions are dropped as the user is touched, so a user's vector
@@ -128,7 +136,7 @@ MarkOfflineResult PresenceRegistry::MarkOffline(int64_t user_id,
   auto it = shard.users.find(user_id);
   if (it == shard.users.end()) return result;
   UserState& user = it->second;
-  CatchUpExpiry(user_id, user, now);
+  CatchUpExpiry(shard, user_id, user, now);
   const bool was_online = user.announced_online;
   const bool end_all = session_id.empty();
 
@@ -156,7 +164,7 @@ MarkOfflineResult PresenceRegistry::MarkOffline(int64_t user_id,
   result.went_offline = was_online && !result.still_online;
   if (result.went_offline) {
     Announce(user_id, false, PresenceEvent::Reason::kMarkOffline, now);
-    user.announced_online = false;
+    SetOffline(shard, user_id, user);
   } else if (result.still_online) {
     // The ended session may have been the latest: the end can move earlier.
     IndexExpiry(shard, user_id, user);
@@ -170,26 +178,62 @@ MarkOfflineResult PresenceRegistry::MarkOffline(int64_t user_id,
   return result;
 }
 
+namespace {
+
+// Appends up to `take` ids > `after` from `online` to `out`; true if more
+// were left.
+bool TakeAfter(const absl::btree_set<int64_t>& online, int64_t after,
+               size_t take, std::vector<int64_t>* out) {
+  auto it = online.upper_bound(after);
+  for (size_t n = 0; it != online.end() && n < take; ++it, ++n) {
+    out->push_back(*it);
+  }
+  return it != online.end();
+}
+
+}  // namespace
+
 OnlinePage PresenceRegistry::ListOnline(absl::Span<const int64_t> only,
-                                        int64_t after_user_id,
-                                        int page_size) const {
+                                        int64_t after_user_id, int page_size) {
   OnlinePage page;
   // One "now" for the whole listing, so every shard answers the same moment.
   const absl::Time now = clock_.Now();
   page.server_time = now;
+  const size_t limit = static_cast<size_t>(std::max(page_size, 0));
   std::vector<int64_t> candidates;  // online ids after the cursor
 
   if (only.empty()) {
+    // Ids are hashed across shards, so a page holds about limit/kNumShards
+    // of each shard's ids: take twice that from each, and go back for more
+    // only to a shard whose share turns out larger.
+    const size_t take =
+        std::min(limit, std::max<size_t>(16, 2 * limit / kNumShards));
+    std::vector<int64_t> last_taken(kNumShards, 0);
+    std::vector<bool> more(kNumShards, false);
     for (int i = 0; i < kNumShards; ++i) {
-      const Shard& shard = shards_[i];
+      Shard& shard = shards_[i];
       absl::MutexLock lock(&shard.mu);
-      for (const auto& [id, user] : shard.users) {
-        if (now < OnlineUntil(user)) {
-          ++page.total_online;
-          if (id > after_user_id) candidates.push_back(id);
-        }
-      }
+      SweepShard(shard, now);  // now `online` is exactly who is online
+      page.total_online += static_cast<int64_t>(shard.online.size());
+      const size_t before = candidates.size();
+      more[i] = TakeAfter(shard.online, after_user_id, take, &candidates);
+      if (candidates.size() > before) last_taken[i] = candidates.back();
     }
+    std::sort(candidates.begin(), candidates.end());
+    const int64_t boundary = candidates.size() >= limit && limit > 0
+                                 ? candidates[limit - 1]
+                                 : std::numeric_limits<int64_t>::max();
+    for (int i = 0; i < kNumShards; ++i) {
+      if (!more[i] || last_taken[i] >= boundary) continue;
+      // This shard may hold ids of the page beyond those taken.
+      Shard& shard = shards_[i];
+      absl::MutexLock lock(&shard.mu);
+      more[i] = TakeAfter(shard.online, last_taken[i], limit, &candidates);
+    }
+    std::sort(candidates.begin(), candidates.end());
+    candidates.erase(std::unique(candidates.begin(), candidates.end()),
+                     candidates.end());
+    page.has_more = std::find(more.begin(), more.end(), true) != more.end();
   } else {
     std::vector<int64_t> ids(only.begin(), only.end());
     std::sort(ids.begin(), ids.end());
@@ -203,17 +247,13 @@ OnlinePage PresenceRegistry::ListOnline(absl::Span<const int64_t> only,
         if (id > after_user_id) candidates.push_back(id);
       }
     }
+    std::sort(candidates.begin(), candidates.end());
   }
 
-  const size_t limit = static_cast<size_t>(std::max(page_size, 0));
   if (candidates.size() > limit) {
-    // Only the page's ids need sorting, not every online user.
-    std::nth_element(candidates.begin(), candidates.begin() + limit,
-                     candidates.end());
     candidates.resize(limit);
     page.has_more = true;
   }
-  std::sort(candidates.begin(), candidates.end());
   page.user_ids = std::move(candidates);
   return page;
 }
@@ -261,6 +301,7 @@ void PresenceRegistry::RestoreSession(int64_t user_id,
   user.last_seen = std::max(user.last_seen, last_heartbeat);
   if (!user.announced_online && clock_.Now() < OnlineUntil(user)) {
     user.announced_online = true;
+    shard.online.insert(user_id);
     if (events_ != nullptr) events_->SeedOnline(user_id);
   }
   if (user.announced_online) IndexExpiry(shard, user_id, user);
@@ -278,27 +319,30 @@ int64_t PresenceRegistry::SweepExpired() {
   for (int i = 0; i < kNumShards; ++i) {
     Shard& shard = shards_[i];
     absl::MutexLock lock(&shard.mu);
-    const absl::Time now = clock_.Now();
-    auto& heap = shard.expiry;
-    while (!heap.empty() && heap.front().online_until <= now) {
-      std::pop_heap(heap.begin(), heap.end(), std::greater<ExpiryEntry>());
-      const ExpiryEntry entry = heap.back();
-      heap.pop_back();
-      auto it = shard.users.find(entry.user_id);
-      if (it == shard.users.end()) continue;
-      UserState& user = it->second;
-      if (user.indexed_until != entry.online_until) continue;  // stale
-      user.indexed_until = absl::InfiniteFuture();
-      const int64_t user_id = entry.user_id;
-      if (!user.announced_online) continue;  // went offline otherwise
-      const absl::Time online_until = OnlineUntil(user);
-      if (online_until <= now) {
-        CatchUpExpiry(user_id, user, now);
-        ++expired;
-      } else {
-        // Heartbeats moved the end since the entry was made.
-        IndexExpiry(shard, user_id, user);
-      }
+    expired += SweepShard(shard, clock_.Now());
+  }
+  return expired;
+}
+
+int64_t PresenceRegistry::SweepShard(Shard& shard, absl::Time now) {
+  int64_t expired = 0;
+  auto& heap = shard.expiry;
+  while (!heap.empty() && heap.front().online_until <= now) {
+    std::pop_heap(heap.begin(), heap.end(), std::greater<ExpiryEntry>());
+    const ExpiryEntry entry = heap.back();
+    heap.pop_back();
+    auto it = shard.users.find(entry.user_id);
+    if (it == shard.users.end()) continue;
+    UserState& user = it->second;
+    if (user.indexed_until != entry.online_until) continue;  // stale
+    user.indexed_until = absl::InfiniteFuture();
+    if (!user.announced_online) continue;  // went offline otherwise
+    if (OnlineUntil(user) <= now) {
+      CatchUpExpiry(shard, entry.user_id, user, now);
+      ++expired;
+    } else {
+      // Heartbeats moved the end since the entry was made.
+      IndexExpiry(shard, entry.user_id, user);
     }
   }
   return expired;

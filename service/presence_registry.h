@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/string_view.h"
@@ -92,8 +93,10 @@ class PresenceRegistry {
 
   // Online users with id > `after_user_id`, ascending, at most `page_size`.
   // With a non-empty `only`, just those of them (duplicates ignored).
+  // Without, a page costs O(page_size + shards x log n), not a scan of every
+  // user; it announces expiries that are due (as SweepExpired would).
   OnlinePage ListOnline(absl::Span<const int64_t> only, int64_t after_user_id,
-                        int page_size) const;
+                        int page_size);
 
   // One entry per id, in the given order.
   PresenceLookup GetPresence(absl::Span<const int64_t> user_ids) const;
@@ -143,6 +146,9 @@ class PresenceRegistry {
     // heartbeat costs O(1) here. Ending a session can move the end earlier:
     // then a new, earlier entry replaces the live one.
     std::vector<ExpiryEntry> expiry ABSL_GUARDED_BY(mu);
+    // The announced-online users, ordered for ListOnline's pages. After
+    // SweepShard(now) it holds exactly the users online at now.
+    absl::btree_set<int64_t> online ABSL_GUARDED_BY(mu);
   };
   static constexpr int kNumShards = 64;
 
@@ -162,7 +168,13 @@ class PresenceRegistry {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   // If the user's window ended by `now` but no OFFLINE was announced yet,
   // announces EXPIRED (at the window's end) and drops the dead sessions.
-  void CatchUpExpiry(int64_t user_id, UserState& user, absl::Time now);
+  void CatchUpExpiry(Shard& shard, int64_t user_id, UserState& user,
+                     absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  void SetOffline(Shard& shard, int64_t user_id, UserState& user)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  // SweepExpired() for one shard; returns the EXPIRED events announced.
+  int64_t SweepShard(Shard& shard, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
 
   const Clock& clock_;
   const absl::Duration online_window_;

@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/hash/hash.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "service/clock.h"
@@ -476,6 +477,56 @@ TEST_F(RegistryTest, AWallClockSteppingBackNeverShortensPresence) {
   clock_.Set(t0 + kWindow - absl::Seconds(1));
   EXPECT_TRUE(Get(42).online);
   EXPECT_EQ(Get(42).online_until, t0 + kWindow);
+}
+
+// Pages must add up to the sorted list of everyone online, whatever the
+// page size, also when one shard holds far more of a page than its share.
+TEST_F(RegistryTest, PagesAddUpToEveryoneOnlineForAnyPageSize) {
+  std::vector<int64_t> expected;
+  for (int64_t user = 1; user <= 3000; ++user) {
+    registry_.Heartbeat(user * 13, "");
+    expected.push_back(user * 13);
+  }
+  // Users that all land in one shard (the registry hashes ids with
+  // absl::Hash into 64 shards): a page's worth of them is far above what
+  // the first pass takes from each shard.
+  for (int64_t user = 1; expected.size() < 3400; ++user) {
+    if (user % 13 != 0 && absl::Hash<int64_t>{}(user) % 64 == 0) {
+      registry_.Heartbeat(user, "");
+      expected.push_back(user);
+    }
+  }
+  std::sort(expected.begin(), expected.end());
+  registry_.MarkOffline(13 * 7, "");
+  expected.erase(std::find(expected.begin(), expected.end(), 13 * 7));
+
+  for (int page_size : {1, 7, 100, 999, 10'000}) {
+    std::vector<int64_t> seen;
+    int64_t after = 0;
+    for (;;) {
+      OnlinePage page = registry_.ListOnline({}, after, page_size);
+      EXPECT_EQ(page.total_online, static_cast<int64_t>(expected.size()));
+      ASSERT_LE(page.user_ids.size(), static_cast<size_t>(page_size));
+      seen.insert(seen.end(), page.user_ids.begin(), page.user_ids.end());
+      if (!page.has_more) break;
+      EXPECT_EQ(page.user_ids.size(), static_cast<size_t>(page_size));
+      ASSERT_FALSE(page.user_ids.empty());
+      after = page.user_ids.back();
+    }
+    EXPECT_EQ(seen, expected) << "page_size " << page_size;
+  }
+}
+
+TEST_F(RegistryTest, ListOnlineCountsExactlyAtTheWindowsEndWithoutASweep) {
+  const absl::Time t0 = clock_.Now();
+  registry_.Heartbeat(1, "");
+  clock_.Advance(absl::Seconds(1));
+  registry_.Heartbeat(2, "");
+  clock_.Set(t0 + kWindow);  // user 1 ends now; no sweep has run
+  OnlinePage page = registry_.ListOnline({}, 0, 10);
+  EXPECT_EQ(page.user_ids, std::vector<int64_t>{2});
+  EXPECT_EQ(page.total_online, 1);
+  EXPECT_FALSE(page.has_more);
 }
 
 }  // namespace

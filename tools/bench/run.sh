@@ -17,11 +17,11 @@ smoke=false
 [ "${1:-}" = "--smoke" ] && smoke=true
 if $smoke; then
   rounds=1 n=20000 fill_users=20000 watchers=10 watch_users=100 sql_updates=100
-  concurrencies=(1 16) batch_seconds=1
+  concurrencies=(1 16) batch_seconds=1 curve_seconds=1
   out=${OUT:-$(mktemp --suffix=.md)}
 else
   rounds=3 n=200000 fill_users=1000000 watchers=1000 watch_users=1000 sql_updates=2000
-  concurrencies=(1 2 4 8 16 32 64) batch_seconds=5
+  concurrencies=(1 2 4 8 16 32 64) batch_seconds=5 curve_seconds=3
   out=${OUT:-docs/performance.md}
 fi
 build=${BUILD_DIR:-build-release}
@@ -72,10 +72,11 @@ grpc_body "$work/hb.grpc" HeartbeatRequest 'user_id: 42 session_id: "bench"'
 python3 -c "open('$work/check.grpc','wb').write(b'\x00\x00\x00\x00\x00')"
 
 # h2load QPS, the load generator pinned to core 1 where there are two.
-h2() {  # PATH BODY CLIENTS STREAMS
-  local pin=()
+h2() {  # PATH BODY CLIENTS STREAMS [SECONDS: run for a time, not n requests]
+  local pin=() amount=(-n"$n")
   [ "$(nproc)" -ge 2 ] && pin=(taskset -c 1)
-  "${pin[@]}" h2load -t1 -c"$3" -m"$4" -n"$n" -H 'content-type: application/grpc' \
+  [ -n "${5:-}" ] && amount=(-D"$5")
+  "${pin[@]}" h2load -t1 -c"$3" -m"$4" "${amount[@]}" -H 'content-type: application/grpc' \
     -H 'te: trailers' --data="$2" "http://$address$1" 2>&1 |
     awk '/finished in/ {print $4}'
 }
@@ -182,8 +183,8 @@ echo "== throughput vs concurrency (m1)"
 : > "$work/curve.dat"
 for c in "${concurrencies[@]}"; do
   printf '%s %s %s %s\n' "$c" \
-    "$(h2 /grpc.health.v1.Health/Check "$work/check.grpc" "$c" 1)" \
-    "$(h2 /presence.v1.PresenceService/Heartbeat "$work/hb.grpc" "$c" 1)" \
+    "$(h2 /grpc.health.v1.Health/Check "$work/check.grpc" "$c" 1 "$curve_seconds")" \
+    "$(h2 /presence.v1.PresenceService/Heartbeat "$work/hb.grpc" "$c" 1 "$curve_seconds")" \
     "$(rb "$c" 1 "${zadd[@]}")" >> "$work/curve.dat"
 done
 stop_presenced
