@@ -1,6 +1,7 @@
 #include "service/presence_registry.h"
 
 #include <algorithm>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <utility>
@@ -18,17 +19,44 @@ PresenceRegistry::PresenceRegistry(const Clock& clock,
       events_(events),
       shards_(new Shard[kNumShards]) {}
 
+namespace {
+
+int64_t ToUs(absl::Time t) { return absl::ToUnixMicros(t); }
+absl::Time FromUs(int64_t us) { return absl::FromUnixMicros(us); }
+
+}  // namespace
+
+PresenceRegistry::SessionId::SessionId(absl::string_view id) {
+  if (id.empty()) return;
+  // Ids are at most 128 bytes by validation; a 2-byte length covers more.
+  const uint16_t size = static_cast<uint16_t>(
+      std::min<size_t>(id.size(), std::numeric_limits<uint16_t>::max()));
+  data_ = std::make_unique<char[]>(sizeof(size) + size);
+  std::memcpy(data_.get(), &size, sizeof(size));
+  std::memcpy(data_.get() + sizeof(size), id.data(), size);
+}
+
+absl::string_view PresenceRegistry::SessionId::view() const {
+  if (data_ == nullptr) return {};
+  uint16_t size;
+  std::memcpy(&size, data_.get(), sizeof(size));
+  return absl::string_view(data_.get() + sizeof(size), size);
+}
+
+absl::Time PresenceRegistry::Now() const { return FromUs(ToUs(clock_.Now())); }
+
 PresenceRegistry::Shard& PresenceRegistry::ShardFor(int64_t user_id) const {
   // Ids are often sequential; hashing spreads neighbours across shards.
   return shards_[absl::Hash<int64_t>{}(user_id) % kNumShards];
 }
 
 absl::Time PresenceRegistry::OnlineUntil(const UserState& user) const {
-  absl::Time latest = absl::InfinitePast();
+  if (user.sessions.empty()) return absl::InfinitePast();
+  int64_t latest = kNeverUs;
   for (const Session& s : user.sessions) {
-    latest = std::max(latest, s.last_heartbeat);
+    latest = std::max(latest, s.last_heartbeat_us);
   }
-  return latest + online_window_;
+  return FromUs(latest) + online_window_;
 }
 
 uint64_t PresenceRegistry::Record(const SessionChange& change) {
@@ -62,9 +90,9 @@ void PresenceRegistry::IndexExpiry(Shard& shard, int64_t user_id,
                                    UserState& user) {
   const absl::Time online_until = OnlineUntil(user);
   // A live entry at or before the end is fine: when due, it is pushed back.
-  if (user.indexed_until <= online_until) return;
-  user.indexed_until = online_until;
-  shard.expiry.push_back(ExpiryEntry{online_until, user_id});
+  if (user.indexed_until_us <= ToUs(online_until)) return;
+  user.indexed_until_us = ToUs(online_until);
+  shard.expiry.push_back(ExpiryEntry{user.indexed_until_us, user_id});
   std::push_heap(shard.expiry.begin(), shard.expiry.end(),
                  std::greater<ExpiryEntry>());
 }
@@ -86,7 +114,7 @@ HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
   absl::MutexLock lock(&shard.mu);
   // Read the clock under the lock so that stamps of one user never go
   // backwards between two racing heartbeats.
-  const absl::Time now = clock_.Now();
+  const absl::Time now = Now();
   UserState& user = shard.users[user_id];
   CatchUpExpiry(shard, user_id, user, now);
   const bool was_online = user.announced_online;
@@ -95,21 +123,22 @@ HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
   // stays as small as their live sessions.
   bool found = false;
   user.sessions.erase(
-      std::remove_if(user.sessions.begin(), user.sessions.end(),
-                     [&](Session& s) {
-                       if (s.id == session_id) {
-                         // A wall clock stepped back never shortens presence.
-                         s.last_heartbeat = std::max(s.last_heartbeat, now);
-                         found = true;
-                         return false;
-                       }
-                       return s.last_heartbeat + online_window_ <= now;
-                     }),
+      std::remove_if(
+          user.sessions.begin(), user.sessions.end(),
+          [&](Session& s) {
+            if (s.id.view() == session_id) {
+              // A wall clock stepped back never shortens presence.
+              s.last_heartbeat_us = std::max(s.last_heartbeat_us, ToUs(now));
+              found = true;
+              return false;
+            }
+            return FromUs(s.last_heartbeat_us) + online_window_ <= now;
+          }),
       user.sessions.end());
   if (!found) {
-    user.sessions.push_back(Session{std::string(session_id), now});
+    user.sessions.push_back(Session{SessionId(session_id), ToUs(now)});
   }
-  user.last_seen = std::max(user.last_seen, now);
+  user.last_seen_us = std::max(user.last_seen_us, ToUs(now));
   if (!was_online) {
     AnnounceOnline(shard, user_id, user, PresenceEvent::Reason::kHeartbeat,
                    now);
@@ -119,9 +148,9 @@ HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
   result.server_time = now;
   result.online_until = now + online_window_;
   result.became_online = !was_online;
-  result.write_ticket =
-      Record(SessionChange{SessionChange::Kind::kHeartbeat, user_id,
-                           std::string(session_id), now, user.last_seen});
+  result.write_ticket = Record(SessionChange{SessionChange::Kind::kHeartbeat,
+                                             user_id, std::string(session_id),
+                                             now, FromUs(user.last_seen_us)});
   return result;
 }
 
@@ -129,7 +158,7 @@ MarkOfflineResult PresenceRegistry::MarkOffline(int64_t user_id,
                                                 absl::string_view session_id) {
   Shard& shard = ShardFor(user_id);
   absl::MutexLock lock(&shard.mu);
-  const absl::Time now = clock_.Now();
+  const absl::Time now = Now();
   MarkOfflineResult result;
   result.server_time = now;
 
@@ -144,9 +173,11 @@ MarkOfflineResult PresenceRegistry::MarkOffline(int64_t user_id,
   user.sessions.erase(
       std::remove_if(user.sessions.begin(), user.sessions.end(),
                      [&](const Session& s) {
-                       if (!end_all && s.id != session_id) return false;
+                       if (!end_all && s.id.view() != session_id) {
+                         return false;
+                       }
                        ++removed;
-                       if (now < s.last_heartbeat + online_window_) {
+                       if (now < FromUs(s.last_heartbeat_us) + online_window_) {
                          ++result.sessions_ended;
                        }
                        return true;
@@ -159,7 +190,9 @@ MarkOfflineResult PresenceRegistry::MarkOffline(int64_t user_id,
     result.still_online = was_online;
     return result;
   }
-  if (result.sessions_ended > 0) user.last_seen = std::max(user.last_seen, now);
+  if (result.sessions_ended > 0) {
+    user.last_seen_us = std::max(user.last_seen_us, ToUs(now));
+  }
   result.still_online = now < OnlineUntil(user);
   result.went_offline = was_online && !result.still_online;
   if (result.went_offline) {
@@ -171,10 +204,10 @@ MarkOfflineResult PresenceRegistry::MarkOffline(int64_t user_id,
   }
   // Sessions left now are all dead, and the sweeper skips offline users.
   if (!result.still_online) user.sessions.clear();
-  result.write_ticket = Record(
-      SessionChange{end_all ? SessionChange::Kind::kEndAllSessions
-                            : SessionChange::Kind::kEndSession,
-                    user_id, std::string(session_id), now, user.last_seen});
+  result.write_ticket = Record(SessionChange{
+      end_all ? SessionChange::Kind::kEndAllSessions
+              : SessionChange::Kind::kEndSession,
+      user_id, std::string(session_id), now, FromUs(user.last_seen_us)});
   return result;
 }
 
@@ -197,7 +230,7 @@ OnlinePage PresenceRegistry::ListOnline(absl::Span<const int64_t> only,
                                         int64_t after_user_id, int page_size) {
   OnlinePage page;
   // One "now" for the whole listing, so every shard answers the same moment.
-  const absl::Time now = clock_.Now();
+  const absl::Time now = Now();
   page.server_time = now;
   const size_t limit = static_cast<size_t>(std::max(page_size, 0));
   std::vector<int64_t> candidates;  // online ids after the cursor
@@ -260,7 +293,7 @@ OnlinePage PresenceRegistry::ListOnline(absl::Span<const int64_t> only,
 
 PresenceLookup PresenceRegistry::GetPresence(
     absl::Span<const int64_t> user_ids) const {
-  const absl::Time now = clock_.Now();
+  const absl::Time now = Now();
   PresenceLookup lookup;
   lookup.server_time = now;
   std::vector<UserPresenceInfo>& out = lookup.users;
@@ -273,9 +306,13 @@ PresenceLookup PresenceRegistry::GetPresence(
     auto it = shard.users.find(id);
     if (it != shard.users.end()) {
       const UserState& user = it->second;
-      info.last_seen = user.last_seen;
+      if (user.last_seen_us != kNeverUs) {
+        info.last_seen = FromUs(user.last_seen_us);
+      }
       for (const Session& s : user.sessions) {
-        if (now < s.last_heartbeat + online_window_) ++info.live_sessions;
+        if (now < FromUs(s.last_heartbeat_us) + online_window_) {
+          ++info.live_sessions;
+        }
       }
       info.online = info.live_sessions > 0;
       if (info.online) info.online_until = OnlineUntil(user);
@@ -291,15 +328,17 @@ void PresenceRegistry::RestoreSession(int64_t user_id,
   Shard& shard = ShardFor(user_id);
   absl::MutexLock lock(&shard.mu);
   UserState& user = shard.users[user_id];
-  auto it = std::find_if(user.sessions.begin(), user.sessions.end(),
-                         [&](const Session& s) { return s.id == session_id; });
+  auto it =
+      std::find_if(user.sessions.begin(), user.sessions.end(),
+                   [&](const Session& s) { return s.id.view() == session_id; });
+  const int64_t heartbeat_us = ToUs(last_heartbeat);
   if (it == user.sessions.end()) {
-    user.sessions.push_back(Session{std::string(session_id), last_heartbeat});
+    user.sessions.push_back(Session{SessionId(session_id), heartbeat_us});
   } else {
-    it->last_heartbeat = std::max(it->last_heartbeat, last_heartbeat);
+    it->last_heartbeat_us = std::max(it->last_heartbeat_us, heartbeat_us);
   }
-  user.last_seen = std::max(user.last_seen, last_heartbeat);
-  if (!user.announced_online && clock_.Now() < OnlineUntil(user)) {
+  user.last_seen_us = std::max(user.last_seen_us, heartbeat_us);
+  if (!user.announced_online && Now() < OnlineUntil(user)) {
     user.announced_online = true;
     shard.online.insert(user_id);
     if (events_ != nullptr) events_->SeedOnline(user_id);
@@ -311,7 +350,7 @@ void PresenceRegistry::RestoreLastSeen(int64_t user_id, absl::Time last_seen) {
   Shard& shard = ShardFor(user_id);
   absl::MutexLock lock(&shard.mu);
   UserState& user = shard.users[user_id];
-  user.last_seen = std::max(user.last_seen, last_seen);
+  user.last_seen_us = std::max(user.last_seen_us, ToUs(last_seen));
 }
 
 int64_t PresenceRegistry::SweepExpired() {
@@ -319,7 +358,7 @@ int64_t PresenceRegistry::SweepExpired() {
   for (int i = 0; i < kNumShards; ++i) {
     Shard& shard = shards_[i];
     absl::MutexLock lock(&shard.mu);
-    expired += SweepShard(shard, clock_.Now());
+    expired += SweepShard(shard, Now());
   }
   return expired;
 }
@@ -327,15 +366,15 @@ int64_t PresenceRegistry::SweepExpired() {
 int64_t PresenceRegistry::SweepShard(Shard& shard, absl::Time now) {
   int64_t expired = 0;
   auto& heap = shard.expiry;
-  while (!heap.empty() && heap.front().online_until <= now) {
+  while (!heap.empty() && heap.front().online_until_us <= ToUs(now)) {
     std::pop_heap(heap.begin(), heap.end(), std::greater<ExpiryEntry>());
     const ExpiryEntry entry = heap.back();
     heap.pop_back();
     auto it = shard.users.find(entry.user_id);
     if (it == shard.users.end()) continue;
     UserState& user = it->second;
-    if (user.indexed_until != entry.online_until) continue;  // stale
-    user.indexed_until = absl::InfiniteFuture();
+    if (user.indexed_until_us != entry.online_until_us) continue;  // stale
+    user.indexed_until_us = kNoEntryUs;
     if (!user.announced_online) continue;  // went offline otherwise
     if (OnlineUntil(user) <= now) {
       CatchUpExpiry(shard, entry.user_id, user, now);
@@ -354,7 +393,7 @@ absl::Time PresenceRegistry::NextExpiry() const {
     const Shard& shard = shards_[i];
     absl::MutexLock lock(&shard.mu);
     if (!shard.expiry.empty()) {
-      next = std::min(next, shard.expiry.front().online_until);
+      next = std::min(next, FromUs(shard.expiry.front().online_until_us));
     }
   }
   return next;

@@ -2,6 +2,7 @@
 #define PRESENCE_SERVICE_PRESENCE_REGISTRY_H_
 
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -116,24 +117,42 @@ class PresenceRegistry {
   absl::Time NextExpiry() const;
 
  private:
+  // Memory per user matters at millions of users: times are kept as int64
+  // microseconds since the epoch (8 bytes, where absl::Time takes 16; the
+  // API's Timestamps carry microseconds too), and a session id as one
+  // pointer.
+  static constexpr int64_t kNeverUs = std::numeric_limits<int64_t>::min();
+  static constexpr int64_t kNoEntryUs = std::numeric_limits<int64_t>::max();
+
+  // A session id in one pointer: null for the default (empty) session, else
+  // a heap block holding a 2-byte length and the bytes.
+  class SessionId {
+   public:
+    SessionId() = default;
+    explicit SessionId(absl::string_view id);
+    absl::string_view view() const;
+
+   private:
+    std::unique_ptr<char[]> data_;
+  };
   struct Session {
-    std::string id;
-    absl::Time last_heartbeat;
+    SessionId id;
+    int64_t last_heartbeat_us;
   };
   struct UserState {
     // Most users have one session; a handful is the upper end in practice.
     absl::InlinedVector<Session, 1> sessions;
-    absl::Time last_seen = absl::InfinitePast();
-    bool announced_online = false;
-    // The time of the user's live expiry index entry (InfiniteFuture: none).
+    int64_t last_seen_us = kNeverUs;
+    // The time of the user's live expiry index entry (kNoEntryUs: none).
     // Entries with another time are stale and skipped when they come due.
-    absl::Time indexed_until = absl::InfiniteFuture();
+    int64_t indexed_until_us = kNoEntryUs;
+    bool announced_online = false;
   };
   struct ExpiryEntry {
-    absl::Time online_until;  // may be stale: checked when due
+    int64_t online_until_us;  // may be stale: checked when due
     int64_t user_id;
     bool operator>(const ExpiryEntry& o) const {
-      return online_until > o.online_until;
+      return online_until_us > o.online_until_us;
     }
   };
   struct Shard {
@@ -153,6 +172,8 @@ class PresenceRegistry {
   static constexpr int kNumShards = 64;
 
   Shard& ShardFor(int64_t user_id) const;
+  // The clock's now, at the microsecond resolution stored.
+  absl::Time Now() const;
   // The end of the user's presence: the latest last_heartbeat + window.
   absl::Time OnlineUntil(const UserState& user) const;
   uint64_t Record(const SessionChange& change);
