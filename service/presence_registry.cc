@@ -122,18 +122,20 @@ HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
   // Expired sessions are dropped as the user is touched, so a user's vector
   // stays as small as their live sessions.
   bool found = false;
+  int64_t stamp_us = ToUs(now);
   user.sessions.erase(
-      std::remove_if(
-          user.sessions.begin(), user.sessions.end(),
-          [&](Session& s) {
-            if (s.id.view() == session_id) {
-              // A wall clock stepped back never shortens presence.
-              s.last_heartbeat_us = std::max(s.last_heartbeat_us, ToUs(now));
-              found = true;
-              return false;
-            }
-            return FromUs(s.last_heartbeat_us) + online_window_ <= now;
-          }),
+      std::remove_if(user.sessions.begin(), user.sessions.end(),
+                     [&](Session& s) {
+                       if (s.id.view() == session_id) {
+                         // A wall clock stepped back never shortens presence.
+                         s.last_heartbeat_us = stamp_us =
+                             std::max(s.last_heartbeat_us, stamp_us);
+                         found = true;
+                         return false;
+                       }
+                       return FromUs(s.last_heartbeat_us) + online_window_ <=
+                              now;
+                     }),
       user.sessions.end());
   if (!found) {
     user.sessions.push_back(Session{SessionId(session_id), ToUs(now)});
@@ -148,9 +150,10 @@ HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
   result.server_time = now;
   result.online_until = now + online_window_;
   result.became_online = !was_online;
-  result.write_ticket = Record(SessionChange{SessionChange::Kind::kHeartbeat,
-                                             user_id, std::string(session_id),
-                                             now, FromUs(user.last_seen_us)});
+  // The stamp kept, so that the store agrees with memory.
+  result.write_ticket = Record(SessionChange{
+      SessionChange::Kind::kHeartbeat, user_id, std::string(session_id),
+      FromUs(stamp_us), FromUs(user.last_seen_us)});
   return result;
 }
 

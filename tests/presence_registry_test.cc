@@ -474,6 +474,8 @@ TEST_F(RegistryTest, AWallClockSteppingBackNeverShortensPresence) {
   registry_.Heartbeat(42, "");
   clock_.Set(t0 - absl::Minutes(1));
   registry_.Heartbeat(42, "");
+  // The store is told the stamp kept, not the earlier clock reading.
+  EXPECT_EQ(sink_.changes().back().at, t0);
   clock_.Set(t0 + kWindow - absl::Seconds(1));
   EXPECT_TRUE(Get(42).online);
   EXPECT_EQ(Get(42).online_until, t0 + kWindow);
