@@ -14,7 +14,10 @@ PresenceRegistry::PresenceRegistry(const Clock& clock,
                                    absl::Duration online_window,
                                    ChangeSink* changes, EventSink* events)
     : clock_(clock),
-      online_window_(online_window),
+      // Whole microseconds, like every time stored: an end of window between
+      // two microseconds would never come due in the expiry index.
+      online_window_(
+          absl::Microseconds(absl::ToInt64Microseconds(online_window))),
       changes_(changes),
       events_(events),
       shards_(new Shard[kNumShards]) {}
@@ -28,7 +31,8 @@ absl::Time FromUs(int64_t us) { return absl::FromUnixMicros(us); }
 
 PresenceRegistry::SessionId::SessionId(absl::string_view id) {
   if (id.empty()) return;
-  // Ids are at most 128 bytes by validation; a 2-byte length covers more.
+  // Ids are at most 128 bytes by validation (and the store holds only ids
+  // that passed it); a 2-byte length covers far more.
   const uint16_t size = static_cast<uint16_t>(
       std::min<size_t>(id.size(), std::numeric_limits<uint16_t>::max()));
   data_ = std::make_unique<char[]>(sizeof(size) + size);
@@ -148,7 +152,7 @@ HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
 
   HeartbeatResult result;
   result.server_time = now;
-  result.online_until = now + online_window_;
+  result.online_until = FromUs(stamp_us) + online_window_;
   result.became_online = !was_online;
   // The stamp kept, so that the store agrees with memory.
   result.write_ticket = Record(SessionChange{

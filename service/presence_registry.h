@@ -94,8 +94,10 @@ class PresenceRegistry {
 
   // Online users with id > `after_user_id`, ascending, at most `page_size`.
   // With a non-empty `only`, just those of them (duplicates ignored).
-  // Without, a page costs O(page_size + shards x log n), not a scan of every
-  // user; it announces expiries that are due (as SweepExpired would).
+  // Without, a page costs O(page_size + shards x log n) for ids spread
+  // evenly over the shards (up to a page more per crowded shard), not a
+  // scan of every user; it announces expiries that are due (as SweepExpired
+  // would).
   OnlinePage ListOnline(absl::Span<const int64_t> only, int64_t after_user_id,
                         int page_size);
 

@@ -103,7 +103,7 @@ absl::Status ValidateRequest(const v1::BatchHeartbeatRequest& request,
   if (request.heartbeats_size() > limits.max_ids_per_request) {
     return absl::InvalidArgumentError(absl::StrCat(
         "heartbeats has ", request.heartbeats_size(), " items; at most ",
-        limits.max_ids_per_request, " per request (--max_ids_per_request)"));
+        limits.max_ids_per_request, " per request"));
   }
   return absl::OkStatus();
 }

@@ -531,5 +531,19 @@ TEST_F(RegistryTest, ListOnlineCountsExactlyAtTheWindowsEndWithoutASweep) {
   EXPECT_FALSE(page.has_more);
 }
 
+TEST(RegistryWindowTest, AWindowBetweenMicrosecondsStillExpires) {
+  FakeClock clock;
+  RecordingEvents events;
+  PresenceRegistry registry(clock, absl::Minutes(5) + absl::Nanoseconds(500),
+                            nullptr, &events);
+  const absl::Time t0 = clock.Now();
+  registry.Heartbeat(42, "");
+  EXPECT_EQ(registry.online_window(), absl::Minutes(5));
+  clock.Set(t0 + absl::Minutes(5));
+  EXPECT_EQ(registry.SweepExpired(), 1);  // returns: no endless re-indexing
+  EXPECT_THAT(events.Take(), ElementsAre(Event(42, true, Reason::kHeartbeat),
+                                         Event(42, false, Reason::kExpired)));
+}
+
 }  // namespace
 }  // namespace presence

@@ -4,7 +4,8 @@
 //
 //   presence_load --mode=fill  --users=1000000 --batch=1000 --threads=4
 //       one heartbeat for each of users 1..N (BatchHeartbeat), then reports
-//   presence_load --mode=batch --users=100000 --batch=100 --threads=16 --seconds=5
+//   presence_load --mode=batch --users=100000 --batch=100 --threads=16
+//   --seconds=5
 //       BatchHeartbeat throughput (heartbeats/s) over users 1..N
 //   presence_load --mode=list  --rounds=3
 //       time to list every online user (ListOnline, all pages)
@@ -54,6 +55,13 @@ bool Beat(presence::Client& client, int64_t first, int64_t last, int batch) {
                    r.status().ToString().c_str());
       return false;
     }
+    for (const presence::v1::BatchHeartbeatResult& result : r->results()) {
+      if (result.has_error()) {
+        std::fprintf(stderr, "presence_load: %s\n",
+                     result.error().message().c_str());
+        return false;
+      }
+    }
   }
   return true;
 }
@@ -98,7 +106,10 @@ int Batch() {
       while (absl::Now() < end && ok) {
         const int64_t first = next;
         const int64_t last = std::min(users, first + batch - 1);
-        if (!Beat(client, first, last, batch)) ok = false;
+        if (!Beat(client, first, last, batch)) {
+          ok = false;
+          break;
+        }
         sent += last - first + 1;
         next = last >= users ? 1 : last + 1;
       }

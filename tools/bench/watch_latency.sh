@@ -16,21 +16,10 @@ cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DPRESENCE_BUILD_TESTS=OF
 cmake --build build-release -j"$(nproc)" --target presenced watch_latency > /dev/null
 
 work=$(mktemp -d)
-server_pid=
-cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null; wait "$server_pid" || true; fi
-  rm -rf "$work"
-}
+bin=build-release/bin
+source tools/bench/common.sh
 trap cleanup EXIT
-
-build-release/bin/presenced --listen=127.0.0.1:0 --db="$work/p.db" 2> "$work/server.log" &
-server_pid=$!
-for _ in $(seq 100); do
-  grep -q "serving on" "$work/server.log" && break
-  sleep 0.1  # poll the log for the line presenced prints once it listens
-done
-address=$(sed -n 's/.*serving on \([^ ]*\).*/\1/p' "$work/server.log")
-[ -n "$address" ] || { cat "$work/server.log"; exit 1; }
+start_presenced --db="$work/p.db"
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores, presenced --durability=commit on $address"
 for w in "${watcher_counts[@]}"; do
