@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Installs what presenced needs to build and test, from Debian 12's packages.
+# With --bench, also what tools/bench/run.sh needs (Redis among them: on a
+# machine with systemd its package starts a Redis service).
 # Runs as root, or re-runs itself with sudo.
 set -euo pipefail
 
@@ -15,9 +17,11 @@ packages=(
   libabsl-dev libsqlitecpp-dev libsqlite3-dev grpc-proto
   # tests and checks
   libgtest-dev libgmock-dev sqlite3 clang-format
-  # benchmarks (tools/bench): load generators, the Redis baseline, the chart
-  nghttp2-client redis-server gnuplot-nox python3
 )
+if [ "${1:-}" = "--bench" ]; then
+  # load generators, the Redis baseline, the chart, the classic-SQL script
+  packages+=(nghttp2-client redis-server gnuplot-nox python3)
+fi
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q

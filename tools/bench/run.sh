@@ -8,7 +8,7 @@
 # Environment: BUILD_DIR (default build-release, built here in Release; the
 # smoke run in CI passes the tree it has already built), OUT (the report).
 # Needs: h2load (nghttp2-client), redis-server, redis-benchmark, gnuplot,
-# python3 (tools/install-deps.sh installs them).
+# python3 (`tools/install-deps.sh --bench` installs them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
