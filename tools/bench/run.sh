@@ -60,19 +60,22 @@ h2_median() {  # PATH BODY CLIENTS STREAMS
   for _ in $(seq "$rounds"); do h2 "$@"; done | median
 }
 
-redis_port=$(free_port)
-mkdir -p "$work/redis"
-redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work/redis" \
-  --appendonly yes --appendfsync everysec --save '' --daemonize no \
-  > "$work/redis.log" 2>&1 &
-redis_pid=$!
-pids+=("$redis_pid")
-for _ in $(seq 100); do
-  redis-cli -p "$redis_port" ping > /dev/null 2>&1 && break
-  sleep 0.05  # poll until Redis answers
-done
-redis-cli -p "$redis_port" ping > /dev/null 2>&1 ||
-  { echo "redis-server did not start:"; cat "$work/redis.log"; exit 1; }
+# Starts a Redis of its own on a free loopback port; sets $redis_port.
+start_redis() {
+  redis_port=$(free_port)
+  mkdir -p "$work/redis.$redis_port"
+  redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work/redis.$redis_port" \
+    --appendonly yes --appendfsync everysec --save '' --daemonize no \
+    > "$work/redis.$redis_port.log" 2>&1 &
+  pids+=("$!")
+  for _ in $(seq 100); do
+    redis-cli -p "$redis_port" ping > /dev/null 2>&1 && break
+    sleep 0.05  # poll until Redis answers
+  done
+  redis-cli -p "$redis_port" ping > /dev/null 2>&1 ||
+    { echo "redis-server did not start:"; cat "$work/redis.$redis_port.log"; exit 1; }
+}
+start_redis
 rb() {  # redis-benchmark rps: CLIENTS PIPELINE COMMAND...
   local c=$1 p=$2
   shift 2
@@ -127,7 +130,9 @@ bytes_per_session=$(awk -v a="$rss_empty" -v b="$rss_full" -v n="$fill_users" \
 list_ms=$("$bin/presence_load" --server="$address" --mode=list --rounds="$rounds" |
   sed 's/.*median_ms=//')
 stop_presenced
-redis-cli -p "$redis_port" del presence > /dev/null
+# A fresh Redis: one that already held the benchmark's members would keep
+# their memory after a DEL and refill it without growing.
+start_redis
 redis_rss() { redis-cli -p "$redis_port" info memory | tr -d '\r' | awk -F: '/^used_memory_rss:/ {print $2}'; }
 redis_rss_before=$(redis_rss)
 awk -v n="$fill_users" 'BEGIN {for (i = 1; i <= n; i++) printf "ZADD presence 1800000000 user:%d\n", i}' |
