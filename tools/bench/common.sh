@@ -1,5 +1,6 @@
-# Shared by the benchmark scripts (source it). Expects $bin (presenced's
-# directory) and $work (a temporary directory); adds what it starts to pids.
+# Shared by the benchmark scripts and tests/install_test.sh (source it).
+# Expects $bin (presenced's directory) and $work (a temporary directory);
+# adds what it starts to pids.
 pids=()
 
 cleanup() {
