@@ -5,7 +5,7 @@
 
 #include "absl/random/random.h"
 #include "absl/strings/str_format.h"
-#include "google/protobuf/util/time_util.h"
+#include "service/proto_time.h"
 
 namespace presence {
 namespace {
@@ -13,11 +13,6 @@ namespace {
 std::string NewEpoch() {
   absl::BitGen gen;
   return absl::StrFormat("%016x", absl::Uniform<uint64_t>(gen));
-}
-
-void SetTimestamp(absl::Time t, google::protobuf::Timestamp* out) {
-  *out = google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(
-      absl::ToUnixMicros(t));
 }
 
 v1::Reason ToProto(PresenceEvent::Reason reason) {
@@ -147,7 +142,7 @@ void EventHub::FillSnapshot(const WatchState& watch,
   out->set_sequence(last_sequence_);
   out->set_epoch(epoch_);
   v1::Snapshot* snapshot = out->mutable_snapshot();
-  SetTimestamp(clock_.Now(), snapshot->mutable_server_time());
+  *snapshot->mutable_server_time() = ToProto(clock_.Now());
   if (watch.user_ids.empty()) {
     // Sorted by Pop() after the hub's mutex is released.
     snapshot->mutable_online_users()->Add(online_.begin(), online_.end());
@@ -203,7 +198,7 @@ EventHub::PopResult EventHub::PopLocked(WatchId id,
   v1::PresenceChange* change = out->mutable_change();
   change->set_user_id(e.event.user_id);
   change->set_status(e.event.online ? v1::STATUS_ONLINE : v1::STATUS_OFFLINE);
-  SetTimestamp(e.event.at, change->mutable_at());
+  *change->mutable_at() = ToProto(e.event.at);
   change->set_reason(ToProto(e.event.reason));
   return PopResult::kMessage;
 }

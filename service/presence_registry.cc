@@ -79,6 +79,11 @@ void PresenceRegistry::AnnounceOnline(Shard& shard, int64_t user_id,
                                       PresenceEvent::Reason reason,
                                       absl::Time now) {
   Announce(user_id, true, reason, now);
+  SetOnline(shard, user_id, user);
+}
+
+void PresenceRegistry::SetOnline(Shard& shard, int64_t user_id,
+                                 UserState& user) {
   user.announced_online = true;
   shard.online.insert(user_id);
   IndexExpiry(shard, user_id, user);
@@ -346,11 +351,12 @@ void PresenceRegistry::RestoreSession(int64_t user_id,
   }
   user.last_seen_us = std::max(user.last_seen_us, heartbeat_us);
   if (!user.announced_online && Now() < OnlineUntil(user)) {
-    user.announced_online = true;
-    shard.online.insert(user_id);
+    SetOnline(shard, user_id, user);
     if (events_ != nullptr) events_->SeedOnline(user_id);
+  } else if (user.announced_online) {
+    // A second restored session of the user may end earlier or later.
+    IndexExpiry(shard, user_id, user);
   }
-  if (user.announced_online) IndexExpiry(shard, user_id, user);
 }
 
 void PresenceRegistry::RestoreLastSeen(int64_t user_id, absl::Time last_seen) {

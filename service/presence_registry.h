@@ -193,6 +193,10 @@ class PresenceRegistry {
   // announces EXPIRED (at the window's end) and drops the dead sessions.
   void CatchUpExpiry(Shard& shard, int64_t user_id, UserState& user,
                      absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  // The user's announced state, with the ordered online set (and, going
+  // online, the expiry index) kept in step.
+  void SetOnline(Shard& shard, int64_t user_id, UserState& user)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   void SetOffline(Shard& shard, int64_t user_id, UserState& user)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   // SweepExpired() for one shard; returns the EXPIRED events announced.

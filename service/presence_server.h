@@ -60,7 +60,6 @@ class PresenceServer {
 
   // The bound address, HOST:PORT, with the real port.
   const std::string& address() const { return address_; }
-  int port() const { return port_; }
 
   // Reports NOT_SERVING, ends every WatchPresence stream with UNAVAILABLE,
   // stops accepting calls, lets calls in flight finish for up to `grace`

@@ -5,20 +5,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "google/protobuf/util/time_util.h"
+#include "service/proto_time.h"
 
 namespace presence {
 namespace {
-
-using google::protobuf::util::TimeUtil;
-
-void SetTimestamp(absl::Time t, google::protobuf::Timestamp* out) {
-  *out = TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
-}
-
-void SetDuration(absl::Duration d, google::protobuf::Duration* out) {
-  *out = TimeUtil::MicrosecondsToDuration(absl::ToInt64Microseconds(d));
-}
 
 grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context,
                                  const absl::Status& status) {
@@ -167,10 +157,10 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::Heartbeat(
 
 void PresenceServiceImpl::FillHeartbeat(const HeartbeatResult& result,
                                         v1::HeartbeatResponse* response) const {
-  SetTimestamp(result.server_time, response->mutable_server_time());
-  SetTimestamp(result.online_until, response->mutable_online_until());
-  SetDuration(options_.heartbeat_interval,
-              response->mutable_heartbeat_interval());
+  *response->mutable_server_time() = ToProto(result.server_time);
+  *response->mutable_online_until() = ToProto(result.online_until);
+  *response->mutable_heartbeat_interval() =
+      ToProto(options_.heartbeat_interval);
   response->set_became_online(result.became_online);
 }
 
@@ -201,7 +191,7 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::BatchHeartbeat(
     server_time = std::max(server_time, applied.server_time);
   }
   if (server_time != absl::InfinitePast()) {
-    SetTimestamp(server_time, response->mutable_server_time());
+    *response->mutable_server_time() = ToProto(server_time);
   }
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   FinishWhenDurable(reactor, last_ticket);
@@ -216,7 +206,7 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::MarkOffline(
   }
   const MarkOfflineResult result =
       registry_->MarkOffline(request->user_id(), request->session_id());
-  SetTimestamp(result.server_time, response->mutable_server_time());
+  *response->mutable_server_time() = ToProto(result.server_time);
   response->set_still_online(result.still_online);
   response->set_sessions_ended(result.sessions_ended);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
@@ -238,7 +228,7 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::ListOnline(
   if (page.has_more) {
     response->set_next_page_token(EncodePageToken(page.user_ids.back()));
   }
-  SetTimestamp(page.server_time, response->mutable_server_time());
+  *response->mutable_server_time() = ToProto(page.server_time);
   response->set_total_online(page.total_online);
   return Finish(context, absl::OkStatus());
 }
@@ -250,25 +240,23 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::GetPresence(
     return Finish(context, s);
   }
   const PresenceLookup lookup = registry_->GetPresence(request->user_ids());
-  SetTimestamp(lookup.server_time, response->mutable_server_time());
+  *response->mutable_server_time() = ToProto(lookup.server_time);
   for (const UserPresenceInfo& info : lookup.users) {
     v1::UserPresence* out = response->add_users();
     out->set_user_id(info.user_id);
     out->set_status(info.online ? v1::STATUS_ONLINE : v1::STATUS_OFFLINE);
     if (info.last_seen != absl::InfinitePast()) {
-      SetTimestamp(info.last_seen, out->mutable_last_seen());
+      *out->mutable_last_seen() = ToProto(info.last_seen);
     }
     out->set_live_sessions(info.live_sessions);
-    if (info.online)
-      SetTimestamp(info.online_until, out->mutable_online_until());
+    if (info.online) *out->mutable_online_until() = ToProto(info.online_until);
   }
   return Finish(context, absl::OkStatus());
 }
 
 grpc::ServerWriteReactor<v1::WatchPresenceResponse>*
-PresenceServiceImpl::WatchPresence(grpc::CallbackServerContext* context,
+PresenceServiceImpl::WatchPresence(grpc::CallbackServerContext* /*context*/,
                                    const v1::WatchPresenceRequest* request) {
-  (void)context;
   if (absl::Status s = ValidateRequest(*request, options_.limits); !s.ok()) {
     return new RejectedWatch(s);
   }

@@ -14,6 +14,7 @@
 #include "presence/client.h"
 #include "presence/watcher.h"
 #include "service/presence_server.h"
+#include "service/proto_time.h"
 #include "src/proto/grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "tests/test_util.h"
 
@@ -23,14 +24,6 @@ namespace {
 using google::protobuf::util::TimeUtil;
 
 constexpr absl::Duration kWindow = absl::Minutes(5);
-
-absl::Time FromProto(const google::protobuf::Timestamp& t) {
-  return absl::FromUnixMicros(TimeUtil::TimestampToMicroseconds(t));
-}
-
-google::protobuf::Timestamp ToProto(absl::Time t) {
-  return TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
-}
 
 class ServiceTest : public ::testing::Test {
  protected:

@@ -101,9 +101,7 @@ int Heartbeat(presence::Client& client, int64_t user) {
       client.Heartbeat(user, session);
   if (!r.ok()) return RpcError(r.status());
   if (absl::GetFlag(FLAGS_json)) return PrintJson(*r);
-  const absl::Duration interval =
-      absl::Seconds(r->heartbeat_interval().seconds()) +
-      absl::Nanoseconds(r->heartbeat_interval().nanos());
+  const absl::Duration interval = presence::FromProto(r->heartbeat_interval());
   std::printf(
       "%lld online%s until %s; next heartbeat within %s\n",
       static_cast<long long>(user), r->became_online() ? " (was offline)" : "",

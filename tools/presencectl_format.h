@@ -5,6 +5,7 @@
 
 #include "absl/time/time.h"
 #include "presence/v1/presence.pb.h"
+#include "service/proto_time.h"
 
 namespace presence {
 
@@ -18,8 +19,6 @@ std::string FormatAgo(absl::Time then, absl::Time now);
 // A human-readable table of a GetPresence answer: user, online/offline, last
 // seen ("3m ago (ISO time)", relative to the server's time), live sessions.
 std::string FormatPresenceTable(const v1::GetPresenceResponse& response);
-
-absl::Time FromProto(const google::protobuf::Timestamp& t);
 
 }  // namespace presence
 
