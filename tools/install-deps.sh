@@ -15,8 +15,14 @@ packages=(
   # dependencies (see README: why each)
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libsqlitecpp-dev libsqlite3-dev grpc-proto
+  prometheus-cpp-dev  # presenced's /metrics (prometheus-cpp core + pull)
+  libboost-dev libssl-dev  # presence-rest: Boost.Beast (HTTP, SSE), OpenSSL (JWT HS256)
+  python3 python3-grpcio python3-protobuf  # the Python client
+  python3-django  # the Django app
   # tests and checks
   libgtest-dev libgmock-dev sqlite3 clang-format
+  chromium  # the status page and presence.js, tested headless
+  curl  # the REST proxy's end-to-end tests
 )
 if [ "${1:-}" = "--bench" ]; then
   # load generators, the Redis baseline, the chart, the classic-SQL script
@@ -26,3 +32,13 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends "${packages[@]}"
+
+# buf (its `buf curl` is the reflection-only third-party gRPC client of the
+# tests; grpcurl is not packaged in Debian 12) comes from the npm registry.
+buf_version=1.75.0
+if ! command -v npm >/dev/null; then
+  apt-get install -y -q --no-install-recommends npm
+fi
+if [ "$(buf --version 2>/dev/null || true)" != "$buf_version" ]; then
+  npm install --global --no-fund --no-audit "@bufbuild/buf@$buf_version"
+fi
