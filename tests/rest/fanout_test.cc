@@ -1,0 +1,180 @@
+#include "tools/rest/fanout.h"
+
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/time_util.h"
+#include "gtest/gtest.h"
+
+namespace presence::rest {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+
+// Records what the fan-out sends to one browser.
+class RecordingSink : public SseSink {
+ public:
+  void Send(const SseFrame& frame) override { frames.push_back(*frame); }
+  std::vector<std::string> frames;
+};
+
+v1::Snapshot Snapshot(std::vector<int64_t> online) {
+  v1::Snapshot snapshot;
+  snapshot.mutable_online_users()->Add(online.begin(), online.end());
+  *snapshot.mutable_server_time() =
+      google::protobuf::util::TimeUtil::SecondsToTimestamp(1'800'000'000);
+  return snapshot;
+}
+
+v1::PresenceChange Change(int64_t user, bool online,
+                          v1::Reason reason = v1::REASON_HEARTBEAT) {
+  v1::PresenceChange change;
+  change.set_user_id(user);
+  change.set_status(online ? v1::STATUS_ONLINE : v1::STATUS_OFFLINE);
+  change.set_reason(reason);
+  *change.mutable_at() =
+      google::protobuf::util::TimeUtil::SecondsToTimestamp(1'800'000'001);
+  return change;
+}
+
+struct Event {
+  std::string name;
+  google::protobuf::Struct data;
+};
+
+// Parses one SSE frame ("event: NAME\ndata: JSON\n\n"). The JSON's keys come
+// in no fixed order, so tests compare fields.
+Event Parse(const std::string& frame) {
+  Event event;
+  const std::string prefix = "event: ";
+  size_t newline = frame.find('\n');
+  EXPECT_EQ(frame.rfind(prefix, 0), 0u) << frame;
+  EXPECT_EQ(frame.substr(frame.size() - 2), "\n\n") << frame;
+  event.name = frame.substr(prefix.size(), newline - prefix.size());
+  std::string data = frame.substr(newline + 1);
+  EXPECT_EQ(data.rfind("data: ", 0), 0u) << frame;
+  data = data.substr(6, data.size() - 8);
+  EXPECT_EQ(data.find('\n'), std::string::npos) << "one data line: " << frame;
+  EXPECT_TRUE(
+      google::protobuf::util::JsonStringToMessage(data, &event.data).ok())
+      << frame;
+  return event;
+}
+
+// The online_users of a snapshot frame.
+std::vector<int64_t> OnlineUsers(const std::string& frame) {
+  Event event = Parse(frame);
+  EXPECT_EQ(event.name, "snapshot");
+  std::vector<int64_t> users;
+  for (const auto& value :
+       event.data.fields().at("online_users").list_value().values()) {
+    users.push_back(static_cast<int64_t>(value.number_value()));
+  }
+  EXPECT_EQ(event.data.fields().at("server_time").string_value(),
+            "2027-01-15T08:00:00Z");
+  return users;
+}
+
+void ExpectChange(const std::string& frame, int64_t user, const char* status,
+                  const char* reason) {
+  Event event = Parse(frame);
+  EXPECT_EQ(event.name, "change");
+  const auto& fields = event.data.fields();
+  EXPECT_EQ(fields.at("user_id").number_value(), user) << frame;
+  EXPECT_EQ(fields.at("status").string_value(), status) << frame;
+  EXPECT_EQ(fields.at("reason").string_value(), reason) << frame;
+  EXPECT_EQ(fields.at("at").string_value(), "2027-01-15T08:00:01Z") << frame;
+}
+
+TEST(FanoutTest, SubscribersGetASnapshotOnceTheMirrorHasOne) {
+  PresenceFanout fanout;
+  RecordingSink early, late;
+  fanout.Subscribe(&early, {});
+  EXPECT_THAT(early.frames, IsEmpty());  // nothing known yet
+  fanout.ApplyChange(Change(5, true));   // before the first snapshot: held
+  EXPECT_THAT(early.frames, IsEmpty());
+  fanout.ApplySnapshot(Snapshot({3, 9}));
+  ASSERT_EQ(early.frames.size(), 1u);
+  EXPECT_TRUE(fanout.ready());
+  fanout.Subscribe(&late, {});
+  ASSERT_EQ(late.frames.size(), 1u);
+  // The snapshot replaced what the early change said.
+  EXPECT_THAT(OnlineUsers(early.frames[0]), ElementsAre(3, 9));
+  EXPECT_THAT(OnlineUsers(late.frames[0]), ElementsAre(3, 9));
+}
+
+TEST(FanoutTest, ChangesReachEveryoneAndTheUsersWatchers) {
+  PresenceFanout fanout;
+  fanout.ApplySnapshot(Snapshot({}));
+  RecordingSink all, watches_42, watches_7;
+  fanout.Subscribe(&all, {});
+  fanout.Subscribe(&watches_42, {42, 42, 1});
+  fanout.Subscribe(&watches_7, {7});
+  fanout.ApplyChange(Change(42, true));
+  fanout.ApplyChange(Change(42, false, v1::REASON_EXPIRED));
+  ASSERT_EQ(all.frames.size(), 3u);  // snapshot + 2 changes
+  ASSERT_EQ(watches_42.frames.size(), 3u);
+  EXPECT_EQ(watches_7.frames.size(), 1u);  // the snapshot only
+  ExpectChange(all.frames[1], 42, "online", "heartbeat");
+  ExpectChange(all.frames[2], 42, "offline", "expired");
+  EXPECT_EQ(watches_42.frames[1], all.frames[1]);
+  EXPECT_EQ(watches_42.frames[2], all.frames[2]);
+  EXPECT_EQ(fanout.online(), 0u);
+}
+
+TEST(FanoutTest, FilteredSnapshotsShowOnlyTheWatchedUsers) {
+  PresenceFanout fanout;
+  fanout.ApplySnapshot(Snapshot({1, 2, 3}));
+  fanout.ApplyChange(Change(4, true));
+  RecordingSink sink;
+  fanout.Subscribe(&sink, {4, 3, 8});
+  ASSERT_EQ(sink.frames.size(), 1u);
+  EXPECT_THAT(OnlineUsers(sink.frames[0]), ElementsAre(3, 4));
+  EXPECT_THAT(OnlineUsers(*fanout.SnapshotFor(&sink)), ElementsAre(3, 4));
+}
+
+TEST(FanoutTest, AFreshSnapshotFromPresencedGoesToEverySubscriber) {
+  PresenceFanout fanout;
+  fanout.ApplySnapshot(Snapshot({1}));
+  RecordingSink all, watches_2;
+  fanout.Subscribe(&all, {});
+  fanout.Subscribe(&watches_2, {2});
+  fanout.ApplySnapshot(Snapshot({2, 5}));  // e.g. presenced restarted
+  ASSERT_EQ(all.frames.size(), 2u);
+  EXPECT_THAT(OnlineUsers(all.frames[1]), ElementsAre(2, 5));
+  ASSERT_EQ(watches_2.frames.size(), 2u);
+  EXPECT_THAT(OnlineUsers(watches_2.frames[1]), ElementsAre(2));
+}
+
+TEST(FanoutTest, UnsubscribedSinksGetNothingMore) {
+  PresenceFanout fanout;
+  fanout.ApplySnapshot(Snapshot({}));
+  RecordingSink all, watches_9, other_9;
+  fanout.Subscribe(&all, {});
+  fanout.Subscribe(&watches_9, {9});
+  fanout.Subscribe(&other_9, {9});
+  EXPECT_EQ(fanout.subscribers(), 3u);
+  fanout.Unsubscribe(&all);
+  fanout.Unsubscribe(&watches_9);
+  fanout.Unsubscribe(&watches_9);  // twice is harmless
+  fanout.ApplyChange(Change(9, true));
+  fanout.Broadcast(std::make_shared<const std::string>(": ping\n\n"));
+  EXPECT_EQ(all.frames.size(), 1u);
+  EXPECT_EQ(watches_9.frames.size(), 1u);
+  EXPECT_EQ(other_9.frames.size(), 3u);
+  EXPECT_EQ(other_9.frames[2], ": ping\n\n");
+  EXPECT_EQ(fanout.subscribers(), 1u);
+  EXPECT_EQ(fanout.SnapshotFor(&all), nullptr);
+}
+
+TEST(FanoutTest, ChangeFramesAreServerSentEvents) {
+  ExpectChange(ChangeFrame(Change(12, false, v1::REASON_MARK_OFFLINE)), 12,
+               "offline", "mark_offline");
+}
+
+}  // namespace
+}  // namespace presence::rest

@@ -1,0 +1,76 @@
+// The fan-out inside presence-rest: one WatchPresence stream to presenced
+// feeds every Server-Sent Events client of the proxy.
+#ifndef PRESENCE_TOOLS_REST_FANOUT_H_
+#define PRESENCE_TOOLS_REST_FANOUT_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/btree_set.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "presence/v1/presence.pb.h"
+
+namespace presence::rest {
+
+// One SSE frame, formatted once and shared by every client it goes to.
+using SseFrame = std::shared_ptr<const std::string>;
+
+// A browser's event stream, as the fan-out sees it.
+class SseSink {
+ public:
+  virtual ~SseSink() = default;
+  // Queues `frame` for the client. Must not call back into the fan-out.
+  virtual void Send(const SseFrame& frame) = 0;
+};
+
+// Mirrors who is online from presenced's WatchPresence messages and forwards
+// them to subscribed sinks, each filtered to the users it asked for.
+//
+// Every client first gets a `snapshot` event of the users it watches who are
+// online (as soon as the mirror has one), then a `change` event per
+// transition. When presenced sends a fresh snapshot (it restarted, or the
+// proxy's stream could not be resumed) every client gets a fresh snapshot
+// too, so a browser never silently diverges.
+//
+// Not thread-safe: every call on one thread (the proxy's I/O thread).
+class PresenceFanout {
+ public:
+  void ApplySnapshot(const v1::Snapshot& snapshot);
+  void ApplyChange(const v1::PresenceChange& change);
+
+  // `users` empty: everyone. The sink must stay valid until Unsubscribe.
+  void Subscribe(SseSink* sink, std::vector<int64_t> users);
+  void Unsubscribe(SseSink* sink);
+  // A snapshot event for `sink`'s filter, e.g. for a client whose queue
+  // overflowed. Null until the mirror has its first snapshot.
+  SseFrame SnapshotFor(SseSink* sink) const;
+  // Sends `frame` to every sink, e.g. a keep-alive comment.
+  void Broadcast(const SseFrame& frame);
+
+  bool ready() const { return ready_; }
+  size_t subscribers() const { return filters_.size(); }
+  size_t online() const { return online_.size(); }
+
+ private:
+  SseFrame SnapshotFrame(const std::vector<int64_t>& users) const;
+
+  bool ready_ = false;
+  absl::btree_set<int64_t> online_;
+  std::string server_time_;  // of the latest snapshot, RFC 3339
+  // Each sink's filter (sorted, deduplicated; empty: everyone).
+  absl::flat_hash_map<SseSink*, std::vector<int64_t>> filters_;
+  absl::flat_hash_set<SseSink*> everyone_;
+  absl::flat_hash_map<int64_t, std::vector<SseSink*>> by_user_;
+};
+
+// The SSE frame of one change: `event: change` with JSON data
+// {"user_id":42,"status":"online","reason":"heartbeat","at":"..."}.
+std::string ChangeFrame(const v1::PresenceChange& change);
+
+}  // namespace presence::rest
+
+#endif  // PRESENCE_TOOLS_REST_FANOUT_H_

@@ -1,0 +1,126 @@
+// presence-rest: the chat frontends' REST endpoints and live Server-Sent
+// Events, backed by presenced. See tools/rest/README.md.
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/time/time.h"
+#include "service/log.h"
+#include "tools/rest/rest_server.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:8080",
+          "HOST:PORT to serve HTTP on. Port 0 picks a free port; the "
+          "'serving on' log line names it.");
+ABSL_FLAG(std::string, server, "127.0.0.1:50051", "HOST:PORT of presenced.");
+ABSL_FLAG(std::string, jwt_secret_file, "",
+          "File holding the HS256 secret that signs callers' JWTs (Django's "
+          "SIMPLE_JWT SIGNING_KEY, by default its SECRET_KEY). Required. One "
+          "trailing newline is ignored.");
+ABSL_FLAG(absl::Duration, deadline, absl::Seconds(5),
+          "Deadline of each call to presenced.");
+ABSL_FLAG(int32_t, max_event_streams, 100'000,
+          "The most open /api/chat/presence/stream connections; more are "
+          "answered 503.");
+ABSL_FLAG(absl::Duration, keepalive, absl::Seconds(15),
+          "How often each event stream gets a keep-alive comment.");
+
+namespace {
+
+constexpr char kUsage[] =
+    "presence-rest: the chat REST endpoints and live presence events for "
+    "browsers, backed by presenced.\n\n"
+    "  presence-rest --jwt_secret_file=PATH [--listen=127.0.0.1:8080] "
+    "[--server=127.0.0.1:50051]\n\n"
+    "SIGTERM or SIGINT ends every event stream and exits 0.";
+
+int Fail(const std::string& message) {
+  std::fprintf(stderr, "presence-rest: %s\n", message.c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_help_flags = [](absl::string_view file) {
+    return absl::StrContains(file, "tools/rest/main");
+  };
+  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage_config);
+  absl::SetProgramUsageMessage(kUsage);
+  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  if (rest.size() > 1) {
+    return Fail(absl::StrCat("unexpected argument '", rest[1],
+                             "'; flags are --name=value, see --help"));
+  }
+
+  presence::rest::RestOptions options;
+  options.listen = absl::GetFlag(FLAGS_listen);
+  options.presenced.target = absl::GetFlag(FLAGS_server);
+  options.presenced.deadline = absl::GetFlag(FLAGS_deadline);
+  if (absl::GetFlag(FLAGS_max_event_streams) < 0) {
+    return Fail("--max_event_streams must be >= 0");
+  }
+  options.max_event_streams = absl::GetFlag(FLAGS_max_event_streams);
+  options.keepalive = absl::GetFlag(FLAGS_keepalive);
+  if (options.keepalive <= absl::ZeroDuration()) {
+    return Fail("--keepalive must be > 0");
+  }
+  const std::string secret_file = absl::GetFlag(FLAGS_jwt_secret_file);
+  if (secret_file.empty()) {
+    return Fail("--jwt_secret_file is required (the HS256 key of the JWTs)");
+  }
+  std::ifstream in(secret_file, std::ios::binary);
+  if (!in) {
+    return Fail(absl::StrCat("cannot read --jwt_secret_file ", secret_file,
+                             ": ", std::strerror(errno)));
+  }
+  std::stringstream secret;
+  secret << in.rdbuf();
+  options.jwt_secret = secret.str();
+  absl::string_view trimmed = options.jwt_secret;
+  if (!absl::ConsumeSuffix(&trimmed, "\r\n")) {
+    absl::ConsumeSuffix(&trimmed, "\n");
+  }
+  options.jwt_secret = std::string(trimmed);
+  if (options.jwt_secret.empty()) {
+    return Fail(absl::StrCat("--jwt_secret_file ", secret_file, " is empty"));
+  }
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::StatusOr<std::unique_ptr<presence::rest::RestServer>> server =
+      presence::rest::RestServer::Start(options);
+  if (!server.ok()) return Fail(std::string(server.status().message()));
+  std::string host = options.listen.substr(0, options.listen.rfind(':'));
+  presence::LogInfo(absl::StrCat("serving on ", host, ":", (*server)->port(),
+                                 " (presenced at ", options.presenced.target,
+                                 ")"));
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  presence::LogInfo(
+      absl::StrCat("received ", strsignal(signal_number), ", shutting down"));
+  (*server)->Shutdown();
+  presence::LogInfo("stopped");
+  return 0;
+}
