@@ -21,7 +21,7 @@ packages=(
   python3-django  # the Django app
   # tests and checks
   libgtest-dev libgmock-dev sqlite3 clang-format
-  chromium  # the status page and presence.js, tested headless
+  chromium chromium-driver  # the status page and presence.js, tested headless
   curl  # the REST proxy's end-to-end tests
 )
 if [ "${1:-}" = "--bench" ]; then
