@@ -1,0 +1,157 @@
+"""What the client returns: plain dataclasses, no protobuf messages.
+
+Times are timezone-aware UTC datetimes from the server's clock. Compare them
+with the `server_time` of the same result, never with the local clock.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+from dataclasses import dataclass
+from typing import List, Optional, Union
+
+from google.protobuf import timestamp_pb2
+
+from ._proto import pb
+
+
+class Status(enum.IntEnum):
+    UNSPECIFIED = pb.STATUS_UNSPECIFIED
+    ONLINE = pb.STATUS_ONLINE
+    OFFLINE = pb.STATUS_OFFLINE
+
+
+    @classmethod
+    def _missing_(cls, value):
+        # A status added to the API after this client was built.
+        return cls.UNSPECIFIED
+
+
+class Reason(enum.IntEnum):
+    UNSPECIFIED = pb.REASON_UNSPECIFIED
+    HEARTBEAT = pb.REASON_HEARTBEAT
+    MARK_OFFLINE = pb.REASON_MARK_OFFLINE
+    EXPIRED = pb.REASON_EXPIRED
+
+    @classmethod
+    def _missing_(cls, value):
+        return cls.UNSPECIFIED
+
+
+@dataclass(frozen=True)
+class HeartbeatResult:
+    server_time: datetime.datetime
+    # Online until then unless another heartbeat arrives.
+    online_until: datetime.datetime
+    # Send the next heartbeat within this.
+    heartbeat_interval: datetime.timedelta
+    # The user was offline before this heartbeat.
+    became_online: bool
+
+
+@dataclass(frozen=True)
+class MarkOfflineResult:
+    server_time: datetime.datetime
+    # Another live session keeps the user online.
+    still_online: bool
+    # Live sessions this call ended (0 if they had already ended).
+    sessions_ended: int
+
+
+@dataclass(frozen=True)
+class OnlinePage:
+    """One page of ListOnline."""
+
+    # Ascending.
+    online_users: List[int]
+    # Pass as page_token for the next page; empty on the last page.
+    next_page_token: str
+    server_time: datetime.datetime
+    # Online users matching the request over all pages.
+    total_online: int
+
+
+@dataclass(frozen=True)
+class UserPresence:
+    user_id: int
+    status: Status
+    # None if never seen.
+    last_seen: Optional[datetime.datetime]
+    live_sessions: int
+    # None while offline.
+    online_until: Optional[datetime.datetime]
+
+    @property
+    def online(self) -> bool:
+        return self.status == Status.ONLINE
+
+
+@dataclass(frozen=True)
+class PresenceLookup:
+    """GetPresence: one entry per requested id, in request order."""
+
+    users: List[UserPresence]
+    server_time: datetime.datetime
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Who of the watched users is online: replaces everything known before."""
+
+    # Ascending.
+    online_users: List[int]
+    server_time: datetime.datetime
+    epoch: str
+    sequence: int
+
+
+@dataclass(frozen=True)
+class PresenceChange:
+    """One online/offline transition, after the latest Snapshot."""
+
+    user_id: int
+    status: Status
+    at: datetime.datetime
+    reason: Reason
+    epoch: str
+    sequence: int
+
+
+WatchEvent = Union[Snapshot, PresenceChange]
+
+
+def to_datetime(timestamp: timestamp_pb2.Timestamp) -> datetime.datetime:
+    return timestamp.ToDatetime(tzinfo=datetime.timezone.utc)
+
+
+def optional_datetime(message, field: str) -> Optional[datetime.datetime]:
+    if not message.HasField(field):
+        return None
+    return to_datetime(getattr(message, field))
+
+
+def user_presence(message) -> UserPresence:
+    return UserPresence(
+        user_id=message.user_id,
+        status=Status(message.status),
+        last_seen=optional_datetime(message, "last_seen"),
+        live_sessions=message.live_sessions,
+        online_until=optional_datetime(message, "online_until"))
+
+
+def watch_event(message) -> Optional[WatchEvent]:
+    """The event of a WatchPresenceResponse; None for an unknown kind."""
+    kind = message.WhichOneof("event")
+    if kind == "snapshot":
+        return Snapshot(
+            online_users=list(message.snapshot.online_users),
+            server_time=to_datetime(message.snapshot.server_time),
+            epoch=message.epoch, sequence=message.sequence)
+    if kind == "change":
+        change = message.change
+        return PresenceChange(
+            user_id=change.user_id, status=Status(change.status),
+            at=to_datetime(change.at), reason=Reason(change.reason),
+            epoch=message.epoch, sequence=message.sequence)
+    return None
