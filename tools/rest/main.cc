@@ -3,6 +3,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <cstdint>
 #include <cstdio>
@@ -100,6 +101,14 @@ int main(int argc, char** argv) {
   options.jwt_secret = std::string(trimmed);
   if (options.jwt_secret.empty()) {
     return Fail(absl::StrCat("--jwt_secret_file ", secret_file, " is empty"));
+  }
+
+  // Every open browser holds a connection: allow as many descriptors as the
+  // hard limit lets us (the soft limit is often 1,024).
+  rlimit files;
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
   }
 
   sigset_t signals;

@@ -654,7 +654,7 @@ void RestServer::Impl::Heartbeat(std::shared_ptr<HttpSession> session,
         if (!status.ok()) return session->Reply(ErrorFromPresenced(status));
         Struct body;
         auto& fields = *body.mutable_fields();
-        fields["status"].set_string_value("ok");
+        fields["online"].set_bool_value(true);
         fields["became_online"].set_bool_value(response.became_online());
         fields["online_until"].set_string_value(
             TimeUtil::ToString(response.online_until()));
@@ -690,9 +690,10 @@ void RestServer::Impl::MarkOffline(std::shared_ptr<HttpSession> session,
         if (!status.ok()) return session->Reply(ErrorFromPresenced(status));
         Struct body;
         auto& fields = *body.mutable_fields();
-        fields["status"].set_string_value("ok");
         fields["still_online"].set_bool_value(response.still_online());
         fields["sessions_ended"].set_number_value(response.sessions_ended());
+        fields["server_time"].set_string_value(
+            TimeUtil::ToString(response.server_time()));
         session->Reply(JsonResponse(http::status::ok, body));
       });
 }
