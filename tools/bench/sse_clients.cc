@@ -98,8 +98,8 @@ class Clients {
         std::exit(1);
       }
       asio::write(stream->socket,
-                  asio::buffer(absl::StrCat("GET ", target_,
-                                            " HTTP/1.1\r\nHost: bench\r\n\r\n")));
+                  asio::buffer(absl::StrCat(
+                      "GET ", target_, " HTTP/1.1\r\nHost: bench\r\n\r\n")));
       Read(stream);
     }
   }
@@ -139,8 +139,8 @@ class Clients {
               ++snapshots;
             } else if (stream->waiting_for != 0 &&
                        frame.find("event: change") != std::string::npos &&
-                       frame.find(absl::StrCat("\"user_id\":",
-                                               stream->waiting_for)) !=
+                       frame.find(
+                           absl::StrCat("\"user_id\":", stream->waiting_for)) !=
                            std::string::npos) {
               stream->waiting_for = 0;
               stream->received = Clock::now();
@@ -201,8 +201,9 @@ int main(int argc, char** argv) {
   std::string rest = absl::GetFlag(FLAGS_rest);
   int port = 0;
   if (!absl::SimpleAtoi(rest.substr(rest.rfind(':') + 1), &port)) return 2;
-  tcp::endpoint endpoint(asio::ip::make_address(rest.substr(0, rest.rfind(':'))),
-                         static_cast<uint16_t>(port));
+  tcp::endpoint endpoint(
+      asio::ip::make_address(rest.substr(0, rest.rfind(':'))),
+      static_cast<uint16_t>(port));
   const int pid = absl::GetFlag(FLAGS_rest_pid);
   const int count = absl::GetFlag(FLAGS_clients);
 

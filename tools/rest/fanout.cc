@@ -65,6 +65,8 @@ void PresenceFanout::ApplyChange(const v1::PresenceChange& change) {
   } else {
     online_.erase(change.user_id());
   }
+  // The mirror is now as of this change: later snapshots say so.
+  server_time_ = TimeUtil::ToString(change.at());
   if (!ready_) return;  // the first snapshot will carry it
   auto watchers = by_user_.find(change.user_id());
   if (everyone_.empty() && watchers == by_user_.end()) return;

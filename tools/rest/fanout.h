@@ -60,7 +60,9 @@ class PresenceFanout {
 
   bool ready_ = false;
   absl::btree_set<int64_t> online_;
-  std::string server_time_;  // of the latest snapshot, RFC 3339
+  // RFC 3339: when the mirror was last known right (the latest snapshot's
+  // server_time, or the latest change's `at`).
+  std::string server_time_;
   // Each sink's filter (sorted, deduplicated; empty: everyone).
   absl::flat_hash_map<SseSink*, std::vector<int64_t>> filters_;
   absl::flat_hash_set<SseSink*> everyone_;

@@ -106,7 +106,8 @@ int main(int argc, char** argv) {
   // Every open browser holds a connection: allow as many descriptors as the
   // hard limit lets us (the soft limit is often 1,024).
   rlimit files;
-  if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0 &&
+      files.rlim_cur < files.rlim_max) {
     files.rlim_cur = files.rlim_max;
     setrlimit(RLIMIT_NOFILE, &files);
   }
