@@ -45,6 +45,7 @@ void EventHub::SeedOnline(int64_t user_id) {
 void EventHub::Publish(const PresenceEvent& event) {
   absl::MutexLock lock(&mu_);
   const SequencedEvent e{++last_sequence_, event};
+  ++events_[static_cast<size_t>(event.reason)];
   ring_.push_back(e);
   if (ring_.size() > static_cast<size_t>(options_.ring_size)) {
     ring_.pop_front();
@@ -275,6 +276,15 @@ uint64_t EventHub::last_sequence() const {
 int64_t EventHub::overflows() const {
   absl::MutexLock lock(&mu_);
   return overflows_;
+}
+
+EventHub::Stats EventHub::stats() const {
+  absl::MutexLock lock(&mu_);
+  Stats stats;
+  stats.watchers = static_cast<int>(watches_.size());
+  stats.events = events_;
+  stats.overflows = overflows_;
+  return stats;
 }
 
 }  // namespace presence

@@ -1,6 +1,7 @@
 #ifndef PRESENCE_SERVICE_EVENT_HUB_H_
 #define PRESENCE_SERVICE_EVENT_HUB_H_
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -99,6 +100,15 @@ class EventHub : public EventSink {
   // Times a watch's queue overflowed and was replaced by a Snapshot.
   int64_t overflows() const;
 
+  struct Stats {
+    int watchers = 0;
+    // Events published since construction, indexed by PresenceEvent::Reason.
+    std::array<int64_t, PresenceEvent::kNumReasons> events = {};
+    int64_t overflows = 0;
+  };
+  // One consistent reading, for metrics.
+  Stats stats() const;
+
  private:
   struct SequencedEvent {
     uint64_t sequence;
@@ -144,6 +154,8 @@ class EventHub : public EventSink {
   absl::Status close_status_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   int64_t overflows_ ABSL_GUARDED_BY(mu_) = 0;
+  std::array<int64_t, PresenceEvent::kNumReasons> events_
+      ABSL_GUARDED_BY(mu_) = {};
 
   absl::Mutex stop_mu_;  // serialises Stop()
   std::thread dispatcher_;

@@ -14,6 +14,7 @@ struct PresenceEvent {
     kMarkOffline,  // online -> offline: the last live session was ended
     kExpired,      // online -> offline: the last live session left the window
   };
+  static constexpr int kNumReasons = 3;
   int64_t user_id;
   bool online;
   Reason reason;

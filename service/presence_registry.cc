@@ -27,6 +27,10 @@ namespace {
 int64_t ToUs(absl::Time t) { return absl::ToUnixMicros(t); }
 absl::Time FromUs(int64_t us) { return absl::FromUnixMicros(us); }
 
+int64_t SizeChange(size_t before, size_t after) {
+  return static_cast<int64_t>(after) - static_cast<int64_t>(before);
+}
+
 }  // namespace
 
 PresenceRegistry::SessionId::SessionId(absl::string_view id) {
@@ -114,6 +118,7 @@ void PresenceRegistry::CatchUpExpiry(Shard& shard, int64_t user_id,
   Announce(user_id, false, PresenceEvent::Reason::kExpired, online_until);
   SetOffline(shard, user_id, user);
   // Every session is dead; last_seen keeps their latest heartbeat.
+  shard.sessions -= static_cast<int64_t>(user.sessions.size());
   user.sessions.clear();
 }
 
@@ -127,6 +132,7 @@ HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
   UserState& user = shard.users[user_id];
   CatchUpExpiry(shard, user_id, user, now);
   const bool was_online = user.announced_online;
+  const size_t sessions_before = user.sessions.size();
 
   // Expired sessions are dropped as the user is touched, so a user's vector
   // stays as small as their live sessions.
@@ -149,6 +155,7 @@ HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
   if (!found) {
     user.sessions.push_back(Session{SessionId(session_id), ToUs(now)});
   }
+  shard.sessions += SizeChange(sessions_before, user.sessions.size());
   user.last_seen_us = std::max(user.last_seen_us, ToUs(now));
   if (!was_online) {
     AnnounceOnline(shard, user_id, user, PresenceEvent::Reason::kHeartbeat,
@@ -180,6 +187,7 @@ MarkOfflineResult PresenceRegistry::MarkOffline(int64_t user_id,
   CatchUpExpiry(shard, user_id, user, now);
   const bool was_online = user.announced_online;
   const bool end_all = session_id.empty();
+  const size_t sessions_before = user.sessions.size();
 
   size_t removed = 0;
   user.sessions.erase(
@@ -216,6 +224,7 @@ MarkOfflineResult PresenceRegistry::MarkOffline(int64_t user_id,
   }
   // Sessions left now are all dead, and the sweeper skips offline users.
   if (!result.still_online) user.sessions.clear();
+  shard.sessions += SizeChange(sessions_before, user.sessions.size());
   result.write_ticket = Record(SessionChange{
       end_all ? SessionChange::Kind::kEndAllSessions
               : SessionChange::Kind::kEndSession,
@@ -346,6 +355,7 @@ void PresenceRegistry::RestoreSession(int64_t user_id,
   const int64_t heartbeat_us = ToUs(last_heartbeat);
   if (it == user.sessions.end()) {
     user.sessions.push_back(Session{SessionId(session_id), heartbeat_us});
+    ++shard.sessions;
   } else {
     it->last_heartbeat_us = std::max(it->last_heartbeat_us, heartbeat_us);
   }
@@ -398,6 +408,17 @@ int64_t PresenceRegistry::SweepShard(Shard& shard, absl::Time now) {
     }
   }
   return expired;
+}
+
+PresenceRegistry::Stats PresenceRegistry::stats() const {
+  Stats stats;
+  for (int i = 0; i < kNumShards; ++i) {
+    const Shard& shard = shards_[i];
+    absl::MutexLock lock(&shard.mu);
+    stats.online_users += static_cast<int64_t>(shard.online.size());
+    stats.sessions += shard.sessions;
+  }
+  return stats;
 }
 
 absl::Time PresenceRegistry::NextExpiry() const {

@@ -118,6 +118,18 @@ class PresenceRegistry {
   // (InfiniteFuture if no user is online).
   absl::Time NextExpiry() const;
 
+  struct Stats {
+    // Users announced online (those of them whose window ended are counted
+    // until the sweep or their next operation announces it).
+    int64_t online_users = 0;
+    // Sessions held in memory: the live sessions of online users, plus a
+    // session that stopped heartbeating while its user stays online through
+    // another one, until that user's next heartbeat or MarkOffline.
+    int64_t sessions = 0;
+  };
+  // Counts for metrics; takes each shard's lock in turn, O(shards).
+  Stats stats() const;
+
  private:
   // Memory per user matters at millions of users: times are kept as int64
   // microseconds since the epoch (8 bytes, where absl::Time takes 16; the
@@ -170,6 +182,8 @@ class PresenceRegistry {
     // The announced-online users, ordered for ListOnline's pages. After
     // SweepShard(now) it holds exactly the users online at now.
     absl::btree_set<int64_t> online ABSL_GUARDED_BY(mu);
+    // The sessions of `users`, kept in step with their vectors.
+    int64_t sessions ABSL_GUARDED_BY(mu) = 0;
   };
   static constexpr int kNumShards = 64;
 

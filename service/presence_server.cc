@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "grpc/health/v1/health.pb.h"
 #include "service/log.h"
 #include "service/sqlite_presence_store.h"
@@ -28,6 +30,19 @@ void InstallGlobalPlugins() {
     return true;
   }();
   (void)installed;
+}
+
+// civetweb reads more than HOST:PORT from its listening_ports option (lists,
+// "s" for TLS, a port alone for every interface): accept only HOST:PORT.
+bool IsHostPort(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0) return false;
+  const absl::string_view host = absl::string_view(address).substr(0, colon);
+  const absl::string_view port = absl::string_view(address).substr(colon + 1);
+  int value = 0;
+  return host.find_first_of(", ") == absl::string_view::npos && !port.empty() &&
+         port.find_first_not_of("0123456789") == absl::string_view::npos &&
+         absl::SimpleAtoi(port, &value) && value <= 65535;
 }
 
 }  // namespace
@@ -62,6 +77,12 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
     return absl::InvalidArgumentError(absl::StrCat(
         "listen address '", options.listen, "' must be HOST:PORT"));
   }
+  if (!options.metrics_listen.empty() && !IsHostPort(options.metrics_listen)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics_listen address '", options.metrics_listen,
+                     "' must be HOST:PORT with a port from 0 to 65535, e.g. "
+                     "127.0.0.1:9464"));
+  }
   return absl::OkStatus();
 }
 
@@ -84,6 +105,9 @@ absl::StatusOr<std::unique_ptr<PresenceServer>> PresenceServer::Start(
   std::unique_ptr<PresenceServer> server(
       new PresenceServer(options, std::move(store)));
   PRESENCE_RETURN_IF_ERROR(server->Load());
+  // Before gRPC: a metrics address that cannot be bound stops the start-up
+  // before any call is served.
+  PRESENCE_RETURN_IF_ERROR(server->ServeMetrics());
   PRESENCE_RETURN_IF_ERROR(server->Listen());
   server->sweeper_ = std::thread([s = server.get()] { s->SweepLoop(); });
   return server;
@@ -94,9 +118,13 @@ PresenceServer::PresenceServer(const ServerOptions& options,
     : options_(options),
       clock_(options.clock != nullptr ? *options.clock : RealClock()),
       store_(std::move(store)) {
+  if (!options.metrics_listen.empty()) {
+    metrics_ = std::make_unique<ServerMetrics>();
+  }
   StoreWriter::Options writer_options;
   writer_options.durability = options.durability;
   writer_options.commit_interval = options.commit_interval;
+  writer_options.observer = metrics_.get();
   writer_ = std::make_unique<StoreWriter>(store_.get(), writer_options);
   hub_ = std::make_unique<EventHub>(clock_, options.watch);
   registry_ = std::make_unique<PresenceRegistry>(clock_, options.online_window,
@@ -104,6 +132,7 @@ PresenceServer::PresenceServer(const ServerOptions& options,
   PresenceServiceImpl::Options service_options;
   service_options.heartbeat_interval = options.heartbeat_interval;
   service_options.limits = options.limits;
+  service_options.metrics = metrics_.get();
   service_ = std::make_unique<PresenceServiceImpl>(
       registry_.get(), writer_.get(), hub_.get(), service_options);
 }
@@ -123,6 +152,21 @@ absl::Status PresenceServer::Load() {
   LogInfo(absl::StrCat(
       "loaded ", state.live_sessions.size(), " live sessions and last_seen of ",
       state.last_seen.size(), " users from ", options_.db_path));
+  return absl::OkStatus();
+}
+
+absl::Status PresenceServer::ServeMetrics() {
+  if (metrics_ == nullptr) return absl::OkStatus();
+  MetricsSources sources;
+  sources.metrics = metrics_.get();
+  sources.registry = registry_.get();
+  sources.hub = hub_.get();
+  sources.writer = writer_.get();
+  PRESENCE_ASSIGN_OR_RETURN(
+      metrics_server_,
+      MetricsServer::Start(options_.metrics_listen,
+                           std::make_shared<MetricsCollector>(sources)));
+  metrics_address_ = metrics_server_->address();
   return absl::OkStatus();
 }
 
@@ -186,6 +230,10 @@ absl::Status PresenceServer::Shutdown(absl::Duration grace) {
     LogError(absl::StrCat("final commit failed, recent changes are lost: ",
                           shutdown_status_.message()));
   }
+  // Last, so that scrapes can follow the calls draining. civetweb's listener
+  // looks for the stop only between polls of up to 2 s (civetweb issue
+  // #1163), so this may take that long.
+  metrics_server_.reset();
   return shutdown_status_;
 }
 

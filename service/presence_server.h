@@ -13,6 +13,8 @@
 #include "absl/time/time.h"
 #include "service/clock.h"
 #include "service/event_hub.h"
+#include "service/metrics.h"
+#include "service/metrics_server.h"
 #include "service/presence_registry.h"
 #include "service/presence_service.h"
 #include "service/presence_store.h"
@@ -34,6 +36,9 @@ struct ServerOptions {
   EventHub::Options watch;
   // The source of "now"; must outlive the server. Null: the system clock.
   const Clock* clock = nullptr;
+  // HOST:PORT to serve Prometheus metrics on at /metrics; port 0 picks a
+  // free port (see PresenceServer::metrics_address()). Empty: no metrics.
+  std::string metrics_listen;
 };
 
 // INVALID_ARGUMENT naming the option if `options` cannot work, e.g. an
@@ -60,17 +65,22 @@ class PresenceServer {
 
   // The bound address, HOST:PORT, with the real port.
   const std::string& address() const { return address_; }
+  // The metrics address, HOST:PORT with the real port; empty without
+  // metrics.
+  const std::string& metrics_address() const { return metrics_address_; }
 
   // Reports NOT_SERVING, ends every WatchPresence stream with UNAVAILABLE,
   // stops accepting calls, lets calls in flight finish for up to `grace`
-  // (then cancels them), then commits what is queued. Returns the error if
-  // that final commit failed. Idempotent.
+  // (then cancels them), then commits what is queued, and stops serving
+  // metrics last (which takes up to 2 s more). Returns the error if that
+  // final commit failed. Idempotent.
   absl::Status Shutdown(absl::Duration grace = absl::Seconds(5));
 
  private:
   PresenceServer(const ServerOptions& options,
                  std::unique_ptr<PresenceStore> store);
   absl::Status Load();
+  absl::Status ServeMetrics();
   absl::Status Listen();
   void SweepLoop();
 
@@ -78,6 +88,7 @@ class PresenceServer {
   const Clock& clock_;
   // Destruction runs bottom-up: the gRPC server goes first, the store last.
   std::unique_ptr<PresenceStore> store_;
+  std::unique_ptr<ServerMetrics> metrics_;  // null without metrics
   std::unique_ptr<StoreWriter> writer_;
   std::unique_ptr<EventHub> hub_;
   std::unique_ptr<PresenceRegistry> registry_;
@@ -85,12 +96,15 @@ class PresenceServer {
   std::unique_ptr<grpc::Server> server_;
   std::string address_;
   int port_ = 0;
+  std::string metrics_address_;
 
   absl::Mutex shutdown_mu_;
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
   absl::Status shutdown_status_ ABSL_GUARDED_BY(shutdown_mu_);
   absl::Notification stop_sweeping_;
   std::thread sweeper_;
+  // Scrapes read the components: stopped in Shutdown(), before they go.
+  std::unique_ptr<MetricsServer> metrics_server_;
 };
 
 }  // namespace presence

@@ -10,10 +10,18 @@
 namespace presence {
 namespace {
 
+void Finish(grpc::ServerUnaryReactor* reactor, const RpcTimer& timer,
+            const absl::Status& status) {
+  grpc::Status finish = ToGrpcStatus(status);
+  timer.Stop(finish.error_code());
+  reactor->Finish(finish);
+}
+
 grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context,
+                                 const RpcTimer& timer,
                                  const absl::Status& status) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
+  Finish(reactor, timer, status);
   return reactor;
 }
 
@@ -22,8 +30,10 @@ using WatchWriteReactor = grpc::ServerWriteReactor<v1::WatchPresenceResponse>;
 // A watch that ends before its first message (bad request, no capacity).
 class RejectedWatch : public WatchWriteReactor {
  public:
-  explicit RejectedWatch(const absl::Status& status) {
-    Finish(ToGrpcStatus(status));
+  RejectedWatch(const absl::Status& status, const RpcTimer& timer) {
+    grpc::Status finish = ToGrpcStatus(status);
+    timer.Stop(finish.error_code());
+    Finish(finish);
   }
   void OnDone() override { delete this; }
 };
@@ -38,10 +48,11 @@ class RejectedWatch : public WatchWriteReactor {
 // not at all. No lock is held while calling into gRPC.
 class WatchReactor : public WatchWriteReactor, public WatchSink {
  public:
-  static WatchWriteReactor* Start(EventHub* hub, const WatchRequest& request) {
-    auto reactor = std::shared_ptr<WatchReactor>(new WatchReactor(hub));
+  static WatchWriteReactor* Start(EventHub* hub, const WatchRequest& request,
+                                  const RpcTimer& timer) {
+    auto reactor = std::shared_ptr<WatchReactor>(new WatchReactor(hub, timer));
     absl::StatusOr<EventHub::WatchId> id = hub->Watch(request, reactor);
-    if (!id.ok()) return new RejectedWatch(id.status());
+    if (!id.ok()) return new RejectedWatch(id.status(), timer);
     reactor->id_ = *id;
     reactor->self_ = reactor;
     // The hub wakes a watch only after a Pop() found it empty, so nothing
@@ -76,7 +87,8 @@ class WatchReactor : public WatchWriteReactor, public WatchSink {
   }
 
  private:
-  explicit WatchReactor(EventHub* hub) : hub_(hub) {}
+  WatchReactor(EventHub* hub, const RpcTimer& timer)
+      : hub_(hub), timer_(timer) {}
 
   void MaybeWrite() {
     bool finishing = false;
@@ -102,6 +114,7 @@ class WatchReactor : public WatchWriteReactor, public WatchSink {
     }
     // current_ is not touched again until OnWriteDone.
     if (finishing) {
+      timer_.Stop(finish.error_code());
       Finish(finish);
     } else {
       StartWrite(&current_);
@@ -109,6 +122,7 @@ class WatchReactor : public WatchWriteReactor, public WatchSink {
   }
 
   EventHub* const hub_;
+  const RpcTimer timer_;
   EventHub::WatchId id_ = 0;
   std::shared_ptr<WatchReactor> self_;
 
@@ -134,24 +148,34 @@ PresenceServiceImpl::PresenceServiceImpl(PresenceRegistry* registry,
     : registry_(registry), writer_(writer), hub_(hub), options_(options) {}
 
 void PresenceServiceImpl::FinishWhenDurable(grpc::ServerUnaryReactor* reactor,
-                                            uint64_t ticket) {
-  writer_->WhenDurable(ticket, [reactor](absl::Status status) {
-    reactor->Finish(ToGrpcStatus(status));
+                                            uint64_t ticket,
+                                            const RpcTimer& timer) {
+  if (!timer.active()) {
+    // Captures one pointer: fits AnyInvocable's inline storage, so no
+    // allocation per call when metrics are off.
+    writer_->WhenDurable(ticket, [reactor](absl::Status status) {
+      reactor->Finish(ToGrpcStatus(status));
+    });
+    return;
+  }
+  writer_->WhenDurable(ticket, [reactor, timer](absl::Status status) {
+    Finish(reactor, timer, status);
   });
 }
 
 grpc::ServerUnaryReactor* PresenceServiceImpl::Heartbeat(
     grpc::CallbackServerContext* context, const v1::HeartbeatRequest* request,
     v1::HeartbeatResponse* response) {
+  const RpcTimer timer(options_.metrics, Rpc::kHeartbeat);
   if (absl::Status s = ValidateRequest(*request, options_.limits); !s.ok()) {
-    return Finish(context, s);
+    return Finish(context, timer, s);
   }
   // client_time is deliberately not read: only the server's clock decides.
   const HeartbeatResult result =
       registry_->Heartbeat(request->user_id(), request->session_id());
   FillHeartbeat(result, response);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  FinishWhenDurable(reactor, result.write_ticket);
+  FinishWhenDurable(reactor, result.write_ticket, timer);
   return reactor;
 }
 
@@ -168,8 +192,9 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::BatchHeartbeat(
     grpc::CallbackServerContext* context,
     const v1::BatchHeartbeatRequest* request,
     v1::BatchHeartbeatResponse* response) {
+  const RpcTimer timer(options_.metrics, Rpc::kBatchHeartbeat);
   if (absl::Status s = ValidateRequest(*request, options_.limits); !s.ok()) {
-    return Finish(context, s);
+    return Finish(context, timer, s);
   }
   // Tickets grow in the order changes are recorded and commits are in
   // order, so the batch is durable once its largest ticket is.
@@ -194,15 +219,16 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::BatchHeartbeat(
     *response->mutable_server_time() = ToProto(server_time);
   }
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  FinishWhenDurable(reactor, last_ticket);
+  FinishWhenDurable(reactor, last_ticket, timer);
   return reactor;
 }
 
 grpc::ServerUnaryReactor* PresenceServiceImpl::MarkOffline(
     grpc::CallbackServerContext* context, const v1::MarkOfflineRequest* request,
     v1::MarkOfflineResponse* response) {
+  const RpcTimer timer(options_.metrics, Rpc::kMarkOffline);
   if (absl::Status s = ValidateRequest(*request, options_.limits); !s.ok()) {
-    return Finish(context, s);
+    return Finish(context, timer, s);
   }
   const MarkOfflineResult result =
       registry_->MarkOffline(request->user_id(), request->session_id());
@@ -210,15 +236,16 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::MarkOffline(
   response->set_still_online(result.still_online);
   response->set_sessions_ended(result.sessions_ended);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  FinishWhenDurable(reactor, result.write_ticket);
+  FinishWhenDurable(reactor, result.write_ticket, timer);
   return reactor;
 }
 
 grpc::ServerUnaryReactor* PresenceServiceImpl::ListOnline(
     grpc::CallbackServerContext* context, const v1::ListOnlineRequest* request,
     v1::ListOnlineResponse* response) {
+  const RpcTimer timer(options_.metrics, Rpc::kListOnline);
   if (absl::Status s = ValidateRequest(*request, options_.limits); !s.ok()) {
-    return Finish(context, s);
+    return Finish(context, timer, s);
   }
   const int64_t after = *DecodePageToken(request->page_token());
   const OnlinePage page = registry_->ListOnline(
@@ -230,14 +257,15 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::ListOnline(
   }
   *response->mutable_server_time() = ToProto(page.server_time);
   response->set_total_online(page.total_online);
-  return Finish(context, absl::OkStatus());
+  return Finish(context, timer, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* PresenceServiceImpl::GetPresence(
     grpc::CallbackServerContext* context, const v1::GetPresenceRequest* request,
     v1::GetPresenceResponse* response) {
+  const RpcTimer timer(options_.metrics, Rpc::kGetPresence);
   if (absl::Status s = ValidateRequest(*request, options_.limits); !s.ok()) {
-    return Finish(context, s);
+    return Finish(context, timer, s);
   }
   const PresenceLookup lookup = registry_->GetPresence(request->user_ids());
   *response->mutable_server_time() = ToProto(lookup.server_time);
@@ -251,21 +279,22 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::GetPresence(
     out->set_live_sessions(info.live_sessions);
     if (info.online) *out->mutable_online_until() = ToProto(info.online_until);
   }
-  return Finish(context, absl::OkStatus());
+  return Finish(context, timer, absl::OkStatus());
 }
 
 grpc::ServerWriteReactor<v1::WatchPresenceResponse>*
 PresenceServiceImpl::WatchPresence(grpc::CallbackServerContext* /*context*/,
                                    const v1::WatchPresenceRequest* request) {
+  const RpcTimer timer(options_.metrics, Rpc::kWatchPresence);
   if (absl::Status s = ValidateRequest(*request, options_.limits); !s.ok()) {
-    return new RejectedWatch(s);
+    return new RejectedWatch(s, timer);
   }
   WatchRequest watch;
   watch.user_ids.assign(request->user_ids().begin(), request->user_ids().end());
   watch.send_snapshot = request->send_snapshot();
   watch.resume_after = request->resume_after();
   watch.epoch = request->epoch();
-  return WatchReactor::Start(hub_, watch);
+  return WatchReactor::Start(hub_, watch, timer);
 }
 
 }  // namespace presence

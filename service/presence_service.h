@@ -7,6 +7,7 @@
 #include "absl/time/time.h"
 #include "presence/v1/presence.grpc.pb.h"
 #include "service/event_hub.h"
+#include "service/metrics.h"
 #include "service/presence_registry.h"
 #include "service/request_validation.h"
 #include "service/store_writer.h"
@@ -19,12 +20,15 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 // presence.v1.PresenceService on gRPC's callback API. Validates requests,
 // applies them to the registry and, for changes, answers once the store
 // writer reports them durable (no thread blocks per RPC). WatchPresence
-// streams the hub's events with one write in flight per stream.
+// streams the hub's events with one write in flight per stream. With
+// metrics, every call is recorded with its method, status code and duration.
 class PresenceServiceImpl final : public v1::PresenceService::CallbackService {
  public:
   struct Options {
     absl::Duration heartbeat_interval = absl::Minutes(2);
     RequestLimits limits;
+    // Null: no metrics, and no clock read for them. Must outlive the service.
+    ServerMetrics* metrics = nullptr;
   };
 
   // `registry`, `writer` and `hub` must outlive the service.
@@ -56,7 +60,8 @@ class PresenceServiceImpl final : public v1::PresenceService::CallbackService {
 
  private:
   // Finishes `reactor` once the change behind `ticket` is durable.
-  void FinishWhenDurable(grpc::ServerUnaryReactor* reactor, uint64_t ticket);
+  void FinishWhenDurable(grpc::ServerUnaryReactor* reactor, uint64_t ticket,
+                         const RpcTimer& timer);
   void FillHeartbeat(const HeartbeatResult& result,
                      v1::HeartbeatResponse* response) const;
 

@@ -23,6 +23,10 @@
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "HOST:PORT to serve gRPC on. Port 0 picks a free port; the "
           "'serving on' log line names it.");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "HOST:PORT to serve Prometheus metrics on, at /metrics (plain "
+          "HTTP). Port 0 picks a free port; the 'metrics on' log line names "
+          "it. Empty: no metrics.");
 ABSL_FLAG(std::string, db, "presence.db",
           "SQLite database file, created if missing. DB.lock beside it keeps "
           "a second presenced off the same file.");
@@ -92,6 +96,7 @@ int main(int argc, char** argv) {
 
   presence::ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   options.db_path = absl::GetFlag(FLAGS_db);
   options.online_window = absl::GetFlag(FLAGS_online_window);
   options.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
@@ -124,6 +129,10 @@ int main(int argc, char** argv) {
   absl::StatusOr<std::unique_ptr<presence::PresenceServer>> server =
       presence::PresenceServer::Start(options);
   if (!server.ok()) return Fail(std::string(server.status().message()));
+  if (const std::string& metrics = (*server)->metrics_address();
+      !metrics.empty()) {
+    presence::LogInfo(absl::StrCat("metrics on http://", metrics, "/metrics"));
+  }
   presence::LogInfo(absl::StrCat(
       "serving on ", (*server)->address(), " (db ", options.db_path,
       ", durability ", durability, ", online_window ",

@@ -1,5 +1,6 @@
 #include "service/store_writer.h"
 
+#include <chrono>
 #include <iterator>
 
 #include "absl/container/flat_hash_map.h"
@@ -73,6 +74,11 @@ uint64_t StoreWriter::changes() const {
   return last_ticket_;
 }
 
+uint64_t StoreWriter::pending() const {
+  absl::MutexLock lock(&mu_);
+  return last_ticket_ - committed_ticket_;
+}
+
 void StoreWriter::Coalesce(std::vector<SessionChange>& batch) {
   std::vector<SessionChange> out;
   out.reserve(batch.size());  // no reallocation: the keys point into `out`
@@ -134,8 +140,15 @@ void StoreWriter::Run() {
     }
 
     last_attempt = absl::Now();
+    const size_t recorded = batch.size();
     Coalesce(batch);
+    const auto started = std::chrono::steady_clock::now();
     const absl::Status status = store_->Commit(batch);
+    if (options_.observer != nullptr) {
+      options_.observer->OnCommit(
+          absl::FromChrono(std::chrono::steady_clock::now() - started),
+          recorded, status);
+    }
     if (status.ok() && failing) {
       LogInfo("store commits succeed again; the queued changes are durable");
     } else if (!status.ok() && !failing) {

@@ -1,6 +1,7 @@
 #ifndef PRESENCE_SERVICE_STORE_WRITER_H_
 #define PRESENCE_SERVICE_STORE_WRITER_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <thread>
 #include <utility>
@@ -21,6 +22,17 @@ enum class Durability {
   kCommit,
   // A change is acknowledged at once and committed within commit_interval.
   kAsync,
+};
+
+// Told of every commit attempt of a StoreWriter (e.g. by metrics).
+class CommitObserver {
+ public:
+  virtual ~CommitObserver() = default;
+  // Called on the writer thread with no lock held, after the attempt and
+  // before any caller waiting on it is told. `changes`: the changes recorded
+  // in the batch, before coalescing.
+  virtual void OnCommit(absl::Duration duration, size_t changes,
+                        const absl::Status& status) = 0;
 };
 
 // The single writer thread in front of a PresenceStore, with group commit:
@@ -44,6 +56,8 @@ class StoreWriter : public ChangeSink {
     absl::Duration commit_interval = absl::Milliseconds(100);
     // Wait between attempts to commit a batch that failed.
     absl::Duration retry_backoff = absl::Milliseconds(200);
+    // Null: nobody is told. Must outlive the writer.
+    CommitObserver* observer = nullptr;
   };
 
   // `store` must outlive the writer. Starts the writer thread.
@@ -68,6 +82,9 @@ class StoreWriter : public ChangeSink {
   // Number of transactions committed so far, and the changes recorded.
   int64_t commits() const;
   uint64_t changes() const;
+  // Changes recorded and not committed yet (queued, or in the transaction
+  // being committed).
+  uint64_t pending() const;
 
  private:
   using Callback = absl::AnyInvocable<void(absl::Status)>;
