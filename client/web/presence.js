@@ -43,7 +43,8 @@ export class Presence {
   // options:
   //   token: the caller's JWT, or a function returning it (called before
   //          every request, so a refreshed token is picked up);
-  //   baseUrl: where presence-rest is ('' for the page's own origin);
+  //   baseUrl: where presence-rest is ('' for the page's own origin; it
+  //            answers no CORS preflight, so serve it on the page's origin);
   //   sessionId: this tab's session (default: a random id per tab);
   //   intervalSeconds: heartbeat period until the server names one (120);
   //   onHeartbeat(answer), onError(error): optional observers.
@@ -57,9 +58,13 @@ export class Presence {
     this.timer = null;
     this.running = false;
     this.lastBeat = 0;
+    this.inflight = null;  // the heartbeat being sent, if any
     this.streams = new Set();
     this.onVisibility = () => this.visibilityChanged();
     this.onPageHide = () => this.markOfflineBeacon();
+    // A page restored from the back/forward cache was marked offline when
+    // it was hidden: online again at once.
+    this.onPageShow = (event) => { if (event.persisted && this.running) this.beat(); };
   }
 
   // Starts heartbeats: one now, then every interval while the tab is visible.
@@ -68,6 +73,7 @@ export class Presence {
     this.running = true;
     document.addEventListener('visibilitychange', this.onVisibility);
     window.addEventListener('pagehide', this.onPageHide);
+    window.addEventListener('pageshow', this.onPageShow);
     if (document.visibilityState !== 'hidden') this.beat();
   }
 
@@ -78,6 +84,7 @@ export class Presence {
     this.timer = null;
     document.removeEventListener('visibilitychange', this.onVisibility);
     window.removeEventListener('pagehide', this.onPageHide);
+    window.removeEventListener('pageshow', this.onPageShow);
   }
 
   // Logout: stops everything and marks this tab's session offline now
@@ -85,6 +92,9 @@ export class Presence {
   async logout({ everywhere = false } = {}) {
     this.stop();
     for (const stream of [...this.streams]) stream.close();
+    // A heartbeat still on its way could land after the logout and make the
+    // session online again for a whole window: let it finish first.
+    if (this.inflight) await this.inflight.catch(() => {});
     const body = everywhere ? {} : { session_id: this.sessionId };
     return this.post('/api/chat/mark-offline/', body, { keepalive: true });
   }
@@ -138,7 +148,8 @@ export class Presence {
     this.timer = null;
     let delay = this.intervalMs;
     try {
-      const answer = await this.post('/api/chat/heartbeat/', { session_id: this.sessionId });
+      this.inflight = this.post('/api/chat/heartbeat/', { session_id: this.sessionId });
+      const answer = await this.inflight;
       this.lastBeat = Date.now();
       if (answer.heartbeat_interval_seconds > 0) {
         this.intervalMs = answer.heartbeat_interval_seconds * 1000;
@@ -146,12 +157,15 @@ export class Presence {
       }
       this.onHeartbeat(answer);
     } catch (error) {
+      if (!this.running) return;  // logged out meanwhile
       this.onError(error);
       if (error.status === 401) {
         // A new token is needed; try again at the normal pace.
       } else {
         delay = Math.min(this.intervalMs, 15000);  // presence-rest or presenced down
       }
+    } finally {
+      this.inflight = null;
     }
     if (this.running && document.visibilityState !== 'hidden') {
       this.timer = setTimeout(() => this.beat(), delay);

@@ -175,6 +175,30 @@ TEST(FanoutTest, UnsubscribedSinksGetNothingMore) {
   EXPECT_EQ(fanout.SnapshotFor(&all), nullptr);
 }
 
+// Browsers that watch everyone share one snapshot frame per state of the
+// mirror: 10,000 of them after a restart of presenced hold one copy.
+TEST(FanoutTest, BrowsersWatchingEveryoneShareOneSnapshotFrame) {
+  struct FrameSink : SseSink {
+    void Send(const SseFrame& frame) override { frames.push_back(frame); }
+    std::vector<SseFrame> frames;
+  } a, b, c;
+  PresenceFanout fanout;
+  fanout.ApplySnapshot(Snapshot({1}));
+  fanout.Subscribe(&a, {});
+  fanout.Subscribe(&b, {});
+  ASSERT_EQ(a.frames.size(), 1u);
+  EXPECT_EQ(a.frames[0].get(), b.frames[0].get());
+  fanout.ApplySnapshot(Snapshot({2}));
+  ASSERT_EQ(b.frames.size(), 2u);
+  EXPECT_EQ(a.frames[1].get(), b.frames[1].get());
+  // A change makes the shared frame stale: the next one is built anew.
+  fanout.ApplyChange(Change(3, true));
+  fanout.Subscribe(&c, {});
+  ASSERT_EQ(c.frames.size(), 1u);
+  EXPECT_THAT(OnlineUsers(*c.frames[0], "2027-01-15T08:00:01Z"),
+              ElementsAre(2, 3));
+}
+
 TEST(FanoutTest, ChangeFramesAreServerSentEvents) {
   ExpectChange(ChangeFrame(Change(12, false, v1::REASON_MARK_OFFLINE)), 12,
                "offline", "mark_offline");

@@ -386,9 +386,21 @@ TEST_F(RestTest, OnlineUsersFollowsEveryPage) {
 }
 
 TEST_F(RestTest, EventStreamSendsASnapshotThenEveryChange) {
-  ASSERT_EQ(
-      Http(port_, http::verb::post, "/api/chat/heartbeat/", Token(5)).status,
-      200);
+  // User 5 online, and the proxy's mirror knows it: a first stream sees it
+  // as the change that follows its snapshot.
+  {
+    EventStream first(
+        port_, "/api/chat/presence/stream?user_ids=5&access_token=" + Token(1));
+    std::optional<EventStream::Event> snapshot = first.Next();
+    ASSERT_TRUE(snapshot.has_value());
+    ASSERT_THAT(Ids(snapshot->data.fields().at("online_users")), IsEmpty());
+    ASSERT_EQ(
+        Http(port_, http::verb::post, "/api/chat/heartbeat/", Token(5)).status,
+        200);
+    std::optional<EventStream::Event> change = first.Next();
+    ASSERT_TRUE(change.has_value());
+    ASSERT_EQ(change->name, "change");
+  }
   EventStream everyone(port_,
                        "/api/chat/presence/stream?access_token=" + Token(1));
   std::optional<std::string> headers = everyone.Headers(absl::Seconds(10));

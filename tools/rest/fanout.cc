@@ -54,6 +54,7 @@ void PresenceFanout::ApplySnapshot(const v1::Snapshot& snapshot) {
                  snapshot.online_users().end());
   server_time_ = TimeUtil::ToString(snapshot.server_time());
   ready_ = true;
+  everyone_snapshot_ = nullptr;
   for (const auto& [sink, users] : filters_) {
     sink->Send(SnapshotFrame(users));
   }
@@ -67,6 +68,7 @@ void PresenceFanout::ApplyChange(const v1::PresenceChange& change) {
   }
   // The mirror is now as of this change: later snapshots say so.
   server_time_ = TimeUtil::ToString(change.at());
+  everyone_snapshot_ = nullptr;
   if (!ready_) return;  // the first snapshot will carry it
   auto watchers = by_user_.find(change.user_id());
   if (everyone_.empty() && watchers == by_user_.end()) return;
@@ -116,6 +118,12 @@ void PresenceFanout::Broadcast(const SseFrame& frame) {
 
 SseFrame PresenceFanout::SnapshotFrame(
     const std::vector<int64_t>& users) const {
+  // Every browser that watches everyone gets the same bytes: build them once
+  // per state of the mirror (10,000 browsers after a restart of presenced
+  // share one frame, not 10,000 copies).
+  if (users.empty() && everyone_snapshot_ != nullptr) {
+    return everyone_snapshot_;
+  }
   Struct data;
   auto& fields = *data.mutable_fields();
   auto* online = fields["online_users"].mutable_list_value();
@@ -130,7 +138,9 @@ SseFrame PresenceFanout::SnapshotFrame(
     }
   }
   fields["server_time"].set_string_value(server_time_);
-  return std::make_shared<const std::string>(Frame("snapshot", data));
+  SseFrame frame = std::make_shared<const std::string>(Frame("snapshot", data));
+  if (users.empty()) everyone_snapshot_ = frame;
+  return frame;
 }
 
 }  // namespace presence::rest

@@ -63,6 +63,9 @@ class PresenceFanout {
   // RFC 3339: when the mirror was last known right (the latest snapshot's
   // server_time, or the latest change's `at`).
   std::string server_time_;
+  // The snapshot frame of everyone, for the mirror as it is; null once it
+  // changes. Built on demand.
+  mutable SseFrame everyone_snapshot_;
   // Each sink's filter (sorted, deduplicated; empty: everyone).
   absl::flat_hash_map<SseSink*, std::vector<int64_t>> filters_;
   absl::flat_hash_set<SseSink*> everyone_;

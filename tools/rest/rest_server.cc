@@ -10,11 +10,13 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "boost/asio/ip/tcp.hpp"
 #include "boost/asio/post.hpp"
 #include "boost/asio/steady_timer.hpp"
@@ -493,20 +495,26 @@ void RestServer::Impl::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
   if (watcher_ != nullptr) watcher_->Stop();  // no more posts from it
-  asio::post(io_, [this] {
+  // Close the acceptor and every event stream on the I/O thread, and wait
+  // until that has run: a stopped io_context would drop it.
+  absl::Notification closed;
+  asio::post(io_, [this, &closed] {
     beast::error_code ignored;
     acceptor_.close(ignored);
     keepalive_timer_.cancel();
     std::vector<EventStream*> streams(streams_.begin(), streams_.end());
     for (EventStream* stream : streams) stream->Close();
+    closed.Notify();
   });
-  {
-    absl::MutexLock lock(&calls_mu_);
-    calls_mu_.Await(absl::Condition(
-        +[](int* calls) { return *calls == 0; }, &calls_in_flight_));
-  }
+  closed.WaitForNotification();
+  // Then stop the I/O thread: nothing it runs can start a call any more.
   io_.stop();
   if (io_thread_.joinable()) io_thread_.join();
+  // Calls already started still complete on gRPC's threads and post to io_,
+  // which must outlive them (their handlers are dropped, never run).
+  absl::MutexLock lock(&calls_mu_);
+  calls_mu_.Await(absl::Condition(
+      +[](int* calls) { return *calls == 0; }, &calls_in_flight_));
 }
 
 absl::StatusOr<TokenClaims> RestServer::Impl::Authenticate(
@@ -515,11 +523,12 @@ absl::StatusOr<TokenClaims> RestServer::Impl::Authenticate(
   auto header = request.find(http::field::authorization);
   if (header != request.end()) {
     absl::string_view value(header->value().data(), header->value().size());
-    if (!absl::ConsumePrefix(&value, "Bearer ")) {
+    // The scheme is case-insensitive (RFC 7235 section 2.1).
+    if (!absl::StartsWithIgnoreCase(value, "Bearer ")) {
       return absl::UnauthenticatedError(
           "Authorization must be 'Bearer TOKEN' (a JWT)");
     }
-    token = absl::StripAsciiWhitespace(value);
+    token = absl::StripAsciiWhitespace(value.substr(7));
   } else {
     // EventSource and navigator.sendBeacon cannot set headers (RFC 6750
     // 2.3: the token may then come as a query parameter).

@@ -9,6 +9,7 @@ from django.conf import settings
 from presence_client import PresenceError
 
 from .client import get_client
+from .sessions import presence_session_id
 
 logger = logging.getLogger("presence_django")
 
@@ -23,7 +24,7 @@ def mark_offline_on_logout(sender, request=None, user=None, **kwargs) -> None:
     if not session_key:
         return  # never "" here: that would end every session of the user
     try:
-        get_client().mark_offline(user.id, session_key)
+        get_client().mark_offline(user.id, presence_session_id(session_key))
     except PresenceError as error:
         # Logging out must work without presenced; the session expires.
         logger.warning("presenced: could not end the session of user %s "

@@ -1,7 +1,7 @@
 """The chat frontend's presence endpoints, answered by presenced.
 
-The user is request.user.id; the session is the Django session
-(request.session.session_key), so two browsers of one user are two sessions
+The user is request.user.id; the session is the Django session (a digest
+of request.session.session_key), so two browsers of one user are two sessions
 and logging out in one leaves the other online. Every answer is JSON:
 
     POST heartbeat/     {"online": true, "became_online": ..., "server_time":
@@ -28,6 +28,7 @@ from presence_client import (Cancelled, DeadlineExceeded, PresenceError,
                              Unavailable)
 
 from .client import get_client
+from .sessions import presence_session_id
 
 logger = logging.getLogger("presence_django")
 
@@ -67,10 +68,12 @@ def presence_endpoint(method: str) -> Callable[[View], View]:
 
 
 def session_id(request: HttpRequest) -> str:
-    """The Django session's key. Without one (authentication that does not
-    use sessions) the user's default session "", which MarkOffline treats as
-    "every session of the user"."""
-    return request.session.session_key or ""
+    """The presence session of the request's Django session (a digest of
+    its key, see sessions.py). A heartbeat creates the Django session if
+    there is none yet, so that each browser is a session of its own."""
+    if not request.session.session_key:
+        request.session.save()
+    return presence_session_id(request.session.session_key)
 
 
 @presence_endpoint("POST")

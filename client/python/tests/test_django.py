@@ -12,6 +12,7 @@ from django.utils.dateparse import parse_datetime
 
 from presence_client import PresenceClient, Status
 from presence_django.client import get_client
+from presence_django.sessions import presence_session_id
 from presenced import Presenced, SilentServer
 
 HEARTBEAT = "/api/chat/heartbeat/"
@@ -64,9 +65,13 @@ class PresenceViewsTest(TestCase):
 
         again = browser.post(HEARTBEAT).json()
         self.assertIs(again["became_online"], False)
-        # The session in presenced is the Django session.
+        # The session in presenced is the Django session, by a digest of its
+        # key: never the key itself, which would log anyone in.
+        key = browser.session.session_key
+        self.assertNotIn(key, presence_session_id(key))
+        self.assertEqual(presence_session_id(key), presence_session_id(key))
         ended = self.presence.mark_offline(self.alice.id,
-                                           browser.session.session_key)
+                                           presence_session_id(key))
         self.assertEqual(ended.sessions_ended, 1)
 
     def test_two_browsers_of_one_user_are_two_sessions(self) -> None:
