@@ -1,7 +1,12 @@
 #include "presence/client.h"
 
+#include <grpcpp/support/client_interceptor.h>
+
+#include <fstream>
+#include <sstream>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace presence {
@@ -37,22 +42,102 @@ constexpr char kServiceConfig[] = R"json({
   }]
 })json";
 
+// Adds `authorization: Bearer <token>` to every call of the channel.
+// gRPC's call credentials would do this, but gRPC sends them only over TLS,
+// and presenced may run on plaintext loopback with tokens.
+class BearerTokenInterceptor : public grpc::experimental::Interceptor {
+ public:
+  explicit BearerTokenInterceptor(const std::string* header)
+      : header_(header) {}
+  void Intercept(
+      grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::
+                PRE_SEND_INITIAL_METADATA)) {
+      methods->GetSendInitialMetadata()->emplace("authorization", *header_);
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const std::string* header_;
+};
+
+class BearerTokenInterceptorFactory
+    : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  explicit BearerTokenInterceptorFactory(const std::string& token)
+      : header_("Bearer " + token) {}
+  grpc::experimental::Interceptor* CreateClientInterceptor(
+      grpc::experimental::ClientRpcInfo* /*info*/) override {
+    return new BearerTokenInterceptor(&header_);
+  }
+
+ private:
+  const std::string header_;  // lives as long as the channel
+};
+
 std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options) {
   grpc::ChannelArguments args;
   args.SetServiceConfigJSON(kServiceConfig);
   // A WatchPresence snapshot of everyone online (8-10 bytes a user) can
   // exceed gRPC's default 4 MB receive limit.
   args.SetMaxReceiveMessageSize(-1);
-  return grpc::CreateCustomChannel(options.target,
-                                   options.credentials != nullptr
-                                       ? options.credentials
-                                       : grpc::InsecureChannelCredentials(),
-                                   args);
+  std::shared_ptr<grpc::ChannelCredentials> credentials =
+      options.credentials != nullptr ? options.credentials
+                                     : grpc::InsecureChannelCredentials();
+  if (options.token.empty()) {
+    return grpc::CreateCustomChannel(options.target, credentials, args);
+  }
+  std::vector<
+      std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
+      interceptors;
+  interceptors.push_back(
+      std::make_unique<BearerTokenInterceptorFactory>(options.token));
+  return grpc::experimental::CreateCustomChannelWithInterceptors(
+      options.target, credentials, args, std::move(interceptors));
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path,
+                                     absl::string_view what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot read ", what, " ", path));
+  }
+  std::stringstream content;
+  content << in.rdbuf();
+  return content.str();
 }
 
 }  // namespace
 
 const char* Client::ServiceConfigJson() { return kServiceConfig; }
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> TlsCredentials(
+    const std::string& ca_file, const std::string& cert_file,
+    const std::string& key_file) {
+  grpc::SslCredentialsOptions ssl;
+  if (!ca_file.empty()) {
+    absl::StatusOr<std::string> ca = ReadFile(ca_file, "the CA certificate");
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *std::move(ca);
+  }
+  if (cert_file.empty() != key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "a client certificate needs both its certificate and its key");
+  }
+  if (!cert_file.empty()) {
+    absl::StatusOr<std::string> cert =
+        ReadFile(cert_file, "the client certificate");
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key = ReadFile(key_file, "the client key");
+    if (!key.ok()) return key.status();
+    ssl.pem_cert_chain = *std::move(cert);
+    ssl.pem_private_key = *std::move(key);
+  }
+  return grpc::SslCredentials(ssl);
+}
 
 Client::Client(const ClientOptions& options)
     : Client(MakeChannel(options), options.deadline) {}

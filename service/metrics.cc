@@ -221,6 +221,23 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
                        MetricType::Gauge,
                        static_cast<double>(sources_.writer->pending())));
 
+  if (sources_.auth != nullptr) {
+    MetricFamily calls =
+        Family("presence_caller_requests_total",
+               "Authenticated calls by caller (--auth_tokens_file) and method.",
+               MetricType::Counter);
+    for (const std::shared_ptr<Caller>& caller : sources_.auth->callers()) {
+      for (int rpc = 0; rpc < kNumRpcs; ++rpc) {
+        uint64_t count = caller->calls[rpc].load(std::memory_order_relaxed);
+        if (count == 0) continue;
+        ClientMetric& metric = calls.metric.emplace_back();
+        metric.label = {{"caller", caller->name}, {"method", kRpcNames[rpc]}};
+        metric.counter.value = static_cast<double>(count);
+      }
+    }
+    out.push_back(std::move(calls));
+  }
+
   MetricFamily build =
       Family("presence_build_info", "Always 1; the version of presenced.",
              MetricType::Gauge);

@@ -11,10 +11,12 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <tuple>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "service/caller_auth.h"
 #include "service/event_hub.h"
 #include "service/presence_registry.h"
 #include "service/store_writer.h"
@@ -31,6 +33,8 @@ enum class Rpc {
   kWatchPresence,
 };
 inline constexpr int kNumRpcs = 6;
+static_assert(std::tuple_size<decltype(Caller::calls)>::value == kNumRpcs,
+              "Caller::calls has one counter per Rpc");
 
 // Durations in fixed buckets from 10 us to 10 s (Prometheus `le` bounds).
 // Observe() is two relaxed atomic increments: no lock, unlike
@@ -122,6 +126,8 @@ struct MetricsSources {
   const PresenceRegistry* registry = nullptr;
   const EventHub* hub = nullptr;
   const StoreWriter* writer = nullptr;
+  // Null without --auth_tokens_file.
+  const CallerAuth* auth = nullptr;
 };
 
 // Every metric of presenced, for prometheus-cpp's Exposer: what

@@ -12,12 +12,14 @@ namespace presence {
 
 PresenceRegistry::PresenceRegistry(const Clock& clock,
                                    absl::Duration online_window,
-                                   ChangeSink* changes, EventSink* events)
+                                   ChangeSink* changes, EventSink* events,
+                                   int max_sessions_per_user)
     : clock_(clock),
       // Whole microseconds, like every time stored: an end of window between
       // two microseconds would never come due in the expiry index.
       online_window_(
           absl::Microseconds(absl::ToInt64Microseconds(online_window))),
+      max_sessions_per_user_(max_sessions_per_user),
       changes_(changes),
       events_(events),
       shards_(new Shard[kNumShards]) {}
@@ -152,11 +154,25 @@ HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
                               now;
                      }),
       user.sessions.end());
+  user.last_seen_us = std::max(user.last_seen_us, ToUs(now));
   if (!found) {
+    if (max_sessions_per_user_ > 0 &&
+        user.sessions.size() >= static_cast<size_t>(max_sessions_per_user_)) {
+      // Make room by ending the session heard from least recently; the
+      // store forgets it in the same order as this heartbeat's change.
+      auto oldest =
+          std::min_element(user.sessions.begin(), user.sessions.end(),
+                           [](const Session& a, const Session& b) {
+                             return a.last_heartbeat_us < b.last_heartbeat_us;
+                           });
+      Record(SessionChange{SessionChange::Kind::kEndSession, user_id,
+                           std::string(oldest->id.view()), now,
+                           FromUs(user.last_seen_us)});
+      user.sessions.erase(oldest);
+    }
     user.sessions.push_back(Session{SessionId(session_id), ToUs(now)});
   }
   shard.sessions += SizeChange(sessions_before, user.sessions.size());
-  user.last_seen_us = std::max(user.last_seen_us, ToUs(now));
   if (!was_online) {
     AnnounceOnline(shard, user_id, user, PresenceEvent::Reason::kHeartbeat,
                    now);

@@ -77,9 +77,14 @@ struct OnlinePage {
 // user's shard lock, in the order they happened.
 class PresenceRegistry {
  public:
-  // `clock`, `changes` and `events` must outlive the registry.
+  // `clock`, `changes` and `events` must outlive the registry. A user holds
+  // at most `max_sessions_per_user` sessions (0: no limit): a heartbeat of a
+  // new session beyond it ends the user's oldest session (the one with the
+  // oldest heartbeat), recorded as a kEndSession change, so that a client
+  // that invents a session id per request cannot grow memory without bound.
   PresenceRegistry(const Clock& clock, absl::Duration online_window,
-                   ChangeSink* changes, EventSink* events = nullptr);
+                   ChangeSink* changes, EventSink* events = nullptr,
+                   int max_sessions_per_user = 0);
   PresenceRegistry(const PresenceRegistry&) = delete;
   PresenceRegistry& operator=(const PresenceRegistry&) = delete;
 
@@ -219,6 +224,7 @@ class PresenceRegistry {
 
   const Clock& clock_;
   const absl::Duration online_window_;
+  const int max_sessions_per_user_;
   ChangeSink* const changes_;
   EventSink* const events_;
   const std::unique_ptr<Shard[]> shards_;

@@ -2,6 +2,7 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/impl/server_builder_option.h>
 
 #include <algorithm>
 #include <utility>
@@ -17,10 +18,36 @@
 namespace presence {
 namespace {
 
+// Server reflection on or off for one server. Linking gRPC's reflection
+// library registers its plugin for every server of the process (a static
+// initializer), and it has no switch: this option takes it out, and puts
+// one back if reflection is wanted.
+class ReflectionOption : public grpc::ServerBuilderOption {
+ public:
+  explicit ReflectionOption(bool enabled) : enabled_(enabled) {}
+  void UpdateArguments(grpc::ChannelArguments* /*args*/) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>*
+                         plugins) override {
+    grpc::reflection::ProtoServerReflectionPlugin reflection;
+    const std::string name = reflection.name();
+    plugins->erase(std::remove_if(plugins->begin(), plugins->end(),
+                                  [&](const auto& plugin) {
+                                    return plugin->name() == name;
+                                  }),
+                   plugins->end());
+    if (enabled_) {
+      plugins->push_back(
+          std::make_unique<grpc::reflection::ProtoServerReflectionPlugin>());
+    }
+  }
+
+ private:
+  const bool enabled_;
+};
+
 void InstallGlobalPlugins() {
   static const bool installed = [] {
     grpc::EnableDefaultHealthCheckService(true);
-    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     // Reflection describes services from the generated descriptor pool. The
     // health service is gRPC's own (it does not use C++ protobuf), so link
     // in the health.proto descriptors explicitly: without this reference
@@ -72,6 +99,19 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
     return absl::InvalidArgumentError(
         "max_watchers must be >= 0, watch_ring_size and watcher_queue_size "
         ">= 1");
+  }
+  if (options.max_sessions_per_user < 0) {
+    return absl::InvalidArgumentError("max_sessions_per_user must be >= 0");
+  }
+  if (options.max_request_bytes < 1024) {
+    return absl::InvalidArgumentError("max_request_bytes must be >= 1024");
+  }
+  if (options.keepalive_time < absl::Seconds(1) ||
+      options.keepalive_timeout < absl::Seconds(1) ||
+      options.max_connection_idle < absl::Seconds(1)) {
+    return absl::InvalidArgumentError(
+        "keepalive_time, keepalive_timeout and max_connection_idle must be "
+        ">= 1s");
   }
   if (options.listen.rfind(':') == std::string::npos) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -125,14 +165,19 @@ PresenceServer::PresenceServer(const ServerOptions& options,
   writer_options.durability = options.durability;
   writer_options.commit_interval = options.commit_interval;
   writer_options.observer = metrics_.get();
+  writer_options.on_health_change = [this](const absl::Status& status) {
+    OnStoreHealthChange(status);
+  };
   writer_ = std::make_unique<StoreWriter>(store_.get(), writer_options);
   hub_ = std::make_unique<EventHub>(clock_, options.watch);
   registry_ = std::make_unique<PresenceRegistry>(clock_, options.online_window,
-                                                 writer_.get(), hub_.get());
+                                                 writer_.get(), hub_.get(),
+                                                 options.max_sessions_per_user);
   PresenceServiceImpl::Options service_options;
   service_options.heartbeat_interval = options.heartbeat_interval;
   service_options.limits = options.limits;
   service_options.metrics = metrics_.get();
+  service_options.auth = options.auth;
   service_ = std::make_unique<PresenceServiceImpl>(
       registry_.get(), writer_.get(), hub_.get(), service_options);
 }
@@ -162,6 +207,7 @@ absl::Status PresenceServer::ServeMetrics() {
   sources.registry = registry_.get();
   sources.hub = hub_.get();
   sources.writer = writer_.get();
+  sources.auth = options_.auth;
   PRESENCE_ASSIGN_OR_RETURN(
       metrics_server_,
       MetricsServer::Start(options_.metrics_listen,
@@ -176,8 +222,29 @@ absl::Status PresenceServer::Listen() {
   // gRPC sets SO_REUSEPORT by default, which would let a second presenced
   // bind the same port silently and split the traffic.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(),
+  builder.SetMaxReceiveMessageSize(options_.max_request_bytes);
+  // Ping every connection this often and drop it if the ping is not
+  // answered: a watcher whose host died (no FIN ever comes) is reaped, and
+  // its stream ends, instead of holding a watcher slot forever.
+  builder.AddChannelArgument(
+      GRPC_ARG_KEEPALIVE_TIME_MS,
+      static_cast<int>(absl::ToInt64Milliseconds(options_.keepalive_time)));
+  builder.AddChannelArgument(
+      GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+      static_cast<int>(absl::ToInt64Milliseconds(options_.keepalive_timeout)));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // Clients may ping as often as every 10 s without being told off.
+  builder.AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10'000);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                             static_cast<int>(absl::ToInt64Milliseconds(
+                                 options_.max_connection_idle)));
+  builder.AddListeningPort(options_.listen,
+                           options_.credentials != nullptr
+                               ? options_.credentials
+                               : grpc::InsecureServerCredentials(),
                            &port_);
+  builder.SetOption(std::make_unique<ReflectionOption>(options_.reflection));
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port_ == 0) {
@@ -187,10 +254,27 @@ absl::Status PresenceServer::Listen() {
   }
   address_ = absl::StrCat(options_.listen.substr(0, options_.listen.rfind(':')),
                           ":", port_);
+  // Registers our service's name; UpdateHealth() then sets every name.
   server_->GetHealthCheckService()->SetServingStatus(
       v1::PresenceService::service_full_name(), true);
-  server_->GetHealthCheckService()->SetServingStatus(true);
+  absl::MutexLock lock(&health_mu_);
+  health_ = server_->GetHealthCheckService();
+  UpdateHealth();
   return absl::OkStatus();
+}
+
+void PresenceServer::OnStoreHealthChange(const absl::Status& status) {
+  absl::MutexLock lock(&health_mu_);
+  store_healthy_ = status.ok();
+  UpdateHealth();
+}
+
+void PresenceServer::UpdateHealth() {
+  if (health_ == nullptr) return;
+  // A check that ignored the store would send traffic to a presenced that
+  // answers every change UNAVAILABLE (commit mode) or cannot keep it
+  // (async mode). Reads alone would still be served.
+  health_->SetServingStatus(store_healthy_ && !shutting_down_);
 }
 
 void PresenceServer::SweepLoop() {
@@ -214,7 +298,12 @@ absl::Status PresenceServer::Shutdown(absl::Duration grace) {
     sweeper_.join();
   }
   if (server_ != nullptr) {
-    server_->GetHealthCheckService()->SetServingStatus(false);
+    {
+      // Under health_mu_: a commit that succeeds now must not undo it.
+      absl::MutexLock health_lock(&health_mu_);
+      shutting_down_ = true;
+      UpdateHealth();
+    }
     hub_->Close(absl::UnavailableError(
         "presenced is shutting down; reconnect with your last epoch and "
         "sequence (a restarted presenced answers with a fresh snapshot)"));

@@ -2,15 +2,19 @@
 #define PRESENCE_SERVICE_PRESENCE_SERVER_H_
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
 
 #include <memory>
 #include <string>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "service/caller_auth.h"
 #include "service/clock.h"
 #include "service/event_hub.h"
 #include "service/metrics.h"
@@ -39,6 +43,22 @@ struct ServerOptions {
   // HOST:PORT to serve Prometheus metrics on at /metrics; port 0 picks a
   // free port (see PresenceServer::metrics_address()). Empty: no metrics.
   std::string metrics_listen;
+  // TLS or mTLS to listen with. Null: plaintext.
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  // Null: no authentication. Else every PresenceService call needs a
+  // caller's token; must outlive the server.
+  const CallerAuth* auth = nullptr;
+  // Serve grpc.reflection.v1alpha (it cannot check tokens).
+  bool reflection = true;
+  // A new session beyond this many of one user ends the user's oldest one.
+  int max_sessions_per_user = 32;
+  // gRPC limits: the largest request accepted, and how often a connection
+  // is pinged (its peer is dropped if no answer comes within the timeout:
+  // dead watchers are reaped) and how long an idle one is kept.
+  int max_request_bytes = 4 * 1024 * 1024;
+  absl::Duration keepalive_time = absl::Minutes(1);
+  absl::Duration keepalive_timeout = absl::Seconds(20);
+  absl::Duration max_connection_idle = absl::Minutes(30);
 };
 
 // INVALID_ARGUMENT naming the option if `options` cannot work, e.g. an
@@ -47,6 +67,11 @@ absl::Status ValidateServerOptions(const ServerOptions& options);
 
 // presenced assembled: store, writer, registry, gRPC service, health and
 // reflection, listening. Thread-safe.
+//
+// Health (the whole server, "", and presence.v1.PresenceService alike) is
+// SERVING while the store commits, NOT_SERVING from the first failed commit
+// until one succeeds again (reads are still answered from memory meanwhile),
+// and NOT_SERVING for good once Shutdown() begins.
 class PresenceServer {
  public:
   // Opens the SQLite store at options.db_path, loads live sessions and starts
@@ -83,6 +108,9 @@ class PresenceServer {
   absl::Status ServeMetrics();
   absl::Status Listen();
   void SweepLoop();
+  // Called by the writer thread when commits start failing or succeed again.
+  void OnStoreHealthChange(const absl::Status& status);
+  void UpdateHealth() ABSL_EXCLUSIVE_LOCKS_REQUIRED(health_mu_);
 
   const ServerOptions options_;
   const Clock& clock_;
@@ -97,6 +125,14 @@ class PresenceServer {
   std::string address_;
   int port_ = 0;
   std::string metrics_address_;
+
+  // Taken after shutdown_mu_, never before it.
+  absl::Mutex health_mu_;
+  // Null until the server listens.
+  grpc::HealthCheckServiceInterface* health_ ABSL_GUARDED_BY(health_mu_) =
+      nullptr;
+  bool store_healthy_ ABSL_GUARDED_BY(health_mu_) = true;
+  bool shutting_down_ ABSL_GUARDED_BY(health_mu_) = false;
 
   absl::Mutex shutdown_mu_;
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;

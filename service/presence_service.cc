@@ -5,6 +5,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "service/log.h"
 #include "service/proto_time.h"
 
 namespace presence {
@@ -147,6 +149,36 @@ PresenceServiceImpl::PresenceServiceImpl(PresenceRegistry* registry,
                                          Options options)
     : registry_(registry), writer_(writer), hub_(hub), options_(options) {}
 
+absl::Status PresenceServiceImpl::Authorize(
+    const grpc::CallbackServerContext& context, Rpc rpc) const {
+  if (options_.auth == nullptr) return absl::OkStatus();
+  absl::string_view authorization;
+  auto it = context.client_metadata().find("authorization");
+  if (it != context.client_metadata().end()) {
+    authorization = absl::string_view(it->second.data(), it->second.size());
+  }
+  absl::StatusOr<std::shared_ptr<Caller>> caller =
+      options_.auth->Authenticate(authorization);
+  if (!caller.ok()) {
+    // At most one line a second: a misconfigured client retrying in a loop
+    // must not flood the log.
+    int64_t now = absl::ToUnixSeconds(absl::Now());
+    int64_t last = last_rejection_log_.load(std::memory_order_relaxed);
+    if (now != last && last_rejection_log_.compare_exchange_strong(last, now)) {
+      LogError(absl::StrCat("refused a call from ", context.peer(), ": ",
+                            caller.status().message()));
+    }
+    return caller.status();
+  }
+  (*caller)->calls[static_cast<int>(rpc)].fetch_add(1,
+                                                    std::memory_order_relaxed);
+  if (!(*caller)->logged.exchange(true, std::memory_order_relaxed)) {
+    LogInfo(absl::StrCat("caller '", (*caller)->name, "' authenticated from ",
+                         context.peer()));
+  }
+  return absl::OkStatus();
+}
+
 void PresenceServiceImpl::FinishWhenDurable(grpc::ServerUnaryReactor* reactor,
                                             uint64_t ticket,
                                             const RpcTimer& timer) {
@@ -167,6 +199,9 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::Heartbeat(
     grpc::CallbackServerContext* context, const v1::HeartbeatRequest* request,
     v1::HeartbeatResponse* response) {
   const RpcTimer timer(options_.metrics, Rpc::kHeartbeat);
+  if (absl::Status s = Authorize(*context, Rpc::kHeartbeat); !s.ok()) {
+    return Finish(context, timer, s);
+  }
   if (absl::Status s = ValidateRequest(*request, options_.limits); !s.ok()) {
     return Finish(context, timer, s);
   }
@@ -193,6 +228,9 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::BatchHeartbeat(
     const v1::BatchHeartbeatRequest* request,
     v1::BatchHeartbeatResponse* response) {
   const RpcTimer timer(options_.metrics, Rpc::kBatchHeartbeat);
+  if (absl::Status s = Authorize(*context, Rpc::kBatchHeartbeat); !s.ok()) {
+    return Finish(context, timer, s);
+  }
   if (absl::Status s = ValidateRequest(*request, options_.limits); !s.ok()) {
     return Finish(context, timer, s);
   }
@@ -227,6 +265,9 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::MarkOffline(
     grpc::CallbackServerContext* context, const v1::MarkOfflineRequest* request,
     v1::MarkOfflineResponse* response) {
   const RpcTimer timer(options_.metrics, Rpc::kMarkOffline);
+  if (absl::Status s = Authorize(*context, Rpc::kMarkOffline); !s.ok()) {
+    return Finish(context, timer, s);
+  }
   if (absl::Status s = ValidateRequest(*request, options_.limits); !s.ok()) {
     return Finish(context, timer, s);
   }
@@ -244,6 +285,9 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::ListOnline(
     grpc::CallbackServerContext* context, const v1::ListOnlineRequest* request,
     v1::ListOnlineResponse* response) {
   const RpcTimer timer(options_.metrics, Rpc::kListOnline);
+  if (absl::Status s = Authorize(*context, Rpc::kListOnline); !s.ok()) {
+    return Finish(context, timer, s);
+  }
   if (absl::Status s = ValidateRequest(*request, options_.limits); !s.ok()) {
     return Finish(context, timer, s);
   }
@@ -264,6 +308,9 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::GetPresence(
     grpc::CallbackServerContext* context, const v1::GetPresenceRequest* request,
     v1::GetPresenceResponse* response) {
   const RpcTimer timer(options_.metrics, Rpc::kGetPresence);
+  if (absl::Status s = Authorize(*context, Rpc::kGetPresence); !s.ok()) {
+    return Finish(context, timer, s);
+  }
   if (absl::Status s = ValidateRequest(*request, options_.limits); !s.ok()) {
     return Finish(context, timer, s);
   }
@@ -283,9 +330,12 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::GetPresence(
 }
 
 grpc::ServerWriteReactor<v1::WatchPresenceResponse>*
-PresenceServiceImpl::WatchPresence(grpc::CallbackServerContext* /*context*/,
+PresenceServiceImpl::WatchPresence(grpc::CallbackServerContext* context,
                                    const v1::WatchPresenceRequest* request) {
   const RpcTimer timer(options_.metrics, Rpc::kWatchPresence);
+  if (absl::Status s = Authorize(*context, Rpc::kWatchPresence); !s.ok()) {
+    return new RejectedWatch(s, timer);
+  }
   if (absl::Status s = ValidateRequest(*request, options_.limits); !s.ok()) {
     return new RejectedWatch(s, timer);
   }

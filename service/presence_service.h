@@ -3,9 +3,13 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
+#include <cstdint>
+
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "presence/v1/presence.grpc.pb.h"
+#include "service/caller_auth.h"
 #include "service/event_hub.h"
 #include "service/metrics.h"
 #include "service/presence_registry.h"
@@ -29,6 +33,10 @@ class PresenceServiceImpl final : public v1::PresenceService::CallbackService {
     RequestLimits limits;
     // Null: no metrics, and no clock read for them. Must outlive the service.
     ServerMetrics* metrics = nullptr;
+    // Null: every caller is let in. Otherwise every call must carry
+    // `authorization: Bearer <token>` of one of its callers, or is refused
+    // UNAUTHENTICATED. Must outlive the service.
+    const CallerAuth* auth = nullptr;
   };
 
   // `registry`, `writer` and `hub` must outlive the service.
@@ -64,11 +72,16 @@ class PresenceServiceImpl final : public v1::PresenceService::CallbackService {
                          const RpcTimer& timer);
   void FillHeartbeat(const HeartbeatResult& result,
                      v1::HeartbeatResponse* response) const;
+  // OK if there is no auth or the call carries a known caller's token (then
+  // counted for that caller); else UNAUTHENTICATED, logged.
+  absl::Status Authorize(const grpc::CallbackServerContext& context,
+                         Rpc rpc) const;
 
   PresenceRegistry* const registry_;
   StoreWriter* const writer_;
   EventHub* const hub_;
   const Options options_;
+  mutable std::atomic<int64_t> last_rejection_log_{0};  // unix seconds
 };
 
 }  // namespace presence

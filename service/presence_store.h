@@ -42,6 +42,9 @@ class PresenceStore {
   virtual absl::StatusOr<StoredState> Load(absl::Time live_after) = 0;
 
   // Applies `changes` in order, atomically: on error none of them is durable.
+  // An error must leave the store usable: the writer retries the same changes
+  // (with newer ones) until a commit succeeds, so once the fault is gone (disk
+  // space freed, lock released) a later call must be able to succeed.
   virtual absl::Status Commit(absl::Span<const SessionChange> changes) = 0;
 };
 

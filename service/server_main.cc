@@ -5,6 +5,9 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -17,8 +20,10 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "service/caller_auth.h"
 #include "service/log.h"
 #include "service/presence_server.h"
+#include "service/status_macros.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "HOST:PORT to serve gRPC on. Port 0 picks a free port; the "
@@ -58,6 +63,35 @@ ABSL_FLAG(int32_t, watcher_queue_size, 1'024,
           "its queue is replaced by one fresh snapshot, so a stuck watcher "
           "cannot grow presenced's memory.");
 
+ABSL_FLAG(int32_t, max_sessions_per_user, 32,
+          "A user's sessions at most; a heartbeat of a new session beyond it "
+          "ends the user's oldest session. 0: no limit.");
+ABSL_FLAG(int32_t, max_request_bytes, 4 * 1024 * 1024,
+          "The largest request message accepted; larger ones are refused "
+          "with RESOURCE_EXHAUSTED.");
+ABSL_FLAG(absl::Duration, keepalive_time, absl::Minutes(1),
+          "Ping each client connection this often; one that does not answer "
+          "within --keepalive_timeout is closed (dead watchers are reaped).");
+ABSL_FLAG(absl::Duration, keepalive_timeout, absl::Seconds(20),
+          "How long a keepalive ping may go unanswered.");
+ABSL_FLAG(absl::Duration, max_connection_idle, absl::Minutes(30),
+          "Close a client connection that had no call for this long (the "
+          "client reconnects when it needs to).");
+ABSL_FLAG(std::string, auth_tokens_file, "",
+          "Callers and their bearer tokens, one 'NAME TOKEN' a line ('#' "
+          "starts a comment). Every RPC but grpc.health.v1.Health then needs "
+          "'authorization: Bearer TOKEN'. SIGHUP reloads it. Empty: no "
+          "authentication.");
+ABSL_FLAG(std::string, tls_cert, "",
+          "Serve TLS with this certificate chain (PEM), with --tls_key.");
+ABSL_FLAG(std::string, tls_key, "", "The private key of --tls_cert (PEM).");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "mTLS: refuse clients without a certificate signed by this CA "
+          "(PEM). Needs --tls_cert.");
+ABSL_FLAG(std::string, reflection, "auto",
+          "Server reflection: on, off, or auto (on without "
+          "--auth_tokens_file, off with it: reflection cannot check tokens).");
+
 namespace {
 
 constexpr char kUsage[] =
@@ -69,6 +103,44 @@ constexpr char kUsage[] =
 int Fail(const std::string& message) {
   std::fprintf(stderr, "presenced: %s\n", message.c_str());
   return 1;
+}
+
+absl::StatusOr<std::string> ReadPem(const char* flag, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream content;
+  content << in.rdbuf();
+  if (!in || content.str().empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot read --", flag, " ", path));
+  }
+  return content.str();
+}
+
+// Plaintext, TLS, or TLS with client certificates, from the --tls_* flags.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials() {
+  const std::string cert = absl::GetFlag(FLAGS_tls_cert);
+  const std::string key = absl::GetFlag(FLAGS_tls_key);
+  const std::string client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  if (cert.empty() && key.empty() && client_ca.empty()) {
+    return grpc::InsecureServerCredentials();
+  }
+  if (cert.empty() || key.empty()) {
+    return absl::InvalidArgumentError(
+        "TLS needs both --tls_cert and --tls_key");
+  }
+  grpc::SslServerCredentialsOptions ssl(
+      client_ca.empty()
+          ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+          : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  PRESENCE_ASSIGN_OR_RETURN(pair.cert_chain, ReadPem("tls_cert", cert));
+  PRESENCE_ASSIGN_OR_RETURN(pair.private_key, ReadPem("tls_key", key));
+  ssl.pem_key_cert_pairs.push_back(std::move(pair));
+  if (!client_ca.empty()) {
+    PRESENCE_ASSIGN_OR_RETURN(ssl.pem_root_certs,
+                              ReadPem("tls_client_ca", client_ca));
+  }
+  return grpc::SslServerCredentials(ssl);
 }
 
 }  // namespace
@@ -94,6 +166,16 @@ int main(int argc, char** argv) {
                              "'; flags are --name=value, see --help"));
   }
 
+  // Block the shutdown signals before any thread starts (creating gRPC
+  // credentials already starts gRPC's threads), so that every thread
+  // inherits the mask and only sigwait() below receives them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);  // reloads --auth_tokens_file
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
   presence::ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
@@ -105,6 +187,11 @@ int main(int argc, char** argv) {
   options.watch.max_watchers = absl::GetFlag(FLAGS_max_watchers);
   options.watch.ring_size = absl::GetFlag(FLAGS_watch_ring_size);
   options.watch.queue_size = absl::GetFlag(FLAGS_watcher_queue_size);
+  options.max_sessions_per_user = absl::GetFlag(FLAGS_max_sessions_per_user);
+  options.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  options.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
+  options.keepalive_timeout = absl::GetFlag(FLAGS_keepalive_timeout);
+  options.max_connection_idle = absl::GetFlag(FLAGS_max_connection_idle);
   const std::string durability = absl::GetFlag(FLAGS_durability);
   if (durability == "commit") {
     options.durability = presence::Durability::kCommit;
@@ -117,14 +204,33 @@ int main(int argc, char** argv) {
   if (absl::Status s = presence::ValidateServerOptions(options); !s.ok()) {
     return Fail(absl::StrCat("--", s.message()));
   }
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      Credentials();
+  if (!credentials.ok())
+    return Fail(std::string(credentials.status().message()));
+  options.credentials = *std::move(credentials);
+  std::unique_ptr<presence::CallerAuth> auth;
+  if (const std::string path = absl::GetFlag(FLAGS_auth_tokens_file);
+      !path.empty()) {
+    absl::StatusOr<std::unique_ptr<presence::CallerAuth>> loaded =
+        presence::CallerAuth::Load(path);
+    if (!loaded.ok()) {
+      return Fail(
+          absl::StrCat("--auth_tokens_file: ", loaded.status().message()));
+    }
+    auth = *std::move(loaded);
+    options.auth = auth.get();
+  }
+  const std::string reflection = absl::GetFlag(FLAGS_reflection);
+  if (reflection == "auto") {
+    options.reflection = auth == nullptr;
+  } else if (reflection == "on" || reflection == "off") {
+    options.reflection = reflection == "on";
+  } else {
+    return Fail(absl::StrCat("--reflection must be on, off or auto, got '",
+                             reflection, "'"));
+  }
 
-  // Block the shutdown signals before any thread starts, so that every
-  // thread inherits the mask and only sigwait() below receives them.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   absl::StatusOr<std::unique_ptr<presence::PresenceServer>> server =
       presence::PresenceServer::Start(options);
@@ -139,8 +245,26 @@ int main(int argc, char** argv) {
       absl::FormatDuration(options.online_window), ", heartbeat_interval ",
       absl::FormatDuration(options.heartbeat_interval), ")"));
 
+  if (auth != nullptr) {
+    presence::LogInfo(
+        absl::StrCat("authentication on: ", auth->callers().size(),
+                     " callers from ", auth->path(), "; SIGHUP reloads it"));
+  }
   int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  while (sigwait(&signals, &signal_number) == 0 && signal_number == SIGHUP) {
+    if (auth == nullptr) {
+      presence::LogInfo("SIGHUP: no --auth_tokens_file to reload");
+      continue;
+    }
+    absl::StatusOr<size_t> reloaded = auth->Reload();
+    if (reloaded.ok()) {
+      presence::LogInfo(absl::StrCat("SIGHUP: reloaded ", *reloaded,
+                                     " callers from ", auth->path()));
+    } else {
+      presence::LogError(absl::StrCat("SIGHUP: kept the previous callers: ",
+                                      reloaded.status().message()));
+    }
+  }
   presence::LogInfo(
       absl::StrCat("received ", strsignal(signal_number), ", shutting down"));
   if (absl::Status s = (*server)->Shutdown(); !s.ok()) {

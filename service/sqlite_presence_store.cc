@@ -39,16 +39,49 @@ constexpr const char* kMigrations[] = {
 static_assert(std::size(kMigrations) == SqlitePresenceStore::kSchemaVersion,
               "one migration per schema version");
 
+// SQLite says "disk I/O error" whatever failed; its extended code says more.
+std::string IoErrorDetail(int extended_code) {
+  std::string what;
+  switch (extended_code) {
+    case SQLITE_IOERR_READ:
+    case SQLITE_IOERR_SHORT_READ:
+      what = "a read failed";
+      break;
+    case SQLITE_IOERR_WRITE:
+      what = "a write failed";
+      break;
+    case SQLITE_IOERR_FSYNC:
+    case SQLITE_IOERR_DIR_FSYNC:
+      what = "a flush to disk failed";
+      break;
+    default:
+      what = absl::StrCat("SQLite code ", extended_code);
+  }
+  return absl::StrCat(" (", what,
+                      "; check the disk, and that the file and its "
+                      "filesystem are writable)");
+}
+
 absl::Status SqliteError(const SQLite::Exception& e, absl::string_view what) {
   const int code = e.getErrorCode() & 0xff;  // primary result code
   std::string message = absl::StrCat(what, ": ", e.what());
-  if (code == SQLITE_NOTADB || code == SQLITE_CORRUPT) {
-    return absl::DataLossError(absl::StrCat(
-        message,
-        " (the file is not a presenced database or is corrupt; "
-        "restore it from a backup or move it away to start empty)"));
+  if (code == SQLITE_IOERR) {
+    message += IoErrorDetail(e.getExtendedErrorCode());
   }
-  return absl::UnavailableError(message);
+  switch (code) {
+    case SQLITE_NOTADB:
+    case SQLITE_CORRUPT:
+      return absl::DataLossError(absl::StrCat(
+          message,
+          " (the file is not a presenced database or is corrupt; "
+          "restore it from a backup or move it away to start empty)"));
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return absl::UnavailableError(
+          absl::StrCat(message, " (another program holds a write lock on it)"));
+    default:
+      return absl::UnavailableError(message);
+  }
 }
 
 int64_t ToMicros(absl::Time t) { return absl::ToUnixMicros(t); }
@@ -79,9 +112,11 @@ absl::Status Migrate(SQLite::Database& db) {
 
 SqlitePresenceStore::LockFile::~LockFile() { close(fd_); }
 
-SqlitePresenceStore::SqlitePresenceStore(std::unique_ptr<LockFile> lock,
+SqlitePresenceStore::SqlitePresenceStore(std::string path,
+                                         std::unique_ptr<LockFile> lock,
                                          std::unique_ptr<SQLite::Database> db)
-    : lock_(std::move(lock)),
+    : path_(std::move(path)),
+      lock_(std::move(lock)),
       db_(std::move(db)),
       upsert_session_(*db_,
                       "INSERT INTO sessions (user_id, session_id, "
@@ -120,20 +155,30 @@ absl::StatusOr<std::unique_ptr<SqlitePresenceStore>> SqlitePresenceStore::Open(
   } catch (const SQLite::Exception& e) {
     return SqliteError(e, absl::StrCat("cannot open database ", options.path));
   }
+  // SQLite silently falls back to read-only when the file cannot be opened
+  // for writing; every commit would then fail.
+  if (sqlite3_db_readonly(db->getHandle(), "main") == 1) {
+    const int error = access(options.path.c_str(), W_OK) != 0 ? errno : 0;
+    return absl::UnavailableError(absl::StrCat(
+        "cannot open database ", options.path, " for writing",
+        error != 0 ? absl::StrCat(": ", std::strerror(error)) : "",
+        " (check the file's owner, mode and attributes (lsattr), and that its "
+        "filesystem is not mounted read-only)"));
+  }
   try {
     // The first statement that reads the file: a file that is not a database
     // fails here, before anything is written to it.
     db->exec("PRAGMA journal_mode = WAL");
     db->exec(options.sync_full ? "PRAGMA synchronous = FULL"
                                : "PRAGMA synchronous = NORMAL");
-    // Readers (sqlite3 CLI, backups) may hold the file briefly.
-    db->setBusyTimeout(5000);
+    db->setBusyTimeout(
+        static_cast<int>(absl::ToInt64Milliseconds(kBusyTimeout)));
     if (absl::Status s = Migrate(*db); !s.ok()) {
       return absl::Status(
           s.code(), absl::StrCat("database ", options.path, ": ", s.message()));
     }
     return std::unique_ptr<SqlitePresenceStore>(
-        new SqlitePresenceStore(std::move(lock), std::move(db)));
+        new SqlitePresenceStore(options.path, std::move(lock), std::move(db)));
   } catch (const SQLite::Exception& e) {
     return SqliteError(e, absl::StrCat("cannot open database ", options.path));
   }
@@ -175,13 +220,18 @@ absl::StatusOr<StoredState> SqlitePresenceStore::Load(absl::Time live_after) {
     txn.commit();
     return state;
   } catch (const SQLite::Exception& e) {
-    return SqliteError(e, "cannot load presence state");
+    return SqliteError(e,
+                       absl::StrCat("cannot load presence state from ", path_));
   }
 }
 
 absl::Status SqlitePresenceStore::Commit(
     absl::Span<const SessionChange> changes) {
   try {
+    // A failed commit is rolled back by SQLite or by ~Transaction. Should a
+    // transaction still be open, every BEGIN would fail from now on, and the
+    // writer's retries would never succeed once the fault is gone.
+    if (sqlite3_get_autocommit(db_->getHandle()) == 0) db_->exec("ROLLBACK");
     SQLite::Transaction txn(*db_);
     for (const SessionChange& c : changes) {
       switch (c.kind) {

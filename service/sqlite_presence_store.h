@@ -7,6 +7,7 @@
 #include "SQLiteCpp/Database.h"
 #include "SQLiteCpp/Statement.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "service/presence_store.h"
 
 namespace presence {
@@ -18,6 +19,12 @@ namespace presence {
 class SqlitePresenceStore : public PresenceStore {
  public:
   static constexpr int kSchemaVersion = 1;
+  // How long a commit waits for another program's write lock before it fails
+  // (and is retried by the StoreWriter). In WAL mode readers never block a
+  // commit, so only a foreign writer or a checkpoint by hand can. Short, so
+  // that the calls waiting on a blocked commit are answered UNAVAILABLE
+  // well within a client's deadline (5 s by default), not DEADLINE_EXCEEDED.
+  static constexpr absl::Duration kBusyTimeout = absl::Seconds(1);
 
   struct Options {
     std::string path;
@@ -26,15 +33,21 @@ class SqlitePresenceStore : public PresenceStore {
     bool sync_full = true;
   };
 
-  // Errors: UNAVAILABLE if the file cannot be opened or created or is locked
-  // by another presenced, DATA_LOSS if it is not a SQLite database or is
-  // corrupt, FAILED_PRECONDITION if its schema is newer than this binary's.
+  // Errors: UNAVAILABLE if the file cannot be opened or created, cannot be
+  // written, or is locked by another presenced, DATA_LOSS if it is not a
+  // SQLite database or is corrupt, FAILED_PRECONDITION if its schema is newer
+  // than this binary's. Each names the file.
   static absl::StatusOr<std::unique_ptr<SqlitePresenceStore>> Open(
       const Options& options);
 
   SqlitePresenceStore(const SqlitePresenceStore&) = delete;
   SqlitePresenceStore& operator=(const SqlitePresenceStore&) = delete;
 
+  // DATA_LOSS if the file turns out to be corrupt, else UNAVAILABLE with
+  // SQLite's reason: "database or disk is full", "database is locked" (after
+  // kBusyTimeout), "disk I/O error" with the operation that failed. The
+  // store stays usable after an error, so a retry succeeds once the fault is
+  // gone.
   absl::StatusOr<StoredState> Load(absl::Time live_after) override;
   absl::Status Commit(absl::Span<const SessionChange> changes) override;
 
@@ -53,10 +66,11 @@ class SqlitePresenceStore : public PresenceStore {
     const int fd_;
   };
 
-  SqlitePresenceStore(std::unique_ptr<LockFile> lock,
+  SqlitePresenceStore(std::string path, std::unique_ptr<LockFile> lock,
                       std::unique_ptr<SQLite::Database> db);
 
-  // Declared first, destroyed last: the lock outlives the connection.
+  const std::string path_;
+  // Declared before db_, destroyed after it: the lock outlives the connection.
   const std::unique_ptr<LockFile> lock_;
   const std::unique_ptr<SQLite::Database> db_;
   SQLite::Statement upsert_session_;

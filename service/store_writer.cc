@@ -11,7 +11,7 @@
 namespace presence {
 
 StoreWriter::StoreWriter(PresenceStore* store, Options options)
-    : store_(store), options_(options), thread_([this] { Run(); }) {}
+    : store_(store), options_(std::move(options)), thread_([this] { Run(); }) {}
 
 StoreWriter::~StoreWriter() { Stop().IgnoreError(); }
 
@@ -106,12 +106,37 @@ void StoreWriter::Coalesce(std::vector<SessionChange>& batch) {
   batch.swap(out);
 }
 
+void StoreWriter::ReportOutcome(const absl::Status& status,
+                                absl::Time attempted_at, uint64_t uncommitted) {
+  const bool failing = outage_start_ != absl::InfinitePast();
+  if (!status.ok()) {
+    ++outage_attempts_;
+    if (failing) return;  // once per outage: a retry every 200 ms would flood
+    outage_start_ = attempted_at;
+    LogError(absl::StrCat("store commits fail, retrying every ",
+                          absl::FormatDuration(options_.retry_backoff),
+                          " (changes not durable yet: ", uncommitted,
+                          "): ", status.message()));
+  } else {
+    if (!failing) return;
+    LogInfo(
+        absl::StrCat("store commits succeed again after ",
+                     absl::FormatDuration(absl::Trunc(
+                         absl::Now() - outage_start_, absl::Milliseconds(1))),
+                     " (failed attempts: ", outage_attempts_,
+                     "); the changes kept meanwhile are durable"));
+    outage_start_ = absl::InfinitePast();
+    outage_attempts_ = 0;
+  }
+  if (options_.on_health_change) options_.on_health_change(status);
+}
+
 void StoreWriter::Run() {
   absl::Time last_attempt = absl::InfinitePast();
-  bool failing = false;  // log once per outage, not once per retry
   for (;;) {
     std::vector<SessionChange> batch;
     uint64_t batch_last_ticket;
+    uint64_t uncommitted;  // recorded up to the batch's end, not committed
     bool final_attempt;
     {
       absl::MutexLock lock(&mu_);
@@ -136,6 +161,7 @@ void StoreWriter::Run() {
 
       batch.swap(pending_);
       batch_last_ticket = last_ticket_;
+      uncommitted = last_ticket_ - committed_ticket_;
       final_attempt = stopping_;
     }
 
@@ -149,13 +175,14 @@ void StoreWriter::Run() {
           absl::FromChrono(std::chrono::steady_clock::now() - started),
           recorded, status);
     }
-    if (status.ok() && failing) {
-      LogInfo("store commits succeed again; the queued changes are durable");
-    } else if (!status.ok() && !failing) {
-      LogError(absl::StrCat("store commit failed (", batch.size(),
-                            " changes kept, retrying): ", status.message()));
+    // Before the outcome is published under mu_: from then on WhenDurable()
+    // answers with it at once, on the caller's thread, and a caller told
+    // UNAVAILABLE must find the health NOT_SERVING. Not for a failed final
+    // attempt, which is not retried: Stop() returns its error and the server
+    // logs the loss.
+    if (status.ok() || !final_attempt) {
+      ReportOutcome(status, last_attempt, uncommitted);
     }
-    failing = !status.ok();
 
     std::vector<std::pair<Callback, absl::Status>> ready;
     {

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -45,7 +46,8 @@ class CommitObserver {
 //
 // A batch that fails to commit stays queued and is retried (together with
 // newer changes) after a backoff, so memory and disk converge once the fault
-// is gone; the callers waiting on it are told UNAVAILABLE at once.
+// is gone; the callers waiting on it are told UNAVAILABLE at once. An outage
+// is logged when it starts and when it ends, not once per retry.
 //
 // Thread-safe. Callbacks run on the writer thread, with no lock held.
 class StoreWriter : public ChangeSink {
@@ -58,6 +60,11 @@ class StoreWriter : public ChangeSink {
     absl::Duration retry_backoff = absl::Milliseconds(200);
     // Null: nobody is told. Must outlive the writer.
     CommitObserver* observer = nullptr;
+    // Called on the writer thread, with no lock held, when commits start to
+    // fail (with the first failed attempt's error) and when one succeeds
+    // again (with OK): e.g. the server's health. Before any caller learns
+    // that attempt's outcome. Empty: nobody is told.
+    std::function<void(const absl::Status&)> on_health_change;
   };
 
   // `store` must outlive the writer. Starts the writer thread.
@@ -92,6 +99,11 @@ class StoreWriter : public ChangeSink {
   void Run();
   // Merges repeated heartbeats of a session within `batch`, in place.
   static void Coalesce(std::vector<SessionChange>& batch);
+  // Logs the start and the end of an outage and calls on_health_change.
+  // `attempted_at`: when the attempt began; `uncommitted`: the changes
+  // recorded up to the attempt and not committed before it.
+  void ReportOutcome(const absl::Status& status, absl::Time attempted_at,
+                     uint64_t uncommitted);
   // False while `ticket` waits for its (next) commit attempt; else true, with
   // the outcome of its last attempt in *outcome.
   bool Decided(uint64_t ticket, absl::Status* outcome) const
@@ -114,6 +126,11 @@ class StoreWriter : public ChangeSink {
   bool exited_ ABSL_GUARDED_BY(mu_) = false;  // the thread has ended
   absl::Status stop_status_ ABSL_GUARDED_BY(mu_);
   int64_t commits_ ABSL_GUARDED_BY(mu_) = 0;
+
+  // Writer thread only: when the outage in progress began (InfinitePast:
+  // none), and its failed attempts.
+  absl::Time outage_start_ = absl::InfinitePast();
+  int64_t outage_attempts_ = 0;
 
   absl::Mutex stop_mu_;  // serialises Stop()
   std::thread thread_;

@@ -464,7 +464,7 @@ TEST(MetricsTest, OffByDefault) {
   ASSERT_FALSE(server.address.empty());
   server.process->Signal(SIGTERM);
   const Subprocess::Exit exit = server.process->Wait();
-  EXPECT_EQ(exit.code, 0) << exit.err;
+  EXPECT_EQ(exit.code, 0) << "signal " << exit.signal << "\n" << exit.err;
   EXPECT_FALSE(absl::StrContains(exit.err, "metrics on")) << exit.err;
 }
 

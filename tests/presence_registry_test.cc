@@ -92,6 +92,39 @@ TEST_F(RegistryTest, HeartbeatMakesUserOnlineUntilWindowEnds) {
   EXPECT_EQ(AllOnline(), std::vector<int64_t>{42});
 }
 
+TEST(RegistryLimitTest, ANewSessionBeyondTheLimitEndsTheOldest) {
+  FakeClock clock;
+  RecordingSink sink;
+  PresenceRegistry registry(clock, kWindow, &sink, nullptr,
+                            /*max_sessions_per_user=*/3);
+  for (const char* tab : {"a", "b", "c"}) {
+    registry.Heartbeat(42, tab);
+    clock.Advance(absl::Seconds(1));
+  }
+  registry.Heartbeat(42, "a");  // "a" is now the newest; "b" the oldest
+  clock.Advance(absl::Seconds(1));
+  const absl::Time now = clock.Now();
+  HeartbeatResult r = registry.Heartbeat(42, "d");
+  EXPECT_FALSE(r.became_online);
+  EXPECT_EQ(registry.GetPresence({42}).users.at(0).live_sessions, 3);
+  // "b" ended and the store is told so, before the new session's change.
+  std::vector<SessionChange> changes = sink.changes();
+  ASSERT_GE(changes.size(), 2u);
+  const SessionChange& ended = changes[changes.size() - 2];
+  EXPECT_EQ(ended.kind, SessionChange::Kind::kEndSession);
+  EXPECT_EQ(ended.session_id, "b");
+  EXPECT_EQ(ended.at, now);
+  EXPECT_EQ(changes.back().session_id, "d");
+  // Ending "b" again ends nothing: it is gone; the others are live.
+  EXPECT_EQ(registry.MarkOffline(42, "b").sessions_ended, 0);
+  for (const char* tab : {"a", "c", "d"}) {
+    EXPECT_EQ(registry.MarkOffline(42, tab).sessions_ended, 1) << tab;
+  }
+  // Another user has room of their own; a known session is never evicted.
+  for (int i = 0; i < 5; ++i) registry.Heartbeat(7, "same");
+  EXPECT_EQ(registry.GetPresence({7}).users.at(0).live_sessions, 1);
+}
+
 TEST_F(RegistryTest, SecondHeartbeatOfOnlineUserDoesNotBecomeOnline) {
   registry_.Heartbeat(42, "tab");
   clock_.Advance(absl::Minutes(2));

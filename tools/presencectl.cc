@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,15 @@ ABSL_FLAG(std::string, session, "",
           "heartbeat; every session of the user for offline.");
 ABSL_FLAG(std::vector<std::string>, users, {},
           "list, watch: only these user ids (comma-separated).");
+ABSL_FLAG(std::string, token, "",
+          "Bearer token for presenced's --auth_tokens_file. Default: the "
+          "PRESENCE_TOKEN environment variable (safer: a flag shows in ps).");
+ABSL_FLAG(std::string, tls_ca, "",
+          "Speak TLS to presenced, trusting this CA certificate (PEM). "
+          "Implied (with the system's roots) by --tls_cert.");
+ABSL_FLAG(std::string, tls_cert, "",
+          "mTLS: this client certificate (PEM), with --tls_key.");
+ABSL_FLAG(std::string, tls_key, "", "mTLS: the client certificate's key.");
 
 namespace {
 
@@ -283,6 +293,20 @@ int main(int argc, char** argv) {
   presence::ClientOptions options;
   options.target = absl::GetFlag(FLAGS_server);
   options.deadline = absl::GetFlag(FLAGS_timeout);
+  options.token = absl::GetFlag(FLAGS_token);
+  if (options.token.empty()) {
+    if (const char* token = std::getenv("PRESENCE_TOKEN"))
+      options.token = token;
+  }
+  if (!absl::GetFlag(FLAGS_tls_ca).empty() ||
+      !absl::GetFlag(FLAGS_tls_cert).empty()) {
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> tls =
+        presence::TlsCredentials(absl::GetFlag(FLAGS_tls_ca),
+                                 absl::GetFlag(FLAGS_tls_cert),
+                                 absl::GetFlag(FLAGS_tls_key));
+    if (!tls.ok()) return UsageError(std::string(tls.status().message()));
+    options.credentials = *std::move(tls);
+  }
   presence::Client client(options);
 
   if (command == "heartbeat" || command == "offline") {

@@ -39,6 +39,16 @@ ABSL_FLAG(int32_t, max_event_streams, 100'000,
           "answered 503.");
 ABSL_FLAG(absl::Duration, keepalive, absl::Seconds(15),
           "How often each event stream gets a keep-alive comment.");
+ABSL_FLAG(std::string, presenced_token_file, "",
+          "File holding presence-rest's own bearer token for presenced's "
+          "--auth_tokens_file. Empty: none.");
+ABSL_FLAG(std::string, presenced_tls_ca, "",
+          "Speak TLS to presenced, trusting this CA certificate (PEM).");
+ABSL_FLAG(std::string, presenced_tls_cert, "",
+          "mTLS to presenced: this client certificate (PEM), with "
+          "--presenced_tls_key.");
+ABSL_FLAG(std::string, presenced_tls_key, "",
+          "mTLS to presenced: the client certificate's key (PEM).");
 
 namespace {
 
@@ -52,6 +62,27 @@ constexpr char kUsage[] =
 int Fail(const std::string& message) {
   std::fprintf(stderr, "presence-rest: %s\n", message.c_str());
   return 1;
+}
+
+// A secret kept in a file (so that it shows neither in ps nor in a unit
+// file), without one trailing newline.
+absl::StatusOr<std::string> ReadSecret(const std::string& flag,
+                                       const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot read --", flag, " ", path, ": ", std::strerror(errno)));
+  }
+  std::stringstream content;
+  content << in.rdbuf();
+  const std::string whole = content.str();
+  absl::string_view secret = whole;
+  if (!absl::ConsumeSuffix(&secret, "\r\n")) absl::ConsumeSuffix(&secret, "\n");
+  if (secret.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("--", flag, " ", path, " is empty"));
+  }
+  return std::string(secret);
 }
 
 }  // namespace
@@ -86,30 +117,25 @@ int main(int argc, char** argv) {
   if (secret_file.empty()) {
     return Fail("--jwt_secret_file is required (the HS256 key of the JWTs)");
   }
-  std::ifstream in(secret_file, std::ios::binary);
-  if (!in) {
-    return Fail(absl::StrCat("cannot read --jwt_secret_file ", secret_file,
-                             ": ", std::strerror(errno)));
+  absl::StatusOr<std::string> secret =
+      ReadSecret("jwt_secret_file", secret_file);
+  if (!secret.ok()) return Fail(std::string(secret.status().message()));
+  options.jwt_secret = *std::move(secret);
+  if (const std::string path = absl::GetFlag(FLAGS_presenced_token_file);
+      !path.empty()) {
+    absl::StatusOr<std::string> token =
+        ReadSecret("presenced_token_file", path);
+    if (!token.ok()) return Fail(std::string(token.status().message()));
+    options.presenced.token = *std::move(token);
   }
-  std::stringstream secret;
-  secret << in.rdbuf();
-  options.jwt_secret = secret.str();
-  absl::string_view trimmed = options.jwt_secret;
-  if (!absl::ConsumeSuffix(&trimmed, "\r\n")) {
-    absl::ConsumeSuffix(&trimmed, "\n");
-  }
-  options.jwt_secret = std::string(trimmed);
-  if (options.jwt_secret.empty()) {
-    return Fail(absl::StrCat("--jwt_secret_file ", secret_file, " is empty"));
-  }
-
-  // Every open browser holds a connection: allow as many descriptors as the
-  // hard limit lets us (the soft limit is often 1,024).
-  rlimit files;
-  if (getrlimit(RLIMIT_NOFILE, &files) == 0 &&
-      files.rlim_cur < files.rlim_max) {
-    files.rlim_cur = files.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &files);
+  if (!absl::GetFlag(FLAGS_presenced_tls_ca).empty() ||
+      !absl::GetFlag(FLAGS_presenced_tls_cert).empty()) {
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> tls =
+        presence::TlsCredentials(absl::GetFlag(FLAGS_presenced_tls_ca),
+                                 absl::GetFlag(FLAGS_presenced_tls_cert),
+                                 absl::GetFlag(FLAGS_presenced_tls_key));
+    if (!tls.ok()) return Fail(std::string(tls.status().message()));
+    options.presenced.credentials = *std::move(tls);
   }
 
   sigset_t signals;

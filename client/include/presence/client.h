@@ -21,9 +21,19 @@ struct ClientOptions {
   std::string target = "127.0.0.1:50051";
   // Deadline of each call, retries included.
   absl::Duration deadline = absl::Seconds(5);
-  // Null: plaintext.
+  // Null: plaintext. See TlsCredentials().
   std::shared_ptr<grpc::ChannelCredentials> credentials;
+  // Sent as `authorization: Bearer <token>` with every call (presenced's
+  // --auth_tokens_file). Empty: none.
+  std::string token;
 };
+
+// TLS to presenced: trusting the CA in `ca_file` (empty: the system's
+// roots), presenting the client certificate in `cert_file` with its key in
+// `key_file` for mTLS (both empty: none). PEM files.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> TlsCredentials(
+    const std::string& ca_file, const std::string& cert_file = "",
+    const std::string& key_file = "");
 
 // A typed client for presence.v1.PresenceService. Thread-safe; one Client
 // (one channel) per process is the intended use.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import json
+import os
 from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 import grpc
@@ -51,6 +53,34 @@ CHANNEL_OPTIONS: Tuple[Tuple[str, Any], ...] = (
 )
 
 
+class _BearerToken(grpc.UnaryUnaryClientInterceptor,
+                   grpc.UnaryStreamClientInterceptor):
+    """Adds `authorization: Bearer <token>` to every call."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", "Bearer " + token)
+
+    def _with_token(self, details):
+        metadata = list(details.metadata or []) + [self._header]
+        return _CallDetails(details.method, details.timeout, metadata,
+                            details.credentials, details.wait_for_ready,
+                            details.compression)
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._with_token(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._with_token(details), request)
+
+
+class _CallDetails(
+        collections.namedtuple(
+            "_CallDetails", ("method", "timeout", "metadata", "credentials",
+                             "wait_for_ready", "compression")),
+        grpc.ClientCallDetails):
+    pass
+
+
 class PresenceClient:
     """A typed client for presenced. Thread-safe: one per process.
 
@@ -67,16 +97,26 @@ class PresenceClient:
     def __init__(self, target: str = DEFAULT_TARGET, *,
                  timeout: float = DEFAULT_TIMEOUT,
                  credentials: Optional[grpc.ChannelCredentials] = None,
+                 token: Optional[str] = None,
                  options: Sequence[Tuple[str, Any]] = ()) -> None:
         """`target` is presenced's HOST:PORT (any gRPC target works);
-        `credentials` None means plaintext; `options` are extra gRPC channel
-        arguments, applied after CHANNEL_OPTIONS."""
+        `credentials` None means plaintext; `token` is sent as
+        `authorization: Bearer <token>` with every call (presenced's
+        --auth_tokens_file; None: the PRESENCE_TOKEN environment variable,
+        if set); `options` are extra gRPC channel arguments, applied after
+        CHANNEL_OPTIONS."""
         channel_options = list(CHANNEL_OPTIONS) + list(options)
         if credentials is None:
             channel = grpc.insecure_channel(target, options=channel_options)
         else:
             channel = grpc.secure_channel(target, credentials,
                                           options=channel_options)
+        if token is None:
+            token = os.environ.get("PRESENCE_TOKEN") or None
+        if token:
+            # Call credentials would be the gRPC way, but gRPC sends them
+            # only over TLS; presenced may use tokens on plaintext loopback.
+            channel = grpc.intercept_channel(channel, _BearerToken(token))
         self._init(channel, timeout)
 
     @classmethod

@@ -2,6 +2,8 @@
 
 Settings:
     PRESENCE_SERVER   presenced's HOST:PORT (default "127.0.0.1:50051").
+    PRESENCE_TOKEN    bearer token for presenced's --auth_tokens_file
+                      (default: the PRESENCE_TOKEN environment variable)
     PRESENCE_TIMEOUT  deadline of each call in seconds, retries included
                       (default 2: a page should not wait longer).
 """
@@ -33,7 +35,8 @@ def get_client() -> PresenceClient:
             _client = PresenceClient(
                 getattr(settings, "PRESENCE_SERVER", DEFAULT_SERVER),
                 timeout=float(getattr(settings, "PRESENCE_TIMEOUT",
-                                      DEFAULT_TIMEOUT)))
+                                      DEFAULT_TIMEOUT)),
+                token=getattr(settings, "PRESENCE_TOKEN", None))
         return _client
 
 
@@ -49,5 +52,5 @@ def reset_client() -> None:
 @receiver(setting_changed)
 def _on_setting_changed(setting: str, **kwargs) -> None:
     # override_settings() in tests points the app at another presenced.
-    if setting in ("PRESENCE_SERVER", "PRESENCE_TIMEOUT"):
+    if setting in ("PRESENCE_SERVER", "PRESENCE_TIMEOUT", "PRESENCE_TOKEN"):
         reset_client()

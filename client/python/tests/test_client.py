@@ -338,6 +338,48 @@ class WatchTest(PresencedTestCase):
         self.assertEqual(recorder.next_entry(), ("end",))
 
 
+class TokenTest(unittest.TestCase):
+    """presenced with --auth_tokens_file: the token goes with every call,
+    the watch included."""
+
+    TOKEN = "django-3f9c2b7e5a1d4c8f"
+
+    def setUp(self) -> None:
+        self.tokens = os.path.join(os.environ.get("TMPDIR", "/tmp"),
+                                   f"tokens-{os.getpid()}-{id(self)}")
+        with open(self.tokens, "w") as f:
+            f.write(f"django {self.TOKEN}\n")
+        self.addCleanup(os.remove, self.tokens)
+        self.server = Presenced(["--auth_tokens_file=" + self.tokens]).start()
+        self.addCleanup(self.server.close)
+
+    def client(self, **kwargs) -> PresenceClient:
+        client = PresenceClient(self.server.address, **kwargs)
+        self.addCleanup(client.close)
+        return client
+
+    def test_calls_without_the_token_are_refused(self) -> None:
+        with self.assertRaises(presence_client.Unauthenticated) as refused:
+            self.client(token="").heartbeat(42)
+        self.assertIn("authorization: Bearer TOKEN", refused.exception.message)
+        with self.assertRaises(presence_client.Unauthenticated):
+            self.client(token="not-the-token-123456").list_online()
+
+    def test_the_token_goes_with_every_call_and_the_watch(self) -> None:
+        client = self.client(token=self.TOKEN)
+        self.assertTrue(client.heartbeat(42).became_online)
+        self.assertEqual(client.list_online(), [42])
+        with client.watch() as watch:
+            snapshot = next(watch)
+            self.assertIsInstance(snapshot, presence_client.Snapshot)
+            self.assertEqual(snapshot.online_users, [42])
+
+    def test_the_token_comes_from_the_environment(self) -> None:
+        os.environ["PRESENCE_TOKEN"] = self.TOKEN
+        self.addCleanup(os.environ.pop, "PRESENCE_TOKEN")
+        self.assertEqual(self.client().list_online(), [])
+
+
 class ExpiryTest(PresencedTestCase):
     FLAGS = ["--online_window=2s", "--heartbeat_interval=1s"]
 
