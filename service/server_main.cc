@@ -231,7 +231,6 @@ int main(int argc, char** argv) {
                              reflection, "'"));
   }
 
-
   absl::StatusOr<std::unique_ptr<presence::PresenceServer>> server =
       presence::PresenceServer::Start(options);
   if (!server.ok()) return Fail(std::string(server.status().message()));
