@@ -91,14 +91,24 @@ absl::Status Migrate(SQLite::Database& db) {
   SQLite::Transaction txn(db);
   db.exec(
       "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
-  int version =
-      db.execAndGet("SELECT IFNULL(MAX(version), 0) FROM schema_version")
-          .getInt();
-  if (version > SqlitePresenceStore::kSchemaVersion) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "database schema version ", version, " is newer than this presenced (",
-        SqlitePresenceStore::kSchemaVersion, "); run a newer presenced"));
+  SQLite::Column stored =
+      db.execAndGet("SELECT IFNULL(MAX(version), 0) FROM schema_version");
+  // Read as 64 bits and checked: a damaged row (-1, 2^32 - 1, a REAL) must
+  // not index the migrations out of range (found by fuzz/).
+  const int64_t stored_version = stored.getInt64();
+  if (stored.getType() != SQLITE_INTEGER || stored_version < 0) {
+    return absl::DataLossError(
+        absl::StrCat("database schema version '", stored.getString(),
+                     "' is not a version presenced writes; the file is "
+                     "damaged or not presenced's"));
   }
+  if (stored_version > SqlitePresenceStore::kSchemaVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "database schema version ", stored_version,
+        " is newer than this presenced (", SqlitePresenceStore::kSchemaVersion,
+        "); run a newer presenced"));
+  }
+  int version = static_cast<int>(stored_version);
   for (; version < SqlitePresenceStore::kSchemaVersion; ++version) {
     db.exec(kMigrations[version]);
   }

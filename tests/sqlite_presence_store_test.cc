@@ -152,6 +152,27 @@ TEST(SqliteStoreTest, NewerSchemaIsRefused) {
   EXPECT_NE(store.status().message().find("99"), absl::string_view::npos);
 }
 
+// A damaged version row must not index the migrations out of range (found
+// by fuzz/store_recovery_fuzzer: -1, 2^32 - 1 and 1e300 all read as -1
+// through a 32-bit int).
+TEST(SqliteStoreTest, DamagedSchemaVersionIsDataLoss) {
+  for (const char* version : {"-1", "4294967295", "1e300", "'one'"}) {
+    testing::TempDir dir;
+    const std::string path = dir.File("p.db");
+    ASSERT_NE(OpenOrDie(path), nullptr);
+    {
+      SQLite::Database db(path, SQLite::OPEN_READWRITE);
+      db.exec(std::string("UPDATE schema_version SET version = ") + version);
+    }
+    absl::StatusOr<std::unique_ptr<SqlitePresenceStore>> store =
+        SqlitePresenceStore::Open({path});
+    ASSERT_FALSE(store.ok()) << version;
+    EXPECT_TRUE(store.status().code() == absl::StatusCode::kDataLoss ||
+                store.status().code() == absl::StatusCode::kFailedPrecondition)
+        << version << ": " << store.status();
+  }
+}
+
 TEST(SqliteStoreTest, SecondOpenOfTheSameFileIsRefused) {
   testing::TempDir dir;
   const std::string path = dir.File("p.db");
