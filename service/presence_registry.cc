@@ -155,6 +155,7 @@ HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
                      }),
       user.sessions.end());
   user.last_seen_us = std::max(user.last_seen_us, ToUs(now));
+  bool evicted = false;
   if (!found) {
     if (max_sessions_per_user_ > 0 &&
         user.sessions.size() >= static_cast<size_t>(max_sessions_per_user_)) {
@@ -169,6 +170,7 @@ HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
                            std::string(oldest->id.view()), now,
                            FromUs(user.last_seen_us)});
       user.sessions.erase(oldest);
+      evicted = true;
     }
     user.sessions.push_back(Session{SessionId(session_id), ToUs(now)});
   }
@@ -176,6 +178,10 @@ HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
   if (!was_online) {
     AnnounceOnline(shard, user_id, user, PresenceEvent::Reason::kHeartbeat,
                    now);
+  } else if (evicted) {
+    // The ended session may have held the latest end of window (a stamp
+    // ahead of a clock that stepped back): the end can move earlier.
+    IndexExpiry(shard, user_id, user);
   }
 
   HeartbeatResult result;

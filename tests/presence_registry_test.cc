@@ -125,6 +125,28 @@ TEST(RegistryLimitTest, ANewSessionBeyondTheLimitEndsTheOldest) {
   EXPECT_EQ(registry.GetPresence({7}).users.at(0).live_sessions, 1);
 }
 
+// With a limit of 1, a new session ends the only one; if that one was
+// stamped ahead of a clock that then stepped back, the user's end of window
+// moves earlier and the expiry index must follow (found by
+// fuzz/validation_registry_fuzzer).
+TEST(RegistryLimitTest, AnEvictionThatMovesTheEndEarlierIsIndexed) {
+  FakeClock clock;
+  RecordingSink sink;
+  RecordingEvents events;
+  PresenceRegistry registry(clock, kWindow, &sink, &events,
+                            /*max_sessions_per_user=*/1);
+  registry.Heartbeat(42, "a");
+  clock.Advance(-absl::Minutes(1));  // the wall clock steps back
+  const absl::Time end = clock.Now() + kWindow;
+  registry.Heartbeat(42, "b");  // ends "a", whose window ended a minute later
+  clock.Set(end);
+  EXPECT_FALSE(registry.GetPresence({42}).users.at(0).online);
+  registry.SweepExpired();
+  EXPECT_TRUE(registry.ListOnline({}, 0, 10).user_ids.empty());
+  EXPECT_THAT(events.Take(), ::testing::Contains(Event(
+                                 42, false, PresenceEvent::Reason::kExpired)));
+}
+
 TEST_F(RegistryTest, SecondHeartbeatOfOnlineUserDoesNotBecomeOnline) {
   registry_.Heartbeat(42, "tab");
   clock_.Advance(absl::Minutes(2));
