@@ -75,8 +75,9 @@ bool IsHostPort(const std::string& address) {
 }  // namespace
 
 absl::Status ValidateServerOptions(const ServerOptions& options) {
-  if (options.online_window <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("online_window must be > 0");
+  // Times are kept in whole microseconds: a shorter window would be 0.
+  if (options.online_window < absl::Microseconds(1)) {
+    return absl::InvalidArgumentError("online_window must be at least 1us");
   }
   if (options.heartbeat_interval <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("heartbeat_interval must be > 0");
