@@ -5,10 +5,10 @@ function(presence_target_options target)
   if(PRESENCE_WERROR)
     target_compile_options(${target} PRIVATE -Werror)
   endif()
-  if(PRESENCE_SANITIZE)
+  if(PRESENCE_SANITIZE AND CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
     # GCC 12's flow analysis reports false maybe-uninitialized warnings inside
     # libstdc++ (std::regex, std::function) once sanitizer instrumentation is
-    # added; the plain build keeps the warning.
+    # added; the plain build keeps the warning. (Clang has no such option.)
     target_compile_options(${target} PRIVATE -Wno-maybe-uninitialized)
   endif()
   if(PRESENCE_SANITIZE MATCHES "thread")

@@ -22,6 +22,7 @@ packages=(
   # tests and checks
   libgtest-dev libgmock-dev sqlite3 clang-format
   chromium chromium-driver  # the status page and presence.js, tested headless
+  clang-14 libclang-rt-14-dev llvm-14  # fuzz/run.sh: clang, libFuzzer, llvm-symbolizer
   curl  # the REST proxy's end-to-end tests
 )
 if [ "${1:-}" = "--bench" ]; then
