@@ -150,6 +150,7 @@ export class Presence {
     try {
       this.inflight = this.post('/api/chat/heartbeat/', { session_id: this.sessionId });
       const answer = await this.inflight;
+      if (!this.running) return;  // logged out meanwhile
       this.lastBeat = Date.now();
       if (answer.heartbeat_interval_seconds > 0) {
         this.intervalMs = answer.heartbeat_interval_seconds * 1000;

@@ -227,8 +227,9 @@ class PageTest(unittest.TestCase):
         # the page's heartbeats and stream).
         self.browser.run("document.getElementById('logout').click();")
         wait_for(lambda: 7 not in self.online_users(), 10, "user 7 offline after logout")
-        self.assertEqual(self.browser.run(
-            "return document.getElementById('status').textContent"), "Logged out.")
+        wait_for(lambda: self.browser.run(
+            "return document.getElementById('status').textContent") == "Logged out.",
+            10, "the page to say it logged out")
 
     def test_a_hidden_tab_stops_beating(self):
         # A short window, so that a tab that stopped beating expires in the test.
