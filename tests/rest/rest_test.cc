@@ -69,17 +69,20 @@ std::vector<int64_t> Ids(const google::protobuf::Value& list) {
   return ids;
 }
 
-// One request on a fresh connection.
-HttpResult Http(int port, http::verb verb, const std::string& target,
-                const std::string& token = "", const std::string& body = "") {
+// One request on a fresh connection, with `authorization` as the whole
+// Authorization header (none if empty).
+HttpResult HttpWithAuthorization(int port, http::verb verb,
+                                 const std::string& target,
+                                 const std::string& authorization,
+                                 const std::string& body = "") {
   asio::io_context io;
   beast::tcp_stream stream(io);
   stream.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"),
                                static_cast<uint16_t>(port)));
   http::request<http::string_body> request{verb, target, 11};
   request.set(http::field::host, "127.0.0.1");
-  if (!token.empty()) {
-    request.set(http::field::authorization, "Bearer " + token);
+  if (!authorization.empty()) {
+    request.set(http::field::authorization, authorization);
   }
   if (!body.empty()) {
     request.set(http::field::content_type, "application/json");
@@ -99,6 +102,13 @@ HttpResult Http(int port, http::verb verb, const std::string& target,
         << result.body;
   }
   return result;
+}
+
+// The same with `Authorization: Bearer <token>` (none if `token` is empty).
+HttpResult Http(int port, http::verb verb, const std::string& target,
+                const std::string& token = "", const std::string& body = "") {
+  return HttpWithAuthorization(port, verb, target,
+                               token.empty() ? "" : "Bearer " + token, body);
 }
 
 // A browser's EventSource, reduced to what the tests look at.
@@ -312,23 +322,8 @@ TEST_F(RestTest, RefusesCallersWithoutAValidToken) {
     }
   }
   // A header that is not a bearer token.
-  HttpResult basic = [&] {
-    asio::io_context io;
-    beast::tcp_stream stream(io);
-    stream.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"),
-                                 static_cast<uint16_t>(port_)));
-    http::request<http::string_body> request{http::verb::post,
-                                             "/api/chat/heartbeat/", 11};
-    request.set(http::field::authorization, "Basic dXNlcjpwYXNz");
-    request.prepare_payload();
-    http::write(stream, request);
-    beast::flat_buffer buffer;
-    HttpResult result;
-    http::read(stream, buffer, result.raw);
-    result.status = result.raw.result_int();
-    result.body = result.raw.body();
-    return result;
-  }();
+  HttpResult basic = HttpWithAuthorization(
+      port_, http::verb::post, "/api/chat/heartbeat/", "Basic dXNlcjpwYXNz");
   EXPECT_EQ(basic.status, 401);
   EXPECT_THAT(basic.body, HasSubstr("must be 'Bearer TOKEN'"));
   EXPECT_THAT(OnlineUsers(), IsEmpty());  // none of them changed anything
