@@ -205,6 +205,10 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::Heartbeat(
   if (absl::Status s = ValidateRequest(*request, options_.limits); !s.ok()) {
     return Finish(context, timer, s);
   }
+  // Refused before it is applied: memory must not hold what cannot be kept.
+  if (absl::Status s = writer_->accepting(); !s.ok()) {
+    return Finish(context, timer, s);
+  }
   // client_time is deliberately not read: only the server's clock decides.
   const HeartbeatResult result =
       registry_->Heartbeat(request->user_id(), request->session_id());
@@ -232,6 +236,10 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::BatchHeartbeat(
     return Finish(context, timer, s);
   }
   if (absl::Status s = ValidateRequest(*request, options_.limits); !s.ok()) {
+    return Finish(context, timer, s);
+  }
+  // Refused before it is applied: memory must not hold what cannot be kept.
+  if (absl::Status s = writer_->accepting(); !s.ok()) {
     return Finish(context, timer, s);
   }
   // Tickets grow in the order changes are recorded and commits are in
@@ -269,6 +277,10 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::MarkOffline(
     return Finish(context, timer, s);
   }
   if (absl::Status s = ValidateRequest(*request, options_.limits); !s.ok()) {
+    return Finish(context, timer, s);
+  }
+  // Refused before it is applied: memory must not hold what cannot be kept.
+  if (absl::Status s = writer_->accepting(); !s.ok()) {
     return Finish(context, timer, s);
   }
   const MarkOfflineResult result =

@@ -31,7 +31,7 @@ struct StoredState {
 
 // Durable presence state. The seam where storage faults are injected in
 // tests. Not thread-safe: presenced calls Load() once at start-up and then
-// Commit() from its single writer thread only.
+// Commit() and Verify() from its single writer thread only.
 class PresenceStore {
  public:
   virtual ~PresenceStore() = default;
@@ -45,7 +45,16 @@ class PresenceStore {
   // An error must leave the store usable: the writer retries the same changes
   // (with newer ones) until a commit succeeds, so once the fault is gone (disk
   // space freed, lock released) a later call must be able to succeed.
+  //
+  // FAILED_PRECONDITION means the store can never commit again, e.g. its
+  // file was deleted or replaced while open: commits would go to a file
+  // nobody will read. The writer then stops accepting changes for good.
   virtual absl::Status Commit(absl::Span<const SessionChange> changes) = 0;
+
+  // Asked by an idle writer now and then: FAILED_PRECONDITION, as Commit()
+  // would return it, if the store can never commit again; else OK. Cheap
+  // (a stat, not a transaction).
+  virtual absl::Status Verify() { return absl::OkStatus(); }
 };
 
 }  // namespace presence

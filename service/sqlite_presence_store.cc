@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -124,8 +125,10 @@ SqlitePresenceStore::LockFile::~LockFile() { close(fd_); }
 
 SqlitePresenceStore::SqlitePresenceStore(std::string path,
                                          std::unique_ptr<LockFile> lock,
-                                         std::unique_ptr<SQLite::Database> db)
+                                         std::unique_ptr<SQLite::Database> db,
+                                         ino_t wal_inode)
     : path_(std::move(path)),
+      wal_inode_(wal_inode),
       lock_(std::move(lock)),
       db_(std::move(db)),
       upsert_session_(*db_,
@@ -187,8 +190,17 @@ absl::StatusOr<std::unique_ptr<SqlitePresenceStore>> SqlitePresenceStore::Open(
       return absl::Status(
           s.code(), absl::StrCat("database ", options.path, ": ", s.message()));
     }
-    return std::unique_ptr<SqlitePresenceStore>(
-        new SqlitePresenceStore(options.path, std::move(lock), std::move(db)));
+    // Migrate() wrote a transaction: the WAL file exists, and it stays while
+    // this connection is open.
+    struct stat wal;
+    const std::string wal_path = options.path + "-wal";
+    if (stat(wal_path.c_str(), &wal) != 0) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot open database ", options.path, ": its WAL file ", wal_path,
+          " is missing after the first write: ", std::strerror(errno)));
+    }
+    return std::unique_ptr<SqlitePresenceStore>(new SqlitePresenceStore(
+        options.path, std::move(lock), std::move(db), wal.st_ino));
   } catch (const SQLite::Exception& e) {
     return SqliteError(e, absl::StrCat("cannot open database ", options.path));
   }
@@ -235,8 +247,33 @@ absl::StatusOr<StoredState> SqlitePresenceStore::Load(absl::Time live_after) {
   }
 }
 
+absl::Status SqlitePresenceStore::Verify() {
+  int moved = 0;
+  // SQLite's unix VFS compares the inode it opened with what PATH names now.
+  if (sqlite3_file_control(db_->getHandle(), "main", SQLITE_FCNTL_HAS_MOVED,
+                           &moved) != SQLITE_OK) {
+    moved = 0;  // a VFS without the check: nothing to say
+  }
+  std::string what = path_;
+  if (moved == 0) {
+    struct stat wal;
+    what = path_ + "-wal";
+    moved = stat(what.c_str(), &wal) != 0 || wal.st_ino != wal_inode_;
+  }
+  if (moved == 0) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "the database file ", what,
+      " was deleted or replaced while presenced was running, so nothing "
+      "committed now would survive a restart (restore the files from a "
+      "backup, or restart presenced to begin again from what ",
+      path_, " holds)"));
+}
+
 absl::Status SqlitePresenceStore::Commit(
     absl::Span<const SessionChange> changes) {
+  // Before the transaction, and after it: a commit into a file deleted
+  // meanwhile is not durable either.
+  if (absl::Status s = Verify(); !s.ok()) return s;
   try {
     // A failed commit is rolled back by SQLite or by ~Transaction. Should a
     // transaction still be open, every BEGIN would fail from now on, and the
@@ -272,10 +309,10 @@ absl::Status SqlitePresenceStore::Commit(
       upsert_last_seen_.exec();
     }
     txn.commit();
-    return absl::OkStatus();
   } catch (const SQLite::Exception& e) {
     return SqliteError(e, "cannot commit presence changes");
   }
+  return Verify();
 }
 
 }  // namespace presence

@@ -1,6 +1,8 @@
 #ifndef PRESENCE_SERVICE_SQLITE_PRESENCE_STORE_H_
 #define PRESENCE_SERVICE_SQLITE_PRESENCE_STORE_H_
 
+#include <sys/types.h>
+
 #include <memory>
 #include <string>
 
@@ -49,7 +51,13 @@ class SqlitePresenceStore : public PresenceStore {
   // store stays usable after an error, so a retry succeeds once the fault is
   // gone.
   absl::StatusOr<StoredState> Load(absl::Time live_after) override;
+  // Also FAILED_PRECONDITION, before or after the transaction, if the
+  // database file or its WAL was deleted or replaced: see Verify().
   absl::Status Commit(absl::Span<const SessionChange> changes) override;
+  // FAILED_PRECONDITION if PATH or PATH-wal no longer names the file this
+  // store has open (deleted, or another file moved over it): commits would
+  // go to files that nobody will ever read again.
+  absl::Status Verify() override;
 
  private:
   // Holds an exclusive flock(2) on PATH.lock for the store's lifetime. A
@@ -67,9 +75,13 @@ class SqlitePresenceStore : public PresenceStore {
   };
 
   SqlitePresenceStore(std::string path, std::unique_ptr<LockFile> lock,
-                      std::unique_ptr<SQLite::Database> db);
+                      std::unique_ptr<SQLite::Database> db, ino_t wal_inode);
 
   const std::string path_;
+  // The inode of PATH-wal, opened with the database. SQLite keeps no record of
+  // it (SQLITE_FCNTL_HAS_MOVED knows only the main file), so Verify() compares
+  // it itself.
+  const ino_t wal_inode_;
   // Declared before db_, destroyed after it: the lock outlives the connection.
   const std::unique_ptr<LockFile> lock_;
   const std::unique_ptr<SQLite::Database> db_;

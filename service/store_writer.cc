@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <iterator>
+#include <utility>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
@@ -16,14 +17,33 @@ StoreWriter::StoreWriter(PresenceStore* store, Options options)
 StoreWriter::~StoreWriter() { Stop().IgnoreError(); }
 
 uint64_t StoreWriter::Record(const SessionChange& change) {
+  bool wake = false;
+  uint64_t ticket;
+  {
+    absl::MutexLock lock(&mu_);
+    ticket = ++last_ticket_;
+    // After the end of durability nothing commits again: its WhenDurable()
+    // fails, so queueing the change would only hold memory.
+    if (end_of_durability_.ok()) pending_.push_back(change);
+    wake = std::exchange(idle_, false);
+  }
+  if (wake) wakeup_.Signal();
+  return ticket;
+}
+
+absl::Status StoreWriter::accepting() const {
+  if (!ended_.load(std::memory_order_acquire)) return absl::OkStatus();
   absl::MutexLock lock(&mu_);
-  pending_.push_back(change);
-  return ++last_ticket_;
+  return end_of_durability_;
 }
 
 bool StoreWriter::Decided(uint64_t ticket, absl::Status* outcome) const {
   if (ticket <= committed_ticket_) {
     *outcome = absl::OkStatus();
+    return true;
+  }
+  if (!end_of_durability_.ok()) {
+    *outcome = end_of_durability_;
     return true;
   }
   if (ticket <= failed_ticket_) {
@@ -34,13 +54,14 @@ bool StoreWriter::Decided(uint64_t ticket, absl::Status* outcome) const {
 }
 
 void StoreWriter::WhenDurable(uint64_t ticket, Callback done) {
-  if (ticket == 0 || options_.durability == Durability::kAsync) {
-    done(absl::OkStatus());
+  if (options_.durability == Durability::kAsync) {
+    done(accepting());
     return;
   }
   absl::Status outcome;
   {
     absl::MutexLock lock(&mu_);
+    if (ticket == 0) ticket = last_ticket_;
     if (!Decided(ticket, &outcome)) {
       if (!exited_) {
         waiters_.emplace_back(ticket, std::move(done));
@@ -59,6 +80,7 @@ absl::Status StoreWriter::Stop() {
     if (stopping_) return stop_status_;
     stopping_ = true;
   }
+  wakeup_.Signal();
   thread_.join();
   absl::MutexLock lock(&mu_);
   return stop_status_;
@@ -107,128 +129,209 @@ void StoreWriter::Coalesce(std::vector<SessionChange>& batch) {
 }
 
 void StoreWriter::ReportOutcome(const absl::Status& status,
-                                absl::Time attempted_at, uint64_t uncommitted) {
-  const bool failing = outage_start_ != absl::InfinitePast();
+                                SteadyTime attempted_at, uint64_t uncommitted) {
   if (!status.ok()) {
     ++outage_attempts_;
-    if (failing) return;  // once per outage: a retry every 200 ms would flood
+    if (failing_) return;  // once per outage: a retry every 200 ms would flood
+    failing_ = true;
     outage_start_ = attempted_at;
     LogError(absl::StrCat("store commits fail, retrying every ",
                           absl::FormatDuration(options_.retry_backoff),
                           " (changes not durable yet: ", uncommitted,
                           "): ", status.message()));
   } else {
-    if (!failing) return;
-    LogInfo(
-        absl::StrCat("store commits succeed again after ",
-                     absl::FormatDuration(absl::Trunc(
-                         absl::Now() - outage_start_, absl::Milliseconds(1))),
-                     " (failed attempts: ", outage_attempts_,
-                     "); the changes kept meanwhile are durable"));
-    outage_start_ = absl::InfinitePast();
+    if (!failing_) return;
+    const absl::Duration outage =
+        absl::FromChrono(std::chrono::steady_clock::now() - outage_start_);
+    LogInfo(absl::StrCat(
+        "store commits succeed again after ",
+        absl::FormatDuration(absl::Trunc(outage, absl::Milliseconds(1))),
+        " (failed attempts: ", outage_attempts_,
+        "); the changes kept meanwhile are durable"));
+    failing_ = false;
     outage_attempts_ = 0;
   }
   if (options_.on_health_change) options_.on_health_change(status);
 }
 
-void StoreWriter::Run() {
-  absl::Time last_attempt = absl::InfinitePast();
-  for (;;) {
-    std::vector<SessionChange> batch;
-    uint64_t batch_last_ticket;
-    uint64_t uncommitted;  // recorded up to the batch's end, not committed
-    bool final_attempt;
-    {
-      absl::MutexLock lock(&mu_);
-      auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return !pending_.empty() || stopping_;
-      };
-      mu_.Await(absl::Condition(&has_work));
-      if (pending_.empty()) {  // stopping, nothing left
-        exited_ = true;
-        return;
-      }
-
-      // Async mode gathers changes for commit_interval; a retry waits out the
-      // backoff. Stop() cuts either wait short.
-      absl::Time start = absl::InfinitePast();
-      if (failed_ticket_ > committed_ticket_) {
-        start = last_attempt + options_.retry_backoff;
-      } else if (options_.durability == Durability::kAsync) {
-        start = last_attempt + options_.commit_interval;
-      }
-      mu_.AwaitWithDeadline(absl::Condition(&stopping_), start);
-
-      batch.swap(pending_);
-      batch_last_ticket = last_ticket_;
-      uncommitted = last_ticket_ - committed_ticket_;
-      final_attempt = stopping_;
-    }
-
-    last_attempt = absl::Now();
-    const size_t recorded = batch.size();
-    Coalesce(batch);
-    const auto started = std::chrono::steady_clock::now();
-    const absl::Status status = store_->Commit(batch);
-    if (options_.observer != nullptr) {
-      options_.observer->OnCommit(
-          absl::FromChrono(std::chrono::steady_clock::now() - started),
-          recorded, status);
-    }
-    // Before the outcome is published under mu_: from then on WhenDurable()
-    // answers with it at once, on the caller's thread, and a caller told
-    // UNAVAILABLE must find the health NOT_SERVING. Not for a failed final
-    // attempt, which is not retried: Stop() returns its error and the server
-    // logs the loss.
-    if (status.ok() || !final_attempt) {
-      ReportOutcome(status, last_attempt, uncommitted);
-    }
-
-    std::vector<std::pair<Callback, absl::Status>> ready;
-    {
-      absl::MutexLock lock(&mu_);
-      if (status.ok()) {
-        committed_ticket_ = batch_last_ticket;
-        ++commits_;
-      } else {
-        failed_ticket_ = batch_last_ticket;
-        failure_ = absl::UnavailableError(absl::StrCat(
-            "the change could not be made durable: ", status.message()));
-        if (final_attempt) {
-          stop_status_ = status;
-        } else {
-          // Keep the batch, in order, ahead of what arrived meanwhile.
-          batch.insert(batch.end(), std::make_move_iterator(pending_.begin()),
-                       std::make_move_iterator(pending_.end()));
-          pending_.swap(batch);
-        }
-      }
-      std::vector<std::pair<uint64_t, Callback>> still_waiting;
-      for (auto& [ticket, callback] : waiters_) {
-        absl::Status outcome;
-        if (Decided(ticket, &outcome)) {
-          ready.emplace_back(std::move(callback), outcome);
-        } else {
-          still_waiting.emplace_back(ticket, std::move(callback));
-        }
-      }
-      waiters_.swap(still_waiting);
-    }
-    for (auto& [callback, outcome] : ready) callback(outcome);
-    if (final_attempt && !status.ok()) {
-      // Nothing will commit again: nobody may wait for it.
-      std::vector<std::pair<uint64_t, Callback>> left;
-      absl::Status outcome;
-      {
-        absl::MutexLock lock(&mu_);
-        exited_ = true;
-        left.swap(waiters_);
-        outcome = failure_;
-      }
-      for (auto& [ticket, callback] : left) callback(outcome);
-      return;
+std::vector<std::pair<StoreWriter::Callback, absl::Status>>
+StoreWriter::TakeDecidedWaiters() {
+  std::vector<std::pair<Callback, absl::Status>> ready;
+  std::vector<std::pair<uint64_t, Callback>> still_waiting;
+  for (auto& [ticket, callback] : waiters_) {
+    absl::Status outcome;
+    if (Decided(ticket, &outcome)) {
+      ready.emplace_back(std::move(callback), outcome);
+    } else {
+      still_waiting.emplace_back(ticket, std::move(callback));
     }
   }
+  waiters_.swap(still_waiting);
+  return ready;
+}
+
+void StoreWriter::EndDurability(const absl::Status& cause) {
+  const absl::Status ended = absl::UnavailableError(absl::StrCat(
+      "changes can no longer be made durable, so none is accepted until "
+      "presenced is restarted: ",
+      cause.message()));
+  LogError(absl::StrCat("store: ", ended.message()));
+  // Refuse first, so that nothing is answered OK once the health says
+  // otherwise; a call that fails meanwhile may find the health still
+  // SERVING for as long as it takes to change it.
+  {
+    absl::MutexLock lock(&mu_);
+    end_of_durability_ = ended;
+    ended_.store(true, std::memory_order_release);
+    pending_.clear();
+  }
+  if (options_.on_health_change) options_.on_health_change(ended);
+  std::vector<std::pair<Callback, absl::Status>> ready;
+  {
+    absl::MutexLock lock(&mu_);
+    ready = TakeDecidedWaiters();
+  }
+  for (auto& [callback, outcome] : ready) callback(outcome);
+}
+
+StoreWriter::Step StoreWriter::NextStep(SteadyTime last_attempt,
+                                        SteadyTime next_verify) {
+  for (;;) {
+    absl::Duration sleep;
+    {
+      absl::MutexLock lock(&mu_);
+      const SteadyTime now = std::chrono::steady_clock::now();
+      if (pending_.empty()) {
+        if (stopping_) {
+          // Under the same lock as the check: a WhenDurable() after this
+          // must not wait for a thread that has ended.
+          exited_ = true;
+          return Step{};  // kExit
+        }
+        const bool ended = !end_of_durability_.ok();
+        if (!ended && now >= next_verify) {
+          Step verify;
+          verify.kind = Step::Kind::kVerify;
+          return verify;
+        }
+        idle_ = true;
+        sleep = ended ? absl::InfiniteDuration()
+                      : absl::FromChrono(next_verify - now);
+      } else {
+        // Async mode gathers changes for commit_interval; a retry waits out
+        // the backoff. Stop() cuts either wait short.
+        SteadyTime start = now;
+        if (failed_ticket_ > committed_ticket_) {
+          start =
+              last_attempt + absl::ToChronoNanoseconds(options_.retry_backoff);
+        } else if (options_.durability == Durability::kAsync) {
+          start = last_attempt +
+                  absl::ToChronoNanoseconds(options_.commit_interval);
+        }
+        if (stopping_ || now >= start) {
+          Step commit;
+          commit.kind = Step::Kind::kCommit;
+          commit.batch.swap(pending_);
+          commit.last_ticket = last_ticket_;
+          commit.uncommitted = last_ticket_ - committed_ticket_;
+          commit.final_attempt = stopping_;
+          return commit;
+        }
+        sleep = absl::FromChrono(start - now);
+      }
+    }
+    wakeup_.SleepFor(sleep);
+    absl::MutexLock lock(&mu_);
+    idle_ = false;
+  }
+}
+
+void StoreWriter::Run() {
+  // Epoch of steady_clock: the first commit may start at once.
+  SteadyTime last_attempt;
+  SteadyTime next_verify = std::chrono::steady_clock::now() +
+                           absl::ToChronoNanoseconds(options_.verify_interval);
+  for (;;) {
+    Step step = NextStep(last_attempt, next_verify);
+    switch (step.kind) {
+      case Step::Kind::kExit:
+        return;
+      case Step::Kind::kVerify:
+        if (absl::Status s = store_->Verify(); !s.ok()) EndDurability(s);
+        break;
+      case Step::Kind::kCommit:
+        last_attempt = std::chrono::steady_clock::now();
+        if (!CommitBatch(std::move(step))) return;
+        break;
+    }
+    next_verify = std::chrono::steady_clock::now() +
+                  absl::ToChronoNanoseconds(options_.verify_interval);
+  }
+}
+
+bool StoreWriter::CommitBatch(Step step) {
+  const SteadyTime attempted_at = std::chrono::steady_clock::now();
+  std::vector<SessionChange>& batch = step.batch;
+  const size_t recorded = batch.size();
+  Coalesce(batch);
+  const absl::Status status = store_->Commit(batch);
+  if (options_.observer != nullptr) {
+    options_.observer->OnCommit(
+        absl::FromChrono(std::chrono::steady_clock::now() - attempted_at),
+        recorded, status);
+  }
+  if (status.code() == absl::StatusCode::kFailedPrecondition) {
+    EndDurability(status);
+    if (!step.final_attempt) return true;
+    absl::MutexLock lock(&mu_);
+    stop_status_ = status;
+    exited_ = true;
+    return false;
+  }
+  // Before the outcome is published under mu_: from then on WhenDurable()
+  // answers with it at once, on the caller's thread, and a caller told
+  // UNAVAILABLE must find the health NOT_SERVING. Not for a failed final
+  // attempt, which is not retried: Stop() returns its error and the server
+  // logs the loss.
+  if (status.ok() || !step.final_attempt) {
+    ReportOutcome(status, attempted_at, step.uncommitted);
+  }
+
+  std::vector<std::pair<Callback, absl::Status>> ready;
+  {
+    absl::MutexLock lock(&mu_);
+    if (status.ok()) {
+      committed_ticket_ = step.last_ticket;
+      ++commits_;
+    } else {
+      failed_ticket_ = step.last_ticket;
+      failure_ = absl::UnavailableError(absl::StrCat(
+          "the change could not be made durable: ", status.message()));
+      if (step.final_attempt) {
+        stop_status_ = status;
+      } else if (end_of_durability_.ok()) {
+        // Keep the batch, in order, ahead of what arrived meanwhile.
+        batch.insert(batch.end(), std::make_move_iterator(pending_.begin()),
+                     std::make_move_iterator(pending_.end()));
+        pending_.swap(batch);
+      }
+    }
+    ready = TakeDecidedWaiters();
+  }
+  for (auto& [callback, outcome] : ready) callback(outcome);
+  if (!step.final_attempt || status.ok()) return true;
+  // The final attempt failed: nothing will commit again, so nobody may wait
+  // for it.
+  std::vector<std::pair<uint64_t, Callback>> left;
+  absl::Status outcome;
+  {
+    absl::MutexLock lock(&mu_);
+    exited_ = true;
+    left.swap(waiters_);
+    outcome = failure_;
+  }
+  for (auto& [ticket, callback] : left) callback(outcome);
+  return false;
 }
 
 }  // namespace presence

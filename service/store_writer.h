@@ -1,6 +1,8 @@
 #ifndef PRESENCE_SERVICE_STORE_WRITER_H_
 #define PRESENCE_SERVICE_STORE_WRITER_H_
 
+#include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -15,6 +17,7 @@
 #include "absl/time/time.h"
 #include "service/presence_store.h"
 #include "service/session_change.h"
+#include "service/wakeup.h"
 
 namespace presence {
 
@@ -49,7 +52,20 @@ class CommitObserver {
 // is gone; the callers waiting on it are told UNAVAILABLE at once. An outage
 // is logged when it starts and when it ends, not once per retry.
 //
-// Thread-safe. Callbacks run on the writer thread, with no lock held.
+// A store that reports it can never commit again (FAILED_PRECONDITION from
+// Commit() or Verify(): its database file was deleted or replaced) ends
+// durability for good: every change not committed by then is answered
+// UNAVAILABLE, accepting() tells callers to refuse new changes, and the
+// health stays failed until presenced is restarted. An idle writer asks the
+// store every verify_interval, so this is noticed without waiting for a
+// change.
+//
+// Every wait of the writer thread (commit_interval, the retry backoff, the
+// idle check) runs on the monotonic clock: stepping the wall clock neither
+// stalls nor hurries commits.
+//
+// Thread-safe. Callbacks run on the writer thread, with no lock held, except
+// that WhenDurable() may call its callback at once on the calling thread.
 class StoreWriter : public ChangeSink {
  public:
   struct Options {
@@ -58,6 +74,9 @@ class StoreWriter : public ChangeSink {
     absl::Duration commit_interval = absl::Milliseconds(100);
     // Wait between attempts to commit a batch that failed.
     absl::Duration retry_backoff = absl::Milliseconds(200);
+    // How long an idle writer waits before it asks the store whether it can
+    // still commit (PresenceStore::Verify).
+    absl::Duration verify_interval = absl::Seconds(1);
     // Null: nobody is told. Must outlive the writer.
     CommitObserver* observer = nullptr;
     // Called on the writer thread, with no lock held, when commits start to
@@ -76,9 +95,22 @@ class StoreWriter : public ChangeSink {
 
   uint64_t Record(const SessionChange& change) override;
 
+  // OK while changes can be made durable; once the store reported that it
+  // never can again, UNAVAILABLE saying why, for good. A change refused here
+  // must not be applied at all. One atomic load while OK.
+  absl::Status accepting() const;
+
   // Calls `done` with OK once the change behind `ticket` is committed, or with
-  // UNAVAILABLE if an attempt to commit it failed. Ticket 0 (no change) and
-  // kAsync complete at once, on the calling thread.
+  // UNAVAILABLE if an attempt to commit it failed.
+  //
+  // Ticket 0 stands for a call that changed nothing itself. What it found may
+  // still be another call's change that is not durable yet (the first
+  // attempt of the same call, retried after its commit failed, say), so it
+  // waits for every change recorded so far and fails like them: OK always
+  // means that what the caller was told is durable.
+  //
+  // kAsync answers at once (OK, unless durability ended for good), on the
+  // calling thread; so does a ticket already decided.
   void WhenDurable(uint64_t ticket,
                    absl::AnyInvocable<void(absl::Status)> done);
 
@@ -95,18 +127,43 @@ class StoreWriter : public ChangeSink {
 
  private:
   using Callback = absl::AnyInvocable<void(absl::Status)>;
+  using SteadyTime = std::chrono::steady_clock::time_point;
+
+  // What the writer thread does next.
+  struct Step {
+    enum class Kind { kCommit, kVerify, kExit };
+    Kind kind = Kind::kExit;
+    // kCommit: the changes, the ticket of the last one, the changes recorded
+    // up to it and not committed before, and whether Stop() was called.
+    std::vector<SessionChange> batch;
+    uint64_t last_ticket = 0;
+    uint64_t uncommitted = 0;
+    bool final_attempt = false;
+  };
 
   void Run();
+  // Sleeps (on wakeup_) until there is something to do. `last_attempt`: when
+  // the last commit attempt began; `next_verify`: when an idle writer should
+  // next ask the store.
+  Step NextStep(SteadyTime last_attempt, SteadyTime next_verify);
+  // Commits step.batch and tells the waiters. False if the thread must end.
+  bool CommitBatch(Step step);
+  // Durability has ended for good (`cause` from the store): refuses every
+  // change not committed yet and every later one.
+  void EndDurability(const absl::Status& cause);
   // Merges repeated heartbeats of a session within `batch`, in place.
   static void Coalesce(std::vector<SessionChange>& batch);
   // Logs the start and the end of an outage and calls on_health_change.
   // `attempted_at`: when the attempt began; `uncommitted`: the changes
   // recorded up to the attempt and not committed before it.
-  void ReportOutcome(const absl::Status& status, absl::Time attempted_at,
+  void ReportOutcome(const absl::Status& status, SteadyTime attempted_at,
                      uint64_t uncommitted);
   // False while `ticket` waits for its (next) commit attempt; else true, with
   // the outcome of its last attempt in *outcome.
   bool Decided(uint64_t ticket, absl::Status* outcome) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes the waiters whose tickets are decided now, with their outcomes.
+  std::vector<std::pair<Callback, absl::Status>> TakeDecidedWaiters()
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   PresenceStore* const store_;
@@ -121,17 +178,25 @@ class StoreWriter : public ChangeSink {
   // with failure_ and wait for a retry.
   uint64_t failed_ticket_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
+  // Set once, when durability ends for good (see EndDurability); ended_ is
+  // its flag for readers that do not take mu_.
+  absl::Status end_of_durability_ ABSL_GUARDED_BY(mu_);
+  std::atomic<bool> ended_{false};
   std::vector<std::pair<uint64_t, Callback>> waiters_ ABSL_GUARDED_BY(mu_);
+  // The writer thread sleeps for new changes: Record() must wake it.
+  bool idle_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool exited_ ABSL_GUARDED_BY(mu_) = false;  // the thread has ended
   absl::Status stop_status_ ABSL_GUARDED_BY(mu_);
   int64_t commits_ ABSL_GUARDED_BY(mu_) = 0;
 
-  // Writer thread only: when the outage in progress began (InfinitePast:
-  // none), and its failed attempts.
-  absl::Time outage_start_ = absl::InfinitePast();
+  // Writer thread only: whether an outage is in progress, when it began, and
+  // its failed attempts.
+  bool failing_ = false;
+  SteadyTime outage_start_;
   int64_t outage_attempts_ = 0;
 
+  Wakeup wakeup_;        // the writer thread sleeps here
   absl::Mutex stop_mu_;  // serialises Stop()
   std::thread thread_;
 };

@@ -1,8 +1,10 @@
 #include "service/sqlite_presence_store.h"
 
+#include <cstdio>
 #include <fstream>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "SQLiteCpp/Database.h"
 #include "gtest/gtest.h"
@@ -196,6 +198,64 @@ TEST(SqliteStoreTest, MissingDirectoryIsAClearError) {
   EXPECT_EQ(store.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_NE(store.status().message().find(path), absl::string_view::npos)
       << store.status();
+}
+
+// A database deleted or replaced under a running server: commits would go to
+// files nobody will read again. Each way of losing the files is noticed by
+// Verify() and by the next Commit().
+TEST(SqliteStoreTest, DeletedOrReplacedFilesAreNoticed) {
+  const SessionChange beat{Kind::kHeartbeat, 1, "", kT0, kT0};
+  struct Case {
+    const char* name;
+    std::vector<std::string> remove;  // suffixes of the path
+    bool replace;                     // a fresh database moved over PATH
+  };
+  const Case cases[] = {
+      {"all three files, as rm presence.db*", {"", "-wal", "-shm"}, false},
+      {"the database file alone", {""}, false},
+      {"the WAL alone", {"-wal"}, false},
+      {"another database moved over it", {}, true},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    testing::TempDir dir;
+    const std::string path = dir.File("p.db");
+    auto store = OpenOrDie(path);
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(store->Commit({beat}).ok());
+    ASSERT_TRUE(store->Verify().ok());
+    for (const std::string& suffix : c.remove) {
+      ASSERT_EQ(std::remove((path + suffix).c_str()), 0) << suffix;
+    }
+    if (c.replace) {
+      const std::string other = dir.File("other.db");
+      SQLite::Database(other, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE)
+          .exec("CREATE TABLE t (x)");
+      ASSERT_EQ(std::rename(other.c_str(), path.c_str()), 0);
+    }
+    const absl::Status verified = store->Verify();
+    EXPECT_EQ(verified.code(), absl::StatusCode::kFailedPrecondition)
+        << verified;
+    EXPECT_NE(verified.message().find(path), std::string::npos) << verified;
+    EXPECT_NE(verified.message().find("deleted or replaced"), std::string::npos)
+        << verified;
+    EXPECT_EQ(store->Commit({beat}).code(),
+              absl::StatusCode::kFailedPrecondition);
+  }
+}
+
+// Readers and writers of other programs come and go; the files stay the same.
+TEST(SqliteStoreTest, AnotherConnectionDoesNotLookLikeADeletion) {
+  testing::TempDir dir;
+  const std::string path = dir.File("p.db");
+  auto store = OpenOrDie(path);
+  ASSERT_NE(store, nullptr);
+  {
+    SQLite::Database reader(path, SQLite::OPEN_READONLY);
+    EXPECT_EQ(reader.execAndGet("SELECT COUNT(*) FROM sessions").getInt(), 0);
+  }
+  EXPECT_TRUE(store->Verify().ok());
+  EXPECT_TRUE(store->Commit({{Kind::kHeartbeat, 1, "", kT0, kT0}}).ok());
 }
 
 }  // namespace

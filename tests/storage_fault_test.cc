@@ -90,12 +90,18 @@ class Caller {
         stub_(v1::PresenceService::NewStub(channel_)),
         health_(grpc::health::v1::Health::NewStub(channel_)) {}
 
-  grpc::Status Heartbeat(int64_t user, v1::HeartbeatResponse* response) {
+  grpc::Status Heartbeat(int64_t user, v1::HeartbeatResponse* response,
+                         const std::string& session = "") {
     grpc::ClientContext context;
     SetDeadline(context);
     v1::HeartbeatRequest request;
     request.set_user_id(user);
+    request.set_session_id(session);
     return stub_->Heartbeat(&context, request, response);
+  }
+  grpc::Status Heartbeat(int64_t user, const std::string& session) {
+    v1::HeartbeatResponse response;
+    return Heartbeat(user, &response, session);
   }
   grpc::Status Heartbeat(int64_t user) {
     v1::HeartbeatResponse response;
@@ -266,6 +272,32 @@ TEST_F(InjectedDiskFullTest, CommitModeIsUnavailableAndNotServingThenRecovers) {
   EXPECT_TRUE(caller_->Heartbeat(5).ok());
   EXPECT_EQ(SessionRows(db_path_, 5), 1);
   EXPECT_TRUE(server_->Shutdown().ok());
+}
+
+// The lost-logout repro: the first MarkOffline ends both sessions in memory
+// and fails UNAVAILABLE; the client's retry finds nothing left to end. Were
+// that retry answered OK, a crash before the disk heals would bring back a
+// user the caller was told is logged out.
+TEST_F(InjectedDiskFullTest, ARetriedLogoutIsNotOkUntilItsChangeIsDurable) {
+  Start(Durability::kCommit);
+  ASSERT_TRUE(caller_->Heartbeat(42).ok());
+  ASSERT_TRUE(caller_->Heartbeat(42, "phone").ok());
+  store_->set_full(true);
+  EXPECT_EQ(caller_->MarkOffline(42).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(caller_->GetPresence({42})[42].status(), v1::STATUS_OFFLINE);
+  for (int retry = 0; retry < 3; ++retry) {
+    grpc::Status again = caller_->MarkOffline(42);
+    EXPECT_EQ(again.error_code(), grpc::StatusCode::UNAVAILABLE) << retry;
+    EXPECT_NE(again.error_message().find("disk is full"), std::string::npos)
+        << again.error_message();
+  }
+  EXPECT_EQ(SessionRows(db_path_, 42), 2);  // what a crash now would load
+
+  store_->set_full(false);
+  EXPECT_TRUE(caller_->AwaitHealth(kServing));
+  EXPECT_TRUE(caller_->MarkOffline(42).ok());
+  EXPECT_EQ(SessionRows(db_path_, 42), 0);
 }
 
 TEST_F(InjectedDiskFullTest, AsyncModeAnswersOkButIsNotServingUntilCommitted) {
@@ -607,6 +639,98 @@ TEST(RealStorageFaultTest, UnwritableDatabaseAtStartUpIsAClearError) {
             std::string::npos)
       << exit.err;
   EXPECT_EQ(exit.err.find("serving on"), std::string::npos) << exit.err;
+}
+
+// The repro, with presencectl (and the C++ client's retries) on a
+// real full disk: the logout is never reported done, and after kill -9 the
+// state is what the answers said.
+TEST(RealStorageFaultTest, LogoutOnAFullDiskIsNeverReportedDone) {
+  TempDir dir;
+  const std::string disk = dir.File("disk");
+  TmpfsMount mount(disk, 1 << 20);
+  if (!mount.error().empty()) {
+    GTEST_SKIP() << "cannot mount a tmpfs here (" << mount.error()
+                 << "): InjectedDiskFullTest.ARetriedLogout... covers it";
+  }
+  const std::string db = disk + "/presence.db";
+  const std::string filler = disk + "/filler";
+  {
+    RunningPresenced server = StartPresenced({"--db=" + db});
+    ASSERT_FALSE(server.address.empty());
+    auto ctl = [&](std::vector<std::string> args) {
+      args.insert(args.begin(),
+                  {PRESENCECTL_PATH, "--server=" + server.address});
+      return testing::Run(args);
+    };
+    ASSERT_EQ(ctl({"heartbeat", "42"}).code, 0);
+    ASSERT_EQ(ctl({"heartbeat", "42", "--session=phone"}).code, 0);
+    FillDisk(filler);
+    Subprocess::Exit offline = ctl({"offline", "42"});
+    EXPECT_EQ(offline.code, 1) << offline.out << offline.err;
+    EXPECT_NE(offline.err.find("disk is full"), std::string::npos)
+        << offline.err;
+    server.process->Signal(SIGKILL);
+    server.process->Wait();
+  }
+  ASSERT_EQ(unlink(filler.c_str()), 0);
+  RunningPresenced server = StartPresenced({"--db=" + db});
+  ASSERT_FALSE(server.address.empty());
+  // Not logged out, as the failed answer said.
+  std::map<int64_t, v1::UserPresence> p =
+      Caller(server.address).GetPresence({42});
+  EXPECT_EQ(p[42].status(), v1::STATUS_ONLINE);
+  EXPECT_EQ(p[42].live_sessions(), 2);
+}
+
+// rm presence.db presence.db-wal presence.db-shm under a running presenced:
+// within 2 s health is NOT_SERVING and every change is refused UNAVAILABLE,
+// naming the cause; nothing is answered OK from then on, in either mode.
+TEST(RealStorageFaultTest, DatabaseDeletedWhileServingStopsEveryChange) {
+  for (const std::string durability : {"commit", "async"}) {
+    SCOPED_TRACE(durability);
+    TempDir dir;
+    const std::string db = dir.File("presence.db");
+    RunningPresenced server = StartPresenced(
+        {"--db=" + db, "--durability=" + durability, "--commit_interval=10ms"});
+    ASSERT_FALSE(server.address.empty());
+    auto caller = std::make_unique<Caller>(server.address);
+    ASSERT_TRUE(caller->Heartbeat(1).ok());
+    ASSERT_TRUE(caller->AwaitHealth(kServing, absl::ZeroDuration()));
+
+    for (const char* suffix : {"", "-wal", "-shm"}) {
+      ASSERT_EQ(unlink((db + suffix).c_str()), 0) << suffix;
+    }
+    // No change comes: presenced notices by itself.
+    EXPECT_TRUE(caller->AwaitHealth(kNotServing, absl::Seconds(2)));
+    int ok = 0;
+    for (int64_t user = 100; user < 120; ++user) {
+      grpc::Status s = caller->Heartbeat(user);
+      if (s.ok()) ++ok;
+      EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
+      EXPECT_NE(s.error_message().find(db), std::string::npos)
+          << s.error_message();
+      EXPECT_NE(s.error_message().find("was deleted or replaced"),
+                std::string::npos)
+          << s.error_message();
+    }
+    EXPECT_EQ(ok, 0);
+    EXPECT_EQ(caller->MarkOffline(1).error_code(),
+              grpc::StatusCode::UNAVAILABLE);
+    EXPECT_EQ(caller->BatchHeartbeat({3, 4}).error_code(),
+              grpc::StatusCode::UNAVAILABLE);
+    // Refused changes were not applied; reads still answer from memory.
+    EXPECT_EQ(caller->ListOnline(), std::vector<int64_t>{1});
+    EXPECT_TRUE(caller->AwaitHealth(kNotServing, absl::ZeroDuration()));
+    ASSERT_TRUE(server.process->WaitForStderr(
+        "ERROR store: changes can no longer be made durable",
+        absl::Seconds(5)));
+    caller.reset();
+    server.process->Signal(SIGTERM);
+    Subprocess::Exit exit = server.process->Wait();
+    EXPECT_EQ(exit.code, 0) << exit.err;
+    EXPECT_EQ(Count(exit.err, "changes can no longer be made durable"), 1u)
+        << exit.err;
+  }
 }
 
 // --- A corrupt database at start-up ---------------------------------------

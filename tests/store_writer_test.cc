@@ -23,12 +23,30 @@ class ControlledStore : public PresenceStore {
     ++attempts_;
     mu_.Await(absl::Condition(
         +[](bool* blocked) { return !*blocked; }, &blocked_));
+    if (gone_) return Gone();
     if (failures_left_ > 0) {
       --failures_left_;
       return absl::ResourceExhaustedError("disk full (injected)");
     }
     batches_.emplace_back(changes.begin(), changes.end());
     return absl::OkStatus();
+  }
+
+  absl::Status Verify() override {
+    absl::MutexLock lock(&mu_);
+    ++verifications_;
+    return gone_ ? Gone() : absl::OkStatus();
+  }
+
+  // From now on the store can never commit again, as if its file had been
+  // deleted.
+  void SetGone() {
+    absl::MutexLock lock(&mu_);
+    gone_ = true;
+  }
+  int verifications() {
+    absl::MutexLock lock(&mu_);
+    return verifications_;
   }
 
   void Block() {
@@ -68,7 +86,13 @@ class ControlledStore : public PresenceStore {
   bool blocked_ ABSL_GUARDED_BY(mu_) = false;
   int failures_left_ ABSL_GUARDED_BY(mu_) = 0;
   int attempts_ ABSL_GUARDED_BY(mu_) = 0;
+  bool gone_ ABSL_GUARDED_BY(mu_) = false;
+  int verifications_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::vector<SessionChange>> batches_ ABSL_GUARDED_BY(mu_);
+
+  static absl::Status Gone() {
+    return absl::FailedPreconditionError("the database file was deleted");
+  }
 };
 
 SessionChange Beat(int64_t user) {
@@ -237,13 +261,126 @@ TEST(StoreWriterTest, WaiterAfterStopIsNotLeftHanging) {
   EXPECT_EQ(late.status.code(), absl::StatusCode::kUnavailable);
 }
 
-TEST(StoreWriterTest, TicketZeroIsDurableAtOnce) {
+TEST(StoreWriterTest, TicketZeroIsDurableAtOnceWhenNothingIsPending) {
   ControlledStore store;
   StoreWriter writer(&store, CommitMode());
   Outcome outcome;
   writer.WhenDurable(0, outcome.Callback());
   EXPECT_TRUE(outcome.done.HasBeenNotified());
   EXPECT_TRUE(outcome.status.ok());
+}
+
+// A call that changed nothing may have found another call's change (its own
+// first attempt's, say): it is OK only once that change is durable.
+TEST(StoreWriterTest, TicketZeroWaitsForTheChangesRecordedBeforeIt) {
+  ControlledStore store;
+  store.Block();
+  StoreWriter writer(&store, CommitMode());
+  writer.Record(Beat(1));
+  store.AwaitAttempts(1);
+  Outcome nothing_changed;
+  writer.WhenDurable(0, nothing_changed.Callback());
+  EXPECT_FALSE(nothing_changed.done.HasBeenNotified());
+  store.Unblock();
+  nothing_changed.done.WaitForNotification();
+  EXPECT_TRUE(nothing_changed.status.ok()) << nothing_changed.status;
+  EXPECT_EQ(store.committed_users(), std::vector<int64_t>{1});
+}
+
+// The lost-logout repro: MarkOffline ends the sessions and its commit fails;
+// the client retries, finds nothing left to end, and must not be told OK.
+TEST(StoreWriterTest, TicketZeroFailsLikeThePendingChangesItFound) {
+  ControlledStore store;
+  store.FailNext(1);
+  StoreWriter::Options options = CommitMode();
+  options.retry_backoff = absl::Hours(1);  // the failed batch waits
+  StoreWriter writer(&store, options);
+  Outcome first;
+  writer.WhenDurable(writer.Record(Beat(42)), first.Callback());
+  first.done.WaitForNotification();
+  ASSERT_EQ(first.status.code(), absl::StatusCode::kUnavailable);
+
+  Outcome retry;
+  writer.WhenDurable(0, retry.Callback());
+  ASSERT_TRUE(retry.done.HasBeenNotified());
+  EXPECT_EQ(retry.status.code(), absl::StatusCode::kUnavailable)
+      << retry.status;
+  EXPECT_NE(retry.status.message().find("disk full"), std::string::npos);
+  // Stop() commits what is queued, the failed change included.
+  EXPECT_TRUE(writer.Stop().ok());
+  EXPECT_EQ(store.committed_users(), std::vector<int64_t>{42});
+}
+
+TEST(StoreWriterTest, AStoreThatCanNeverCommitAgainEndsDurabilityForGood) {
+  for (Durability durability : {Durability::kCommit, Durability::kAsync}) {
+    SCOPED_TRACE(durability == Durability::kCommit ? "commit" : "async");
+    ControlledStore store;
+    absl::Mutex mu;
+    std::vector<absl::Status> health;
+    StoreWriter::Options options = CommitMode();
+    options.durability = durability;
+    options.commit_interval = absl::Milliseconds(1);
+    options.verify_interval = absl::Milliseconds(10);
+    options.on_health_change = [&](const absl::Status& s) {
+      absl::MutexLock lock(&mu);
+      health.push_back(s);
+    };
+    StoreWriter writer(&store, options);
+    Outcome before;
+    writer.WhenDurable(writer.Record(Beat(1)), before.Callback());
+    before.done.WaitForNotification();
+    ASSERT_TRUE(before.status.ok());
+    store.AwaitAttempts(1);  // async mode answers before its commit
+    EXPECT_TRUE(writer.accepting().ok());
+
+    // No change comes: the idle writer's own check notices.
+    store.SetGone();
+    auto reported = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+      return !health.empty();
+    };
+    {
+      absl::MutexLock lock(&mu);
+      ASSERT_TRUE(
+          mu.AwaitWithTimeout(absl::Condition(&reported), absl::Seconds(30)));
+      EXPECT_EQ(health[0].code(), absl::StatusCode::kUnavailable);
+      EXPECT_NE(health[0].message().find("the database file was deleted"),
+                std::string::npos)
+          << health[0];
+    }
+    EXPECT_GE(store.verifications(), 1);
+    const absl::Status refused = writer.accepting();
+    EXPECT_EQ(refused.code(), absl::StatusCode::kUnavailable);
+    EXPECT_NE(refused.message().find("until presenced is restarted"),
+              std::string::npos)
+        << refused;
+    // A change recorded anyway (one that raced with the check) is never OK,
+    // in either mode.
+    Outcome after;
+    writer.WhenDurable(writer.Record(Beat(2)), after.Callback());
+    after.done.WaitForNotification();
+    EXPECT_EQ(after.status.code(), absl::StatusCode::kUnavailable);
+    Outcome nothing;
+    writer.WhenDurable(0, nothing.Callback());
+    EXPECT_EQ(durability == Durability::kAsync || nothing.status.ok(),
+              durability == Durability::kAsync)
+        << nothing.status;
+    EXPECT_TRUE(writer.Stop().ok());
+    EXPECT_EQ(store.committed_users(), std::vector<int64_t>{1});
+  }
+}
+
+TEST(StoreWriterTest, ACommitThatFindsTheStoreGoneEndsDurability) {
+  ControlledStore store;
+  StoreWriter::Options options = CommitMode();
+  options.verify_interval = absl::Hours(1);  // only the commit can tell
+  StoreWriter writer(&store, options);
+  store.SetGone();
+  Outcome outcome;
+  writer.WhenDurable(writer.Record(Beat(1)), outcome.Callback());
+  outcome.done.WaitForNotification();
+  EXPECT_EQ(outcome.status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(writer.accepting().code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(store.committed_users().empty());
 }
 
 }  // namespace
