@@ -32,6 +32,11 @@ void Watcher::Stop() {
     stopping_ = true;
     if (context_ != nullptr) context_->TryCancel();
   }
+  {
+    std::lock_guard<std::mutex> lock(backoff_mu_);
+    backoff_stop_ = true;
+  }
+  backoff_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -88,8 +93,12 @@ void Watcher::Run() {
           permanent ? absl::InfiniteDuration() : backoff);
     }
     if (permanent) return;
-    absl::MutexLock lock(&mu_);
-    mu_.AwaitWithTimeout(absl::Condition(&stopping_), backoff);
+    {
+      std::unique_lock<std::mutex> lock(backoff_mu_);
+      backoff_cv_.wait_for(
+          lock, absl::ToChronoNanoseconds(std::min(backoff, absl::Hours(24))),
+          [this] { return backoff_stop_; });
+    }
     backoff = std::min(backoff * 2, options_.max_backoff);
   }
 }

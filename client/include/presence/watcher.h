@@ -3,9 +3,11 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -83,6 +85,13 @@ class Watcher {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
   absl::Mutex stop_mu_;
+  // The reconnect backoff sleeps on a std::condition_variable, which waits on
+  // the monotonic clock: Abseil's timed waits use the wall clock, and a
+  // clock stepped back would stretch the backoff by the step. Stop() sets
+  // backoff_stop_ (under backoff_mu_) and wakes the sleep.
+  std::mutex backoff_mu_;
+  std::condition_variable backoff_cv_;
+  bool backoff_stop_ = false;
   std::thread thread_;
 };
 
