@@ -3,12 +3,12 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
-#include <sstream>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -17,6 +17,9 @@
 namespace presence {
 namespace {
 
+// Below this a token is easier to guess. Shorter ones are accepted with a
+// warning rather than refused: a start or a SIGHUP should not fail over a
+// token the operator may not be free to change at once.
 constexpr size_t kMinTokenLength = 16;
 
 std::array<unsigned char, 32> Digest(absl::string_view token) {
@@ -26,49 +29,98 @@ std::array<unsigned char, 32> Digest(absl::string_view token) {
   return digest;
 }
 
+// Blanks separate the fields; any other white space or control character in
+// a field is refused, so that a token in the file is one a client can send:
+// gRPC metadata values are printable ASCII. (Names are held to the same rule:
+// they go into log lines and metric labels.)
+bool IsPrintable(absl::string_view field) {
+  for (char c : field) {
+    if (!absl::ascii_isgraph(static_cast<unsigned char>(c))) return false;
+  }
+  return true;
+}
+
 using CallerList = std::vector<std::shared_ptr<Caller>>;
 
+struct TokenOwner {
+  int line;
+  std::string name;
+};
+
 absl::StatusOr<std::shared_ptr<const CallerList>> Parse(
-    const std::string& path, const CallerList* previous) {
-  std::ifstream in(path);
+    const std::string& path, const CallerList* previous,
+    std::vector<std::string>* warnings) {
+  std::ifstream in(path, std::ios::binary);
   if (!in) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot read the tokens file ", path));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot read the tokens file ", path, ": ", std::strerror(errno)));
   }
   absl::flat_hash_map<std::string, std::shared_ptr<Caller>> kept;
   if (previous != nullptr) {
     for (const auto& caller : *previous) kept[caller->name] = caller;
   }
   auto callers = std::make_shared<CallerList>();
-  absl::flat_hash_set<std::string> names, tokens;
+  absl::flat_hash_map<std::string, int> names;  // name -> line
+  // Keyed by digest so that no copy of a token outlives its line.
+  absl::flat_hash_map<std::array<unsigned char, 32>, TokenOwner> tokens;
   std::string line;
   for (int number = 1; std::getline(in, line); ++number) {
     absl::string_view text = line;
-    text = text.substr(0, text.find('#'));
-    std::vector<absl::string_view> fields =
-        absl::StrSplit(text, absl::ByAnyChar(" \t\r"), absl::SkipEmpty());
-    if (fields.empty()) continue;
+    if (absl::EndsWith(text, "\r")) text.remove_suffix(1);
+    const size_t first = text.find_first_not_of(" \t");
+    if (first == absl::string_view::npos || text[first] == '#') continue;
+    const std::vector<absl::string_view> fields =
+        absl::StrSplit(text, absl::ByAnyChar(" \t"), absl::SkipEmpty());
     auto where = [&] { return absl::StrCat(path, ":", number, ": "); };
-    if (fields.size() != 2) {
+    // The messages below quote a name only once the line is known to be
+    // NAME TOKEN: a line of another shape may start with a token.
+    if (fields.size() == 1) {
       return absl::InvalidArgumentError(absl::StrCat(
-          where(), "expected 'NAME TOKEN', got ", fields.size(), " fields"));
+          where(), "expected 'NAME TOKEN', got a NAME without a token"));
     }
-    if (fields[1].size() < kMinTokenLength) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where(), "the token of '", fields[0],
-                       "' is shorter than ", kMinTokenLength, " characters"));
-    }
-    if (!names.insert(std::string(fields[0])).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where(), "caller '", fields[0], "' appears twice"));
-    }
-    if (!tokens.insert(std::string(fields[1])).second) {
+    if (fields.size() > 2) {
       return absl::InvalidArgumentError(absl::StrCat(
-          where(), "the token of '", fields[0], "' is another caller's too"));
+          where(), "expected 'NAME TOKEN', got ", fields.size(),
+          " fields: a token cannot contain white space, and a comment needs "
+          "a line of its own"));
+    }
+    const absl::string_view name = fields[0];
+    const absl::string_view token = fields[1];
+    if (!IsPrintable(name)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where(),
+          "the name contains a control character or a byte that is not "
+          "printable ASCII"));
+    }
+    if (!IsPrintable(token)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where(), "the token of '", name,
+          "' contains a control character or a byte that is not printable "
+          "ASCII; a client could not send it"));
+    }
+    if (auto [seen, added] = names.try_emplace(name, number); !added) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where(), "caller '", name,
+                       "' appears twice (first on line ", seen->second, ")"));
+    }
+    const std::array<unsigned char, 32> digest = Digest(token);
+    if (auto [seen, added] =
+            tokens.try_emplace(digest, TokenOwner{number, std::string(name)});
+        !added) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where(), "the token of '", name, "' is the token of '",
+                       seen->second.name, "' (line ", seen->second.line,
+                       ") too; each caller needs its own"));
+    }
+    if (token.size() < kMinTokenLength) {
+      warnings->push_back(absl::StrCat(
+          where(), "the token of '", name, "' is shorter than ",
+          kMinTokenLength,
+          " bytes and easier to guess; make one with `openssl rand -hex 16`"));
     }
     auto caller = std::make_shared<Caller>();
-    caller->name = std::string(fields[0]);
-    caller->token_digest = Digest(fields[1]);
+    caller->name = std::string(name);
+    caller->token_digest = digest;
     // Keep the counters of a caller that stays.
     if (auto old = kept.find(caller->name); old != kept.end()) {
       for (size_t i = 0; i < caller->calls.size(); ++i) {
@@ -76,6 +128,10 @@ absl::StatusOr<std::shared_ptr<const CallerList>> Parse(
       }
     }
     callers->push_back(std::move(caller));
+  }
+  if (in.bad()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot read the tokens file ", path, ": ", std::strerror(errno)));
   }
   if (callers->empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -86,22 +142,26 @@ absl::StatusOr<std::shared_ptr<const CallerList>> Parse(
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<CallerAuth>> CallerAuth::Load(std::string path) {
+absl::StatusOr<std::unique_ptr<CallerAuth>> CallerAuth::Load(
+    std::string path, std::vector<std::string>* warnings) {
   std::unique_ptr<CallerAuth> auth(new CallerAuth(std::move(path)));
-  absl::StatusOr<size_t> loaded = auth->Reload();
+  absl::StatusOr<size_t> loaded = auth->Reload(warnings);
   if (!loaded.ok()) return loaded.status();
   return auth;
 }
 
-absl::StatusOr<size_t> CallerAuth::Reload() {
+absl::StatusOr<size_t> CallerAuth::Reload(std::vector<std::string>* warnings) {
+  if (warnings != nullptr) warnings->clear();
   std::shared_ptr<const CallerList> previous;
   {
     absl::MutexLock lock(&mu_);
     previous = callers_;
   }
+  std::vector<std::string> found;
   absl::StatusOr<std::shared_ptr<const CallerList>> parsed =
-      Parse(path_, previous.get());
+      Parse(path_, previous.get(), &found);
   if (!parsed.ok()) return parsed.status();
+  if (warnings != nullptr) *warnings = std::move(found);
   size_t count = (*parsed)->size();
   absl::MutexLock lock(&mu_);
   callers_ = *std::move(parsed);

@@ -29,17 +29,29 @@ struct Caller {
   std::atomic<bool> logged{false};
 };
 
-// The tokens file: one caller a line, `NAME TOKEN` separated by white space;
-// `#` starts a comment; blank lines are ignored. Names and tokens are unique;
-// a token has at least 16 characters. Thread-safe.
+// The tokens file: one caller a line, `NAME TOKEN` separated by blanks
+// (spaces or tabs; a trailing \r is ignored, so CRLF files work). A line whose
+// first non-blank character is `#` is a comment and blank lines are ignored;
+// anywhere else `#` is an ordinary character, so a token may contain it and a
+// comment cannot follow a caller on its line. Names and tokens are printable
+// ASCII without blanks (a token travels as gRPC metadata; a name goes into
+// log lines and metric labels). Names are unique, and so are tokens. A token
+// shorter than 16 bytes is accepted with a warning. No error or warning ever
+// contains a token. Thread-safe.
 class CallerAuth {
  public:
-  // Reads `path`; an error names the line and what is wrong with it.
-  static absl::StatusOr<std::unique_ptr<CallerAuth>> Load(std::string path);
+  // Reads `path`. An error is INVALID_ARGUMENT "PATH:LINE: ..." saying what is
+  // wrong with that line (or "PATH: no callers ..." for a file without any),
+  // or FAILED_PRECONDITION if the file cannot be read. If `warnings` is not
+  // null it is cleared and, on success, receives one "PATH:LINE: ..." line for
+  // each thing accepted but worth fixing (a short token).
+  static absl::StatusOr<std::unique_ptr<CallerAuth>> Load(
+      std::string path, std::vector<std::string>* warnings = nullptr);
 
-  // Reads the file again (SIGHUP). On error the callers stay as they were.
-  // Returns the number of callers loaded.
-  absl::StatusOr<size_t> Reload();
+  // Reads the file again (SIGHUP), with the errors and warnings of Load. On
+  // error the callers stay as they were. A caller whose name stays keeps its
+  // counters. Returns the number of callers loaded.
+  absl::StatusOr<size_t> Reload(std::vector<std::string>* warnings = nullptr);
 
   // The caller whose token `authorization` carries ("Bearer <token>",
   // scheme case-insensitive), or UNAUTHENTICATED with a message fit for the

@@ -60,9 +60,11 @@ class AuthTest : public ::testing::Test {
  protected:
   void SetUp() override {
     tokens_ = dir_.File("tokens");
-    WriteFile(tokens_, absl::StrCat("# callers of presenced\n", "django ",
-                                    kDjangoToken, "\n\n", "rest\t", kRestToken,
-                                    "   # the REST proxy\n"));
+    // A comment has a line of its own: '#' elsewhere is part of a token.
+    WriteFile(tokens_,
+              absl::StrCat("# callers of presenced\n", "django ", kDjangoToken,
+                           "\n\n", "  # the REST proxy\n", "rest\t", kRestToken,
+                           "\n"));
   }
 
   TempDir dir_;
@@ -186,12 +188,14 @@ TEST_F(AuthTest, ABadTokensFileStopsTheStart) {
     std::string content;
     std::string error;
   } cases[] = {
-      {"django short\n", ":1: the token of 'django' is shorter than 16"},
+      {absl::StrCat("django ", kDjangoToken, "  # the chat backend\n"),
+       ":1: expected 'NAME TOKEN', got 6 fields: a token cannot contain white "
+       "space"},
       {absl::StrCat("a ", kDjangoToken, "\nb ", kRestToken, "\na ",
                     "another-token-1234567\n"),
        ":3: caller 'a' appears twice"},
       {absl::StrCat("a ", kDjangoToken, "\nb ", kDjangoToken, "\n"),
-       ":2: the token of 'b' is another caller's too"},
+       ":2: the token of 'b' is the token of 'a' (line 1) too"},
       {"# nobody\n", "no callers"},
   };
   for (const Case& c : cases) {
