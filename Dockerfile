@@ -27,7 +27,7 @@ FROM debian:12
 RUN apt-get update -q \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
       libgrpc++1.51 libprotobuf32 libabsl20220623 libsqlite3-0 libssl3 \
-      libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 \
+      libprometheus-cpp-core1.0 \
  && rm -rf /var/lib/apt/lists/*
 # presence-rest is in the image too: run it with --entrypoint presence-rest.
 COPY --from=build /usr/local/bin/presenced /usr/local/bin/presencectl \

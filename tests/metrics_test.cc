@@ -1,16 +1,26 @@
 // presenced's Prometheus endpoint (--metrics_listen): a real presenced,
-// driven by presence::Client, scraped over HTTP, with exact values.
+// driven by presence::Client, scraped over HTTP, with exact values; and the
+// HTTP server itself (MetricsServer) against slow, idle, flooding and too
+// many clients.
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <prometheus/collectable.h>
+#include <prometheus/metric_family.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <optional>
@@ -31,6 +41,7 @@
 #include "gtest/gtest.h"
 #include "presence/client.h"
 #include "service/clock.h"
+#include "service/metrics_server.h"
 #include "service/presence_server.h"
 #include "tests/test_util.h"
 
@@ -158,44 +169,142 @@ class Scrape {
   std::vector<std::string> errors_;
 };
 
+// A TCP connection to HOST:PORT or [IPv6]:PORT, closed on destruction. Reads
+// and writes give up after 5 s, so that a server that stalls fails a test
+// rather than hangs it. Records why it could not connect or send.
+class TestConnection {
+ public:
+  explicit TestConnection(const std::string& address) {
+    const size_t colon = address.rfind(':');
+    if (colon == std::string::npos) {
+      error_ = absl::StrCat("not HOST:PORT: ", address);
+      return;
+    }
+    std::string host = address.substr(0, colon);
+    if (absl::StartsWith(host, "[") && absl::EndsWith(host, "]")) {
+      host = host.substr(1, host.size() - 2);
+    }
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    if (const int rc = getaddrinfo(
+            host.c_str(), address.substr(colon + 1).c_str(), &hints, &found);
+        rc != 0) {
+      error_ = absl::StrCat("resolve ", address, ": ", gai_strerror(rc));
+      return;
+    }
+    for (const addrinfo* a = found; a != nullptr && fd_ < 0; a = a->ai_next) {
+      fd_ = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (fd_ >= 0 && connect(fd_, a->ai_addr, a->ai_addrlen) != 0) {
+        error_ = absl::StrCat("connect ", address, ": ", std::strerror(errno));
+        close(fd_);
+        fd_ = -1;
+      }
+    }
+    freeaddrinfo(found);
+    if (fd_ < 0) return;
+    const timeval timeout = {5, 0};
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+    setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+  }
+  ~TestConnection() {
+    if (fd_ >= 0) close(fd_);
+  }
+  TestConnection(const TestConnection&) = delete;
+  TestConnection& operator=(const TestConnection&) = delete;
+
+  bool connected() const { return fd_ >= 0; }
+  const std::string& error() const { return error_; }
+
+  // Sends all of `data`; false if the connection failed (see error()).
+  bool Send(absl::string_view data) {
+    while (!data.empty()) {
+      const ssize_t n = send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n <= 0) {
+        error_ = absl::StrCat("send: ", std::strerror(errno));
+        return false;
+      }
+      data.remove_prefix(static_cast<size_t>(n));
+    }
+    return true;
+  }
+
+  // One answer: its head, and as many body bytes as its Content-Length says
+  // (none for HEAD). nullopt if the connection ends or stalls before that.
+  std::optional<std::string> ReadResponse(bool head = false) {
+    size_t head_end;
+    while ((head_end = pending_.find("\r\n\r\n")) == std::string::npos) {
+      if (!ReadMore()) return std::nullopt;
+    }
+    head_end += 4;
+    size_t length = 0;
+    const size_t at = pending_.find("Content-Length: ");
+    if (!head && at != std::string::npos && at < head_end) {
+      const size_t start = at + std::strlen("Content-Length: ");
+      if (!absl::SimpleAtoi(
+              pending_.substr(start, pending_.find("\r\n", start) - start),
+              &length)) {
+        return std::nullopt;
+      }
+    }
+    while (pending_.size() < head_end + length) {
+      if (!ReadMore()) return std::nullopt;
+    }
+    std::string response = pending_.substr(0, head_end + length);
+    pending_.erase(0, head_end + length);
+    return response;
+  }
+
+  // Everything the server sends until it closes the connection (or resets
+  // it) within `timeout`; nullopt if it is still open by then.
+  std::optional<std::string> ReadUntilClosed(absl::Duration timeout) {
+    const absl::Time deadline = absl::Now() + timeout;
+    for (;;) {
+      pollfd pfd = {fd_, POLLIN, 0};
+      const int wait_ms =
+          static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
+      if (wait_ms <= 0 || poll(&pfd, 1, wait_ms) <= 0) return std::nullopt;
+      char buf[4096];
+      const ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+      if (n <= 0) return std::move(pending_);
+      pending_.append(buf, static_cast<size_t>(n));
+    }
+  }
+
+ private:
+  bool ReadMore() {
+    char buf[16384];
+    const ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+    if (n <= 0) return false;
+    pending_.append(buf, static_cast<size_t>(n));
+    return true;
+  }
+
+  int fd_ = -1;
+  std::string error_;
+  std::string pending_;  // read and not yet returned
+};
+
+// `request` on a fresh connection; the whole answer until the server closes
+// the connection, or "" if there was none.
+std::string HttpExchange(const std::string& address,
+                         const std::string& request) {
+  TestConnection connection(address);
+  if (!connection.connected() || !connection.Send(request)) return "";
+  return connection.ReadUntilClosed(absl::Seconds(5)).value_or("");
+}
+
 // GET http://address/metrics with HTTP/1.0 (the server closes after the
 // answer). Returns the body of a 200 answer; fails the test otherwise.
 std::string HttpGetMetrics(const std::string& address) {
-  const size_t colon = address.rfind(':');
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  int port = 0;
-  if (colon == std::string::npos ||
-      !absl::SimpleAtoi(address.substr(colon + 1), &port) ||
-      inet_pton(AF_INET, address.substr(0, colon).c_str(), &addr.sin_addr) !=
-          1) {
-    ADD_FAILURE() << "not an IPv4 HOST:PORT: " << address;
-    return "";
-  }
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0 ||
-      connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ADD_FAILURE() << "connect " << address << ": " << std::strerror(errno);
-    if (fd >= 0) close(fd);
-    return "";
-  }
-  const std::string request =
-      absl::StrCat("GET /metrics HTTP/1.0\r\nHost: ", address, "\r\n\r\n");
-  std::string answer;
-  if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
-      static_cast<ssize_t>(request.size())) {
-    char buf[16384];
-    ssize_t n;
-    while ((n = recv(fd, buf, sizeof(buf), 0)) > 0) {
-      answer.append(buf, static_cast<size_t>(n));
-    }
-  }
-  close(fd);
+  const std::string answer = HttpExchange(
+      address,
+      absl::StrCat("GET /metrics HTTP/1.0\r\nHost: ", address, "\r\n\r\n"));
   const size_t body = answer.find("\r\n\r\n");
   if (!absl::StartsWith(answer, "HTTP/1.1 200") &&
       !absl::StartsWith(answer, "HTTP/1.0 200")) {
-    ADD_FAILURE() << "GET /metrics answered:\n" << answer;
+    ADD_FAILURE() << "GET http://" << address << "/metrics answered:\n"
+                  << answer;
     return "";
   }
   return body == std::string::npos ? "" : answer.substr(body + 4);
@@ -562,6 +671,405 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<BadAddress>& info) {
       return info.param.name;
     });
+
+// The HTTP server on its own, with a Collectable that counts its scrapes.
+
+constexpr char kCollections[] = "test_collections_total";
+// The first line of a request that never ends: what held civetweb's two
+// threads until its 30 s request timeout.
+constexpr char kHalfSent[] = "GET /metrics HTTP/1.1\r\n";
+
+class CountingCollectable : public prometheus::Collectable {
+ public:
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    prometheus::MetricFamily family;
+    family.name = kCollections;
+    family.help = "Collect() calls, this one included.";
+    family.type = prometheus::MetricType::Counter;
+    family.metric.emplace_back().counter.value = ++collections_;
+    return {family};
+  }
+  int collections() const { return collections_; }
+
+ private:
+  mutable std::atomic<int> collections_{0};
+};
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+      .count();
+}
+
+using Connections = std::vector<std::unique_ptr<TestConnection>>;
+
+// `n` connections to `address` that each send `data` (perhaps nothing).
+Connections OpenConnections(const std::string& address, int n,
+                            const std::string& data) {
+  Connections out;
+  for (int i = 0; i < n; ++i) {
+    auto connection = std::make_unique<TestConnection>(address);
+    EXPECT_TRUE(connection->connected() &&
+                (data.empty() || connection->Send(data)))
+        << "connection " << i << ": " << connection->error();
+    out.push_back(std::move(connection));
+  }
+  return out;
+}
+
+class MetricsServerTest : public ::testing::Test {
+ protected:
+  void Start(const MetricsServer::Limits& limits = {}) {
+    absl::StatusOr<std::unique_ptr<MetricsServer>> server =
+        MetricsServer::Start("127.0.0.1:0", collectable_, limits);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+  }
+  const std::string& address() const { return server_->address(); }
+
+  // Scrapes until one is answered (after connections close, the server
+  // needs a moment to see it) or 5 s pass.
+  std::string ScrapeWhenServed() {
+    const absl::Time deadline = absl::Now() + absl::Seconds(5);
+    for (;;) {
+      const std::string answer =
+          HttpExchange(address(), "GET /metrics HTTP/1.0\r\n\r\n");
+      if (absl::StartsWith(answer, "HTTP/1.1 200") || absl::Now() > deadline) {
+        return answer;
+      }
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+  }
+
+  const std::shared_ptr<CountingCollectable> collectable_ =
+      std::make_shared<CountingCollectable>();
+  std::unique_ptr<MetricsServer> server_;
+};
+
+TEST_F(MetricsServerTest, HalfSentRequestsDoNotDelayAScrape) {
+  for (int open : {10, 100}) {
+    SCOPED_TRACE(absl::StrCat(open, " half-sent requests"));
+    Start();
+    const Connections stuck = OpenConnections(address(), open, kHalfSent);
+    const auto start = std::chrono::steady_clock::now();
+    const Scrape scrape(HttpGetMetrics(address()));
+    EXPECT_LT(SecondsSince(start), 1.0);
+    EXPECT_THAT(scrape.errors(), IsEmpty());
+    EXPECT_THAT(scrape.Get(kCollections),
+                Optional(collectable_->collections()));
+    server_.reset();
+  }
+}
+
+TEST_F(MetricsServerTest, DestructionIsPromptWithOpenConnections) {
+  Start();
+  const Connections idle = OpenConnections(address(), 5, "");
+  const Connections stuck = OpenConnections(address(), 5, kHalfSent);
+  TestConnection kept_alive(address());
+  ASSERT_TRUE(kept_alive.Send("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_TRUE(kept_alive.ReadResponse().has_value());
+  // Scrapes race the destruction.
+  std::atomic<bool> done{false};
+  std::thread scraper([&done, address = address()] {
+    while (!done) HttpExchange(address, "GET /metrics HTTP/1.0\r\n\r\n");
+  });
+  absl::SleepFor(absl::Milliseconds(50));
+
+  const auto start = std::chrono::steady_clock::now();
+  server_.reset();
+  EXPECT_LT(SecondsSince(start), 1.0);
+  const int collections = collectable_->collections();
+  EXPECT_GT(collections, 1);
+  absl::SleepFor(absl::Milliseconds(100));
+  done = true;
+  scraper.join();
+  EXPECT_EQ(collectable_->collections(), collections);
+  // Every connection was closed, not abandoned.
+  for (const Connections* group : {&idle, &stuck}) {
+    for (const auto& connection : *group) {
+      EXPECT_TRUE(connection->ReadUntilClosed(absl::Seconds(1)).has_value());
+    }
+  }
+  EXPECT_TRUE(kept_alive.ReadUntilClosed(absl::Seconds(1)).has_value());
+}
+
+TEST_F(MetricsServerTest, ConnectionsOverTheCapAreClosedAndServingResumes) {
+  MetricsServer::Limits limits;
+  limits.max_connections = 20;
+  Start(limits);
+  Connections held = OpenConnections(address(), 20, kHalfSent);
+  // Accepted in order: the 20 above fill the server, these are closed at
+  // once, unanswered.
+  const Connections refused = OpenConnections(address(), 30, kHalfSent);
+  for (const auto& connection : refused) {
+    EXPECT_THAT(connection->ReadUntilClosed(absl::Seconds(2)),
+                Optional(std::string()));
+  }
+  EXPECT_EQ(HttpExchange(address(), "GET /metrics HTTP/1.0\r\n\r\n"), "");
+  // The cap refuses newcomers; it does not drop those it holds.
+  EXPECT_EQ(held.front()->ReadUntilClosed(absl::Milliseconds(100)),
+            std::nullopt);
+
+  held.clear();
+  const std::string answer = ScrapeWhenServed();
+  EXPECT_TRUE(absl::StartsWith(answer, "HTTP/1.1 200")) << answer;
+}
+
+TEST_F(MetricsServerTest, UnfinishedAndIdleConnectionsAreClosedAtTheDeadline) {
+  MetricsServer::Limits limits;
+  limits.read_timeout = absl::Milliseconds(300);
+  Start(limits);
+  TestConnection idle(address());
+  TestConnection stuck(address());
+  ASSERT_TRUE(stuck.Send(kHalfSent));
+  // Trickling a header line at a time does not extend the deadline.
+  TestConnection trickle(address());
+  ASSERT_TRUE(trickle.Send(kHalfSent));
+  TestConnection kept_alive(address());
+  ASSERT_TRUE(kept_alive.Send("GET /metrics HTTP/1.1\r\n\r\n"));
+  ASSERT_TRUE(kept_alive.ReadResponse().has_value());
+
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 10; ++i) {
+    absl::SleepFor(absl::Milliseconds(100));
+    if (!trickle.Send(absl::StrCat("X-Line-", i, ": x\r\n"))) break;
+  }
+  for (TestConnection* connection : {&idle, &stuck, &trickle, &kept_alive}) {
+    EXPECT_THAT(connection->ReadUntilClosed(absl::Seconds(3)),
+                Optional(std::string()));
+  }
+  EXPECT_GE(SecondsSince(start), 0.2);
+  const std::string answer = ScrapeWhenServed();
+  EXPECT_TRUE(absl::StartsWith(answer, "HTTP/1.1 200")) << answer;
+}
+
+struct Exchange {
+  std::string request;
+  std::string status;        // the answer's first line starts with it
+  std::string header;        // a line the answer's head must have, or ""
+  bool scrape_body = false;  // a body in the text format, else none or text
+};
+
+TEST_F(MetricsServerTest, AnswersEachRouteOnOneKeptAliveConnection) {
+  Start();
+  const std::string metrics_type =
+      "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n";
+  const std::vector<Exchange> exchanges = {
+      {"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 200 OK",
+       metrics_type, true},
+      {"GET /metrics?name=x HTTP/1.1\r\n\r\n", "HTTP/1.1 200 OK", metrics_type,
+       true},
+      {"HEAD /metrics HTTP/1.1\r\n\r\n", "HTTP/1.1 200 OK", metrics_type},
+      {"GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 404", ""},
+      {"GET /metrics/x HTTP/1.1\r\n\r\n", "HTTP/1.1 404", ""},
+      {"POST /metrics HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi", "HTTP/1.1 405",
+       "Allow: GET, HEAD\r\n"},
+      {"DELETE /metrics HTTP/1.1\r\n\r\n", "HTTP/1.1 405", ""},
+  };
+  TestConnection connection(address());
+  for (const Exchange& exchange : exchanges) {
+    SCOPED_TRACE(exchange.request);
+    ASSERT_TRUE(connection.Send(exchange.request)) << connection.error();
+    const bool head = absl::StartsWith(exchange.request, "HEAD");
+    const std::optional<std::string> answer = connection.ReadResponse(head);
+    ASSERT_TRUE(answer.has_value());
+    EXPECT_TRUE(absl::StartsWith(*answer, exchange.status)) << *answer;
+    EXPECT_TRUE(absl::StrContains(*answer, exchange.header)) << *answer;
+    const std::string body = answer->substr(answer->find("\r\n\r\n") + 4);
+    if (exchange.scrape_body) {
+      const Scrape scrape(body);
+      EXPECT_THAT(scrape.errors(), IsEmpty());
+      EXPECT_TRUE(scrape.Get(kCollections).has_value()) << body;
+    } else if (head) {
+      EXPECT_EQ(body, "");
+      EXPECT_FALSE(absl::StrContains(*answer, "Content-Length: 0\r\n"));
+    }
+  }
+  // Pipelined: both sent before either answer is read.
+  ASSERT_TRUE(
+      connection.Send("GET /metrics HTTP/1.1\r\n\r\nGET /metrics HTTP/1.1\r\n"
+                      "Connection: close\r\n\r\n"));
+  for (int i = 0; i < 2; ++i) {
+    const std::optional<std::string> answer = connection.ReadResponse();
+    ASSERT_TRUE(answer.has_value());
+    EXPECT_TRUE(absl::StartsWith(*answer, "HTTP/1.1 200")) << *answer;
+  }
+  EXPECT_THAT(connection.ReadUntilClosed(absl::Seconds(2)),
+              Optional(std::string()));
+}
+
+struct Flood {
+  std::string name;
+  std::string start;   // sent once
+  std::string repeat;  // then sent until the server refuses more
+};
+
+void PrintTo(const Flood& c, std::ostream* os) { *os << c.name; }
+
+class MetricsServerFloodTest : public MetricsServerTest,
+                               public ::testing::WithParamInterface<Flood> {};
+
+TEST_P(MetricsServerFloodTest, IsRefusedWithoutHarm) {
+  Start();
+  TestConnection flood(address());
+  ASSERT_TRUE(flood.Send(GetParam().start));
+  // Far beyond the 8 KiB limit and what socket buffers hold, so that a
+  // server reading on would take all of it.
+  constexpr size_t kMostSent = 64 << 20;
+  size_t sent = 0;
+  while (sent < kMostSent && flood.Send(GetParam().repeat)) {
+    sent += GetParam().repeat.size();
+  }
+  EXPECT_LT(sent, kMostSent);
+  // Answered 431 then closed, or reset (the server closed with our bytes
+  // unread, which may discard its answer).
+  const std::optional<std::string> answer =
+      flood.ReadUntilClosed(absl::Seconds(2));
+  ASSERT_TRUE(answer.has_value()) << "still open; " << flood.error();
+  if (!answer->empty()) {
+    EXPECT_TRUE(absl::StartsWith(*answer, "HTTP/1.1 431")) << *answer;
+  }
+  const Scrape scrape(HttpGetMetrics(address()));
+  EXPECT_THAT(scrape.Get(kCollections), Optional(1));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, MetricsServerFloodTest,
+    ::testing::Values(Flood{"LongRequestLine", "GET /", std::string(1024, 'a')},
+                      Flood{"ManyHeaderLines", "GET /metrics HTTP/1.1\r\n",
+                            "X-Flood: 0123456789\r\n"},
+                      Flood{"OneLongHeader",
+                            "GET /metrics HTTP/1.1\r\nX-Long: ",
+                            std::string(1024, 'b')}),
+    [](const ::testing::TestParamInfo<Flood>& info) {
+      return info.param.name;
+    });
+
+TEST_F(MetricsServerTest, AnOversizeHeaderIsAnswered431) {
+  Start();
+  TestConnection connection(address());
+  // Sent whole, so the server reads it all and can answer before it closes.
+  ASSERT_TRUE(connection.Send(absl::StrCat(
+      "GET /metrics HTTP/1.1\r\nX-Big: ", std::string(9000, 'c'), "\r\n\r\n")));
+  const std::optional<std::string> answer =
+      connection.ReadUntilClosed(absl::Seconds(2));
+  ASSERT_TRUE(answer.has_value());
+  EXPECT_TRUE(absl::StartsWith(*answer, "HTTP/1.1 431")) << *answer;
+  EXPECT_EQ(collectable_->collections(), 0);
+}
+
+TEST(MetricsServerAddressTest, TakesHostNamesAndBracketedIpv6) {
+  auto collectable = std::make_shared<CountingCollectable>();
+  absl::StatusOr<std::unique_ptr<MetricsServer>> by_name =
+      MetricsServer::Start("localhost:0", collectable);
+  ASSERT_TRUE(by_name.ok()) << by_name.status();
+  EXPECT_TRUE(absl::StartsWith((*by_name)->address(), "localhost:"))
+      << (*by_name)->address();
+  EXPECT_NE((*by_name)->address(), "localhost:0");
+  EXPECT_FALSE(HttpGetMetrics((*by_name)->address()).empty());
+
+  absl::StatusOr<std::unique_ptr<MetricsServer>> v6 =
+      MetricsServer::Start("[::1]:0", collectable);
+  if (!v6.ok()) {
+    GTEST_SKIP() << "no IPv6 loopback here: " << v6.status();
+  }
+  EXPECT_TRUE(absl::StartsWith((*v6)->address(), "[::1]:")) << (*v6)->address();
+  EXPECT_FALSE(HttpGetMetrics((*v6)->address()).empty());
+}
+
+TEST(MetricsServerAddressTest, RefusesWhatIsNotHostPort) {
+  for (const char* listen : {"9464", "", "127.0.0.1:", "127.0.0.1:x",
+                             "127.0.0.1:65536", "[::1]9464", "[::1:0"}) {
+    absl::StatusOr<std::unique_ptr<MetricsServer>> server =
+        MetricsServer::Start(listen, std::make_shared<CountingCollectable>());
+    EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument)
+        << listen << ": " << server.status();
+  }
+}
+
+TEST(MetricsServerAddressTest, PortInUseIsUnavailableWithTheReason) {
+  HeldPort held;
+  ASSERT_FALSE(held.address().empty());
+  absl::StatusOr<std::unique_ptr<MetricsServer>> server = MetricsServer::Start(
+      held.address(), std::make_shared<CountingCollectable>());
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(server.status().message(),
+            absl::StrCat("cannot serve metrics on ", held.address(),
+                         ": cannot bind to ", held.address(),
+                         ": 98 (Address already in use)"));
+}
+
+TEST_F(MetricsInProcessTest, ShutdownIsPromptWithOpenMetricsConnections) {
+  Start();
+  const Connections idle = OpenConnections(server_->metrics_address(), 5, "");
+  const Connections stuck =
+      OpenConnections(server_->metrics_address(), 5, kHalfSent);
+  EXPECT_FALSE(HttpGetMetrics(server_->metrics_address()).empty());
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(server_->Shutdown().ok());
+  EXPECT_LT(SecondsSince(start), 1.0);
+}
+
+TEST(MetricsTest, RunningOutOfFileDescriptorsDoesNotStopServing) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  // Sanitizer runtimes need descriptors of their own: UBSan's vptr check
+  // probes memory through a pipe and, unable to make one, reports a valid
+  // object as invalid.
+  GTEST_SKIP() << "needs a build without sanitizers";
+#endif
+  TempDir dir;
+  constexpr int kMaxFiles = 64;
+  Subprocess process(
+      {"/bin/sh", "-c",
+       absl::StrCat("ulimit -n ", kMaxFiles, " && exec ", PRESENCED_PATH,
+                    " --listen=127.0.0.1:0 --db=", dir.File("p.db"),
+                    " --metrics_listen=127.0.0.1:0")});
+  const std::string metrics = MetricsAddress(process);
+  ASSERT_FALSE(metrics.empty());
+  {
+    const Connections idle = OpenConnections(metrics, 2 * kMaxFiles, "");
+    // Accepting took every descriptor, so the last accepts failed (EMFILE).
+    const std::string fds = absl::StrCat("/proc/", process.pid(), "/fd");
+    int open = 0;
+    for (const absl::Time deadline = absl::Now() + absl::Seconds(5);
+         open < kMaxFiles && absl::Now() < deadline;
+         absl::SleepFor(absl::Milliseconds(10))) {
+      open = static_cast<int>(
+          std::distance(std::filesystem::directory_iterator(fds),
+                        std::filesystem::directory_iterator()));
+    }
+    EXPECT_GE(open, kMaxFiles);
+  }
+  // Closed by the clients: the server frees its descriptors and accepts
+  // again.
+  std::string answer;
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(10);
+       !absl::StartsWith(answer, "HTTP/1.1 200") && absl::Now() < deadline;
+       absl::SleepFor(absl::Milliseconds(20))) {
+    answer = HttpExchange(metrics, "GET /metrics HTTP/1.0\r\n\r\n");
+  }
+  EXPECT_TRUE(absl::StartsWith(answer, "HTTP/1.1 200")) << answer;
+  process.Signal(SIGTERM);
+  const Subprocess::Exit exit = process.Wait();
+  EXPECT_EQ(exit.code, 0) << "signal " << exit.signal << "\n" << exit.err;
+}
+
+TEST(MetricsTest, ExitsPromptlyOnSigtermWithOpenMetricsConnections) {
+  TempDir dir;
+  RunningPresenced server = StartPresenced(
+      {"--db=" + dir.File("p.db"), "--metrics_listen=127.0.0.1:0"});
+  ASSERT_FALSE(server.address.empty());
+  const std::string metrics = MetricsAddress(*server.process);
+  ASSERT_FALSE(metrics.empty());
+  const Connections idle = OpenConnections(metrics, 5, "");
+  const Connections stuck = OpenConnections(metrics, 5, kHalfSent);
+  EXPECT_FALSE(HttpGetMetrics(metrics).empty());
+
+  const auto start = std::chrono::steady_clock::now();
+  server.process->Signal(SIGTERM);
+  const Subprocess::Exit exit = server.process->Wait();
+  EXPECT_LT(SecondsSince(start), 1.0);
+  EXPECT_EQ(exit.code, 0) << "signal " << exit.signal << "\n" << exit.err;
+}
 
 }  // namespace
 }  // namespace presence

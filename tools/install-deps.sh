@@ -15,8 +15,8 @@ packages=(
   # dependencies (see README: why each)
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libsqlitecpp-dev libsqlite3-dev grpc-proto
-  prometheus-cpp-dev  # presenced's /metrics (prometheus-cpp core + pull)
-  libboost-dev libssl-dev  # presence-rest: Boost.Beast (HTTP, SSE), OpenSSL (JWT HS256)
+  prometheus-cpp-dev  # presenced's /metrics: prometheus-cpp's data model and text format
+  libboost-dev libssl-dev  # Boost.Beast (presence-rest; presenced's /metrics), OpenSSL (JWT, tokens, TLS checks)
   python3 python3-grpcio python3-protobuf  # the Python client
   python3-django  # the Django app
   # tests and checks
