@@ -25,4 +25,21 @@ void Log(absl::string_view level, absl::string_view message) {
 void LogInfo(absl::string_view message) { Log("INFO", message); }
 void LogError(absl::string_view message) { Log("ERROR", message); }
 
+void ThrottledErrorLog::Log(absl::string_view message) {
+  const int64_t now = absl::ToUnixSeconds(absl::Now());
+  int64_t last = last_second_.load(std::memory_order_relaxed);
+  if (now == last || !last_second_.compare_exchange_strong(
+                         last, now, std::memory_order_relaxed)) {
+    not_logged_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  const int64_t skipped = not_logged_.exchange(0, std::memory_order_relaxed);
+  if (skipped == 0) {
+    LogError(message);
+  } else {
+    LogError(absl::StrCat(message, " (and ", skipped,
+                          " more like it not logged since the last line)"));
+  }
+}
+
 }  // namespace presence

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/strip.h"
 
 #ifndef PRESENCE_VERSION
 #error "PRESENCE_VERSION must be defined by the build"
@@ -46,6 +47,15 @@ MetricFamily Single(std::string name, std::string help, MetricType type,
 }
 
 }  // namespace
+
+std::optional<Rpc> RpcOfMethodPath(absl::string_view path) {
+  constexpr absl::string_view kPrefix = "/presence.v1.PresenceService/";
+  if (!absl::ConsumePrefix(&path, kPrefix)) return std::nullopt;
+  for (int r = 0; r < kNumRpcs; ++r) {
+    if (path == kRpcNames[static_cast<size_t>(r)]) return static_cast<Rpc>(r);
+  }
+  return std::nullopt;
+}
 
 // 10 us to 10 s: reads answered from memory take tens of microseconds,
 // changes in commit mode a flush of the disk (milliseconds), and a slow disk

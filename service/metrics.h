@@ -11,10 +11,12 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <tuple>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "service/caller_auth.h"
 #include "service/event_hub.h"
@@ -33,6 +35,9 @@ enum class Rpc {
   kWatchPresence,
 };
 inline constexpr int kNumRpcs = 6;
+// The Rpc of a method path such as "/presence.v1.PresenceService/Heartbeat";
+// nullopt for any other service's or an unknown method.
+std::optional<Rpc> RpcOfMethodPath(absl::string_view path);
 static_assert(std::tuple_size<decltype(Caller::calls)>::value == kNumRpcs,
               "Caller::calls has one counter per Rpc");
 
@@ -130,7 +135,7 @@ struct MetricsSources {
   const CallerAuth* auth = nullptr;
 };
 
-// Every metric of presenced, for prometheus-cpp's Exposer: what
+// Every metric of presenced, for the MetricsServer: what
 // ServerMetrics recorded, plus gauges and counters read from the registry,
 // the hub and the writer at scrape time (each takes their locks briefly,
 // one at a time). Thread-safe.

@@ -1,10 +1,15 @@
 #include "service/presence_server.h"
 
+#include <grpc/grpc.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/impl/server_builder_option.h>
+#include <grpcpp/resource_quota.h>
+#include <malloc.h>
+#include <sys/resource.h>
 
 #include <algorithm>
+#include <chrono>
 #include <utility>
 
 #include "absl/strings/numbers.h"
@@ -12,6 +17,7 @@
 #include "absl/strings/string_view.h"
 #include "grpc/health/v1/health.pb.h"
 #include "service/log.h"
+#include "service/server_credentials.h"
 #include "service/sqlite_presence_store.h"
 #include "service/status_macros.h"
 
@@ -47,6 +53,7 @@ class ReflectionOption : public grpc::ServerBuilderOption {
 
 void InstallGlobalPlugins() {
   static const bool installed = [] {
+    InstallProtobufLogHandler();
     grpc::EnableDefaultHealthCheckService(true);
     // Reflection describes services from the generated descriptor pool. The
     // health service is gRPC's own (it does not use C++ protobuf), so link
@@ -59,8 +66,8 @@ void InstallGlobalPlugins() {
   (void)installed;
 }
 
-// civetweb reads more than HOST:PORT from its listening_ports option (lists,
-// "s" for TLS, a port alone for every interface): accept only HOST:PORT.
+// One HOST:PORT. Lists, an "s" suffix (TLS) and a port alone, which
+// --metrics_listen took when civetweb served it, fail here as a bad flag.
 bool IsHostPort(const std::string& address) {
   const size_t colon = address.rfind(':');
   if (colon == std::string::npos || colon == 0) return false;
@@ -70,6 +77,26 @@ bool IsHostPort(const std::string& address) {
   return host.find_first_of(", ") == absl::string_view::npos && !port.empty() &&
          port.find_first_not_of("0123456789") == absl::string_view::npos &&
          absl::SimpleAtoi(port, &value) && value <= 65535;
+}
+
+// `wanted`, lowered to what the open-file limit leaves for connections once
+// descriptors are kept for everything else: the database and its WAL, shm and
+// lock files, the metrics server's connections (up to 100), gRPC's own. A
+// quarter of the limit, between 32 and 256, is plenty.
+int ConnectionsThatFit(int wanted) {
+  rlimit limit;
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 ||
+      limit.rlim_cur == RLIM_INFINITY) {
+    return wanted;
+  }
+  const int64_t files = static_cast<int64_t>(limit.rlim_cur);
+  const int64_t kept = std::clamp<int64_t>(files / 4, 32, 256);
+  const int64_t fit = std::max<int64_t>(1, files - kept);
+  if (fit >= wanted) return wanted;
+  LogInfo(absl::StrCat("max_connections lowered from ", wanted, " to ", fit,
+                       " to fit the open-file limit (", files, ", keeping ",
+                       kept, " descriptors for the rest)"));
+  return static_cast<int>(fit);
 }
 
 }  // namespace
@@ -106,6 +133,15 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
   }
   if (options.max_request_bytes < 1024) {
     return absl::InvalidArgumentError("max_request_bytes must be >= 1024");
+  }
+  if (options.max_connections < 1 || options.max_concurrent_streams < 1) {
+    return absl::InvalidArgumentError(
+        "max_connections and max_concurrent_streams must be >= 1");
+  }
+  if (options.grpc_memory_quota_bytes < (int64_t{16} << 20)) {
+    return absl::InvalidArgumentError(
+        "grpc_memory_quota_mb must be >= 16 (gRPC needs room for one "
+        "largest request and its connections)");
   }
   if (options.keepalive_time < absl::Seconds(1) ||
       options.keepalive_timeout < absl::Seconds(1) ||
@@ -219,11 +255,27 @@ absl::Status PresenceServer::ServeMetrics() {
 
 absl::Status PresenceServer::Listen() {
   InstallGlobalPlugins();
+  ConnectionListener::Options listen;
+  listen.address = options_.listen;
+  listen.max_connections = ConnectionsThatFit(options_.max_connections);
+  PRESENCE_ASSIGN_OR_RETURN(listener_, ConnectionListener::Bind(listen));
+
   grpc::ServerBuilder builder;
-  // gRPC sets SO_REUSEPORT by default, which would let a second presenced
-  // bind the same port silently and split the traffic.
-  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(options_.max_request_bytes);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             options_.max_concurrent_streams);
+  // What gRPC allocates for connections and calls (transport buffers, call
+  // arenas) is charged to this quota; near it, gRPC shrinks flow-control
+  // windows, then drops idle connections and calls, instead of growing
+  // without bound under a flood.
+  grpc::ResourceQuota quota("presenced");
+  quota.Resize(static_cast<size_t>(options_.grpc_memory_quota_bytes));
+  builder.SetResourceQuota(quota);
+  // A connection that has not finished its HTTP/2 (and TLS) handshake by
+  // then is closed: a handshake takes milliseconds, and a peer that opens
+  // connections and sends nothing must not hold them for gRPC's default
+  // two minutes.
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, 10'000);
   // Ping every connection this often and drop it if the ping is not
   // answered: a watcher whose host died (no FIN ever comes) is reaped, and
   // its stream ends, instead of holding a watcher slot forever.
@@ -240,27 +292,32 @@ absl::Status PresenceServer::Listen() {
   builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
                              static_cast<int>(absl::ToInt64Milliseconds(
                                  options_.max_connection_idle)));
-  builder.AddListeningPort(options_.listen,
-                           options_.credentials != nullptr
-                               ? options_.credentials
-                               : grpc::InsecureServerCredentials(),
-                           &port_);
+  // presenced accepts connections itself (see ConnectionListener) and hands
+  // them to gRPC, which then owns them.
+  std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor> acceptor =
+      builder.experimental().AddExternalConnectionAcceptor(
+          grpc::ServerBuilder::experimental_type::ExternalConnectionType::
+              FROM_FD,
+          MakeServerCredentials(options_.tls ? &*options_.tls : nullptr,
+                                options_.auth, metrics_.get()));
   builder.SetOption(std::make_unique<ReflectionOption>(options_.reflection));
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
-  if (server_ == nullptr || port_ == 0) {
+  if (server_ == nullptr) {
     return absl::UnavailableError(
-        absl::StrCat("cannot listen on ", options_.listen,
-                     ": the address is in use, not local, or not permitted"));
+        absl::StrCat("cannot start the gRPC server for ", options_.listen));
   }
   address_ = absl::StrCat(options_.listen.substr(0, options_.listen.rfind(':')),
-                          ":", port_);
+                          ":", listener_->port());
   // Registers our service's name; UpdateHealth() then sets every name.
   server_->GetHealthCheckService()->SetServingStatus(
       v1::PresenceService::service_full_name(), true);
-  absl::MutexLock lock(&health_mu_);
-  health_ = server_->GetHealthCheckService();
-  UpdateHealth();
+  {
+    absl::MutexLock lock(&health_mu_);
+    health_ = server_->GetHealthCheckService();
+    UpdateHealth();
+  }
+  listener_->Start(std::move(acceptor));
   return absl::OkStatus();
 }
 
@@ -280,14 +337,27 @@ void PresenceServer::UpdateHealth() {
 
 void PresenceServer::SweepLoop() {
   // New expiry entries are never due before existing ones, so sleeping
-  // until the next one is due is exact for the system clock. The cap keeps
-  // a clock that jumps (a FakeClock in tests, a stepped wall clock) from
-  // delaying expiry events by more than that.
+  // until the next one is due is exact for the system clock. The cap bounds
+  // the lateness when the clock jumps ahead (a FakeClock in tests, a wall
+  // clock stepped forward); the sleep itself is monotonic, so a wall clock
+  // stepped back cannot stretch it.
   constexpr absl::Duration kMaxWait = absl::Milliseconds(100);
-  do {
+  // glibc keeps memory freed by its threads' arenas for reuse, so after a
+  // burst (a flood of large requests, thousands of streams) the process would
+  // stay at its peak for good. Trimming hands whole free pages back to the
+  // kernel; it walks only the free chunks, a few milliseconds at most.
+  constexpr auto kTrimEvery = std::chrono::seconds(2);
+  auto last_trim = std::chrono::steady_clock::now();
+  while (!stop_sweeping_.load(std::memory_order_acquire)) {
     registry_->SweepExpired();
-  } while (!stop_sweeping_.WaitForNotificationWithTimeout(std::clamp(
-      registry_->NextExpiry() - clock_.Now(), absl::ZeroDuration(), kMaxWait)));
+    if (const auto now = std::chrono::steady_clock::now();
+        now - last_trim >= kTrimEvery) {
+      malloc_trim(0);
+      last_trim = now;
+    }
+    sweeper_wakeup_.SleepFor(std::clamp(registry_->NextExpiry() - clock_.Now(),
+                                        absl::ZeroDuration(), kMaxWait));
+  }
 }
 
 absl::Status PresenceServer::Shutdown(absl::Duration grace) {
@@ -295,7 +365,8 @@ absl::Status PresenceServer::Shutdown(absl::Duration grace) {
   if (shut_down_) return shutdown_status_;
   shut_down_ = true;
   if (sweeper_.joinable()) {
-    stop_sweeping_.Notify();
+    stop_sweeping_.store(true, std::memory_order_release);
+    sweeper_wakeup_.Signal();
     sweeper_.join();
   }
   if (server_ != nullptr) {
@@ -305,12 +376,29 @@ absl::Status PresenceServer::Shutdown(absl::Duration grace) {
       shutting_down_ = true;
       UpdateHealth();
     }
+    listener_->Stop();
+    service_->StopAdmitting();
     hub_->Close(absl::UnavailableError(
         "presenced is shutting down; reconnect with your last epoch and "
         "sequence (a restarted presenced answers with a fresh snapshot)"));
-    // Calls in flight may still wait for the writer, and streams for the
-    // hub's dispatcher: both keep running until the server lets them go.
-    server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+    // gRPC's Shutdown() waits for every connection to close, and a client
+    // that keeps an idle connection (a pool) or a grpc.health.v1.Health
+    // Watch open holds it for the whole grace period. So: it runs on a
+    // thread of its own (telling clients GOAWAY), while this one waits only
+    // for the calls in flight, which may still wait for the writer and the
+    // hub's dispatcher (both keep running until then); then every
+    // connection is closed at once.
+    std::thread stopper([this, grace] {
+      server_->Shutdown(std::chrono::system_clock::now() +
+                        absl::ToChronoNanoseconds(grace));
+    });
+    if (!service_->AwaitNoCallsInFlight(grace)) {
+      LogError(absl::StrCat("shutdown: ", service_->calls_in_flight(),
+                            " calls still in flight after ",
+                            absl::FormatDuration(grace), "; cancelling them"));
+    }
+    grpc_server_cancel_all_calls(server_->c_server());
+    stopper.join();
   }
   hub_->Stop();
   shutdown_status_ = writer_->Stop();
@@ -320,9 +408,8 @@ absl::Status PresenceServer::Shutdown(absl::Duration grace) {
     LogError(absl::StrCat("final commit failed, recent changes are lost: ",
                           shutdown_status_.message()));
   }
-  // Last, so that scrapes can follow the calls draining. civetweb's listener
-  // looks for the stop only between polls of up to 2 s (civetweb issue
-  // #1163), so this may take that long.
+  // Last, so that scrapes can follow the calls draining. It closes its
+  // connections without waiting for any client, so this adds no delay.
   metrics_server_.reset();
   return shutdown_status_;
 }

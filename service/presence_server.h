@@ -4,7 +4,9 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <atomic>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -12,10 +14,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "service/caller_auth.h"
 #include "service/clock.h"
+#include "service/connection_listener.h"
 #include "service/event_hub.h"
 #include "service/metrics.h"
 #include "service/metrics_server.h"
@@ -24,6 +26,8 @@
 #include "service/presence_store.h"
 #include "service/request_validation.h"
 #include "service/store_writer.h"
+#include "service/tls_files.h"
+#include "service/wakeup.h"
 
 namespace presence {
 
@@ -43,12 +47,13 @@ struct ServerOptions {
   // HOST:PORT to serve Prometheus metrics on at /metrics; port 0 picks a
   // free port (see PresenceServer::metrics_address()). Empty: no metrics.
   std::string metrics_listen;
-  // TLS or mTLS to listen with. Null: plaintext.
-  std::shared_ptr<grpc::ServerCredentials> credentials;
-  // Null: no authentication. Else every PresenceService call needs a
-  // caller's token; must outlive the server.
+  // TLS (mTLS with a client CA) to listen with. Empty: plaintext.
+  std::optional<TlsMaterial> tls;
+  // Null: no authentication. Else every call but grpc.health.v1.Health
+  // needs a caller's token, checked on its headers before its message is
+  // read; must outlive the server.
   const CallerAuth* auth = nullptr;
-  // Serve grpc.reflection.v1alpha (it cannot check tokens).
+  // Serve grpc.reflection.v1alpha.
   bool reflection = true;
   // A new session beyond this many of one user ends the user's oldest one.
   int max_sessions_per_user = 32;
@@ -56,6 +61,16 @@ struct ServerOptions {
   // is pinged (its peer is dropped if no answer comes within the timeout:
   // dead watchers are reaped) and how long an idle one is kept.
   int max_request_bytes = 4 * 1024 * 1024;
+  // Client connections open at once; one more is accepted and closed at
+  // once. Start() lowers it to fit the open-file limit.
+  int max_connections = 10'000;
+  // Calls open at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_
+  // STREAMS); a client queues those beyond it.
+  int max_concurrent_streams = 1'000;
+  // Memory gRPC may take for calls and connections (its ResourceQuota); near
+  // it, gRPC shrinks flow-control windows and then drops idle connections
+  // and calls.
+  int64_t grpc_memory_quota_bytes = int64_t{256} << 20;
   absl::Duration keepalive_time = absl::Minutes(1);
   absl::Duration keepalive_timeout = absl::Seconds(20);
   absl::Duration max_connection_idle = absl::Minutes(30);
@@ -94,11 +109,13 @@ class PresenceServer {
   // metrics.
   const std::string& metrics_address() const { return metrics_address_; }
 
-  // Reports NOT_SERVING, ends every WatchPresence stream with UNAVAILABLE,
-  // stops accepting calls, lets calls in flight finish for up to `grace`
-  // (then cancels them), then commits what is queued, and stops serving
-  // metrics last (which takes up to 2 s more). Returns the error if that
-  // final commit failed. Idempotent.
+  // Reports NOT_SERVING, stops accepting connections, answers new calls
+  // UNAVAILABLE, ends every WatchPresence stream with UNAVAILABLE, lets the
+  // calls in flight finish for up to `grace` (then cancels them), closes
+  // every connection at once without waiting for idle clients or health
+  // watches, then commits what is queued, and stops serving
+  // metrics last (at once, waiting for no scraper). Returns the error if
+  // that final commit failed. Idempotent.
   absl::Status Shutdown(absl::Duration grace = absl::Seconds(5));
 
  private:
@@ -121,9 +138,9 @@ class PresenceServer {
   std::unique_ptr<EventHub> hub_;
   std::unique_ptr<PresenceRegistry> registry_;
   std::unique_ptr<PresenceServiceImpl> service_;
+  std::unique_ptr<ConnectionListener> listener_;
   std::unique_ptr<grpc::Server> server_;
   std::string address_;
-  int port_ = 0;
   std::string metrics_address_;
 
   // Taken after shutdown_mu_, never before it.
@@ -137,7 +154,8 @@ class PresenceServer {
   absl::Mutex shutdown_mu_;
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
   absl::Status shutdown_status_ ABSL_GUARDED_BY(shutdown_mu_);
-  absl::Notification stop_sweeping_;
+  std::atomic<bool> stop_sweeping_{false};
+  Wakeup sweeper_wakeup_;  // monotonic sleeps, so a clock step cannot stall it
   std::thread sweeper_;
   // Scrapes read the components: stopped in Shutdown(), before they go.
   std::unique_ptr<MetricsServer> metrics_server_;

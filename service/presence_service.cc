@@ -1,43 +1,85 @@
 #include "service/presence_service.h"
 
 #include <algorithm>
+#include <chrono>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
+#include "google/protobuf/stubs/logging.h"
 #include "service/log.h"
 #include "service/proto_time.h"
+#include "service/status_macros.h"
 
 namespace presence {
 namespace {
 
-void Finish(grpc::ServerUnaryReactor* reactor, const RpcTimer& timer,
-            const absl::Status& status) {
-  grpc::Status finish = ToGrpcStatus(status);
-  timer.Stop(finish.error_code());
-  reactor->Finish(finish);
+using WatchWriteReactor = grpc::ServerWriteReactor<grpc::ByteBuffer>;
+
+// Where protobuf's log lines go while this thread parses a request: into the
+// call's answer rather than presenced's log.
+thread_local std::string* protobuf_complaints = nullptr;
+
+void OnProtobufLog(google::protobuf::LogLevel level, const char* filename,
+                   int line, const std::string& message) {
+  if (protobuf_complaints != nullptr) {
+    if (!protobuf_complaints->empty()) protobuf_complaints->append("; ");
+    protobuf_complaints->append(message);
+    return;
+  }
+  if (level == google::protobuf::LOGLEVEL_INFO) return;
+  // Anything else protobuf says could be made to repeat by a peer.
+  static ThrottledErrorLog* const log = new ThrottledErrorLog();
+  log->Log(absl::StrCat("protobuf (", filename, ":", line, "): ", message));
 }
 
-grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context,
-                                 const RpcTimer& timer,
-                                 const absl::Status& status) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  Finish(reactor, timer, status);
-  return reactor;
+template <typename Message>
+absl::Status Parse(const grpc::ByteBuffer& bytes, Message* message) {
+  grpc::ByteBuffer copy(bytes);  // shares the slices; Deserialize drains it
+  std::string complaints;
+  protobuf_complaints = &complaints;
+  const grpc::Status parsed =
+      grpc::SerializationTraits<Message>::Deserialize(&copy, message);
+  protobuf_complaints = nullptr;
+  if (parsed.ok()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "the request is not a valid ", Message::descriptor()->full_name(),
+      " message: ",
+      !complaints.empty() ? complaints
+                          : "its protobuf encoding is truncated or malformed"));
 }
 
-using WatchWriteReactor = grpc::ServerWriteReactor<v1::WatchPresenceResponse>;
+// Replaces *out with `message`'s bytes.
+void Serialize(const google::protobuf::Message& message,
+               grpc::ByteBuffer* out) {
+  out->Clear();  // gRPC's writer wants an empty buffer
+  bool own_buffer;
+  grpc::SerializationTraits<google::protobuf::Message>::Serialize(message, out,
+                                                                  &own_buffer)
+      .IgnoreError();  // fails only for a message over 2 GiB
+}
+
+using CallCounter = PresenceServiceImpl::CallCounter;
 
 // A watch that ends before its first message (bad request, no capacity).
 class RejectedWatch : public WatchWriteReactor {
  public:
-  RejectedWatch(const absl::Status& status, const RpcTimer& timer) {
+  RejectedWatch(CallCounter* calls, const absl::Status& status,
+                const RpcTimer& timer)
+      : calls_(calls) {
+    calls_->Enter();
     grpc::Status finish = ToGrpcStatus(status);
     timer.Stop(finish.error_code());
     Finish(finish);
   }
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    calls_->Leave();
+    delete this;
+  }
+
+ private:
+  CallCounter* const calls_;
 };
 
 // One WatchPresence stream. It pulls messages from the hub and keeps exactly
@@ -50,11 +92,14 @@ class RejectedWatch : public WatchWriteReactor {
 // not at all. No lock is held while calling into gRPC.
 class WatchReactor : public WatchWriteReactor, public WatchSink {
  public:
-  static WatchWriteReactor* Start(EventHub* hub, const WatchRequest& request,
+  static WatchWriteReactor* Start(EventHub* hub, CallCounter* calls,
+                                  const WatchRequest& request,
                                   const RpcTimer& timer) {
-    auto reactor = std::shared_ptr<WatchReactor>(new WatchReactor(hub, timer));
+    auto reactor =
+        std::shared_ptr<WatchReactor>(new WatchReactor(hub, calls, timer));
     absl::StatusOr<EventHub::WatchId> id = hub->Watch(request, reactor);
-    if (!id.ok()) return new RejectedWatch(id.status(), timer);
+    if (!id.ok()) return new RejectedWatch(calls, id.status(), timer);
+    calls->Enter();
     reactor->id_ = *id;
     reactor->self_ = reactor;
     // The hub wakes a watch only after a Pop() found it empty, so nothing
@@ -84,13 +129,14 @@ class WatchReactor : public WatchWriteReactor, public WatchSink {
 
   void OnDone() override {
     hub_->Unwatch(id_);
+    calls_->Leave();
     // May destroy this reactor (unless a wake holds it): the last statement.
     self_.reset();
   }
 
  private:
-  WatchReactor(EventHub* hub, const RpcTimer& timer)
-      : hub_(hub), timer_(timer) {}
+  WatchReactor(EventHub* hub, CallCounter* calls, const RpcTimer& timer)
+      : hub_(hub), calls_(calls), timer_(timer) {}
 
   void MaybeWrite() {
     bool finishing = false;
@@ -105,6 +151,7 @@ class WatchReactor : public WatchWriteReactor, public WatchSink {
         case EventHub::PopResult::kEmpty:
           return;
         case EventHub::PopResult::kMessage:
+          Serialize(current_, &current_bytes_);
           write_in_flight_ = true;
           break;
         case EventHub::PopResult::kClosed:
@@ -114,28 +161,75 @@ class WatchReactor : public WatchWriteReactor, public WatchSink {
           break;
       }
     }
-    // current_ is not touched again until OnWriteDone.
+    // current_bytes_ is not touched again until OnWriteDone.
     if (finishing) {
       timer_.Stop(finish.error_code());
       Finish(finish);
     } else {
-      StartWrite(&current_);
+      StartWrite(&current_bytes_);
     }
   }
 
   EventHub* const hub_;
+  CallCounter* const calls_;
   const RpcTimer timer_;
   EventHub::WatchId id_ = 0;
   std::shared_ptr<WatchReactor> self_;
 
   absl::Mutex mu_;
   v1::WatchPresenceResponse current_ ABSL_GUARDED_BY(mu_);
+  grpc::ByteBuffer current_bytes_ ABSL_GUARDED_BY(mu_);
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace
+
+// One unary call: its reactor, counted in flight until gRPC is done with it.
+class UnaryCall final : public grpc::ServerUnaryReactor {
+ public:
+  UnaryCall(CallCounter* calls, Rpc rpc, ServerMetrics* metrics)
+      : calls_(calls), timer_(metrics, rpc) {
+    calls_->Enter();
+  }
+
+  // Once per call.
+  UnaryCall* Answer(const absl::Status& status) {
+    grpc::Status finish = ToGrpcStatus(status);
+    timer_.Stop(finish.error_code());
+    Finish(finish);
+    return this;
+  }
+
+  void OnDone() override {
+    calls_->Leave();
+    delete this;
+  }
+
+ private:
+  CallCounter* const calls_;
+  const RpcTimer timer_;
+};
+
+void PresenceServiceImpl::CallCounter::Leave() {
+  if (in_flight_.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
+      awaited_.load(std::memory_order_acquire)) {
+    zero_.Signal();
+  }
+}
+
+bool PresenceServiceImpl::CallCounter::AwaitZero(absl::Duration timeout) {
+  awaited_.store(true, std::memory_order_release);
+  const auto deadline =
+      std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(timeout);
+  while (in_flight() > 0) {
+    const auto left = deadline - std::chrono::steady_clock::now();
+    if (left <= std::chrono::steady_clock::duration::zero()) return false;
+    zero_.SleepFor(absl::FromChrono(left));
+  }
+  return true;
+}
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
@@ -149,6 +243,14 @@ PresenceServiceImpl::PresenceServiceImpl(PresenceRegistry* registry,
                                          Options options)
     : registry_(registry), writer_(writer), hub_(hub), options_(options) {}
 
+void PresenceServiceImpl::StopAdmitting() {
+  admitting_.store(false, std::memory_order_release);
+}
+
+bool PresenceServiceImpl::AwaitNoCallsInFlight(absl::Duration timeout) {
+  return calls_.AwaitZero(timeout);
+}
+
 absl::Status PresenceServiceImpl::Authorize(
     const grpc::CallbackServerContext& context, Rpc rpc) const {
   if (options_.auth == nullptr) return absl::OkStatus();
@@ -160,14 +262,8 @@ absl::Status PresenceServiceImpl::Authorize(
   absl::StatusOr<std::shared_ptr<Caller>> caller =
       options_.auth->Authenticate(authorization);
   if (!caller.ok()) {
-    // At most one line a second: a misconfigured client retrying in a loop
-    // must not flood the log.
-    int64_t now = absl::ToUnixSeconds(absl::Now());
-    int64_t last = last_rejection_log_.load(std::memory_order_relaxed);
-    if (now != last && last_rejection_log_.compare_exchange_strong(last, now)) {
-      LogError(absl::StrCat("refused a call from ", context.peer(), ": ",
-                            caller.status().message()));
-    }
+    rejections_.Log(absl::StrCat("refused a call from ", context.peer(), ": ",
+                                 caller.status().message()));
     return caller.status();
   }
   (*caller)->calls[static_cast<int>(rpc)].fetch_add(1,
@@ -179,43 +275,50 @@ absl::Status PresenceServiceImpl::Authorize(
   return absl::OkStatus();
 }
 
-void PresenceServiceImpl::FinishWhenDurable(grpc::ServerUnaryReactor* reactor,
-                                            uint64_t ticket,
-                                            const RpcTimer& timer) {
-  if (!timer.active()) {
-    // Captures one pointer: fits AnyInvocable's inline storage, so no
-    // allocation per call when metrics are off.
-    writer_->WhenDurable(ticket, [reactor](absl::Status status) {
-      reactor->Finish(ToGrpcStatus(status));
-    });
-    return;
+void InstallProtobufLogHandler() {
+  google::protobuf::SetLogHandler(&OnProtobufLog);
+}
+
+template <typename Request>
+absl::Status PresenceServiceImpl::Admit(
+    const grpc::CallbackServerContext& context, Rpc rpc,
+    const grpc::ByteBuffer& bytes, Request* request, bool is_change) const {
+  if (!admitting_.load(std::memory_order_acquire)) {
+    return absl::UnavailableError(
+        "presenced is shutting down; retry (it is likely restarting)");
   }
-  writer_->WhenDurable(ticket, [reactor, timer](absl::Status status) {
-    Finish(reactor, timer, status);
-  });
+  PRESENCE_RETURN_IF_ERROR(Authorize(context, rpc));
+  PRESENCE_RETURN_IF_ERROR(Parse(bytes, request));
+  PRESENCE_RETURN_IF_ERROR(ValidateRequest(*request, options_.limits));
+  // Refused before it is applied: memory must not hold what cannot be kept.
+  if (is_change) PRESENCE_RETURN_IF_ERROR(writer_->accepting());
+  return absl::OkStatus();
+}
+
+void PresenceServiceImpl::FinishWhenDurable(UnaryCall* call, uint64_t ticket) {
+  // Captures one pointer: fits AnyInvocable's inline storage, so no
+  // allocation per call.
+  writer_->WhenDurable(ticket,
+                       [call](absl::Status status) { call->Answer(status); });
 }
 
 grpc::ServerUnaryReactor* PresenceServiceImpl::Heartbeat(
-    grpc::CallbackServerContext* context, const v1::HeartbeatRequest* request,
-    v1::HeartbeatResponse* response) {
-  const RpcTimer timer(options_.metrics, Rpc::kHeartbeat);
-  if (absl::Status s = Authorize(*context, Rpc::kHeartbeat); !s.ok()) {
-    return Finish(context, timer, s);
-  }
-  if (absl::Status s = ValidateRequest(*request, options_.limits); !s.ok()) {
-    return Finish(context, timer, s);
-  }
-  // Refused before it is applied: memory must not hold what cannot be kept.
-  if (absl::Status s = writer_->accepting(); !s.ok()) {
-    return Finish(context, timer, s);
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* bytes,
+    grpc::ByteBuffer* answer) {
+  auto* call = new UnaryCall(&calls_, Rpc::kHeartbeat, options_.metrics);
+  v1::HeartbeatRequest request;
+  if (absl::Status s = Admit(*context, Rpc::kHeartbeat, *bytes, &request, true);
+      !s.ok()) {
+    return call->Answer(s);
   }
   // client_time is deliberately not read: only the server's clock decides.
   const HeartbeatResult result =
-      registry_->Heartbeat(request->user_id(), request->session_id());
-  FillHeartbeat(result, response);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  FinishWhenDurable(reactor, result.write_ticket, timer);
-  return reactor;
+      registry_->Heartbeat(request.user_id(), request.session_id());
+  v1::HeartbeatResponse response;
+  FillHeartbeat(result, &response);
+  Serialize(response, answer);
+  FinishWhenDurable(call, result.write_ticket);
+  return call;
 }
 
 void PresenceServiceImpl::FillHeartbeat(const HeartbeatResult& result,
@@ -228,27 +331,23 @@ void PresenceServiceImpl::FillHeartbeat(const HeartbeatResult& result,
 }
 
 grpc::ServerUnaryReactor* PresenceServiceImpl::BatchHeartbeat(
-    grpc::CallbackServerContext* context,
-    const v1::BatchHeartbeatRequest* request,
-    v1::BatchHeartbeatResponse* response) {
-  const RpcTimer timer(options_.metrics, Rpc::kBatchHeartbeat);
-  if (absl::Status s = Authorize(*context, Rpc::kBatchHeartbeat); !s.ok()) {
-    return Finish(context, timer, s);
-  }
-  if (absl::Status s = ValidateRequest(*request, options_.limits); !s.ok()) {
-    return Finish(context, timer, s);
-  }
-  // Refused before it is applied: memory must not hold what cannot be kept.
-  if (absl::Status s = writer_->accepting(); !s.ok()) {
-    return Finish(context, timer, s);
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* bytes,
+    grpc::ByteBuffer* answer) {
+  auto* call = new UnaryCall(&calls_, Rpc::kBatchHeartbeat, options_.metrics);
+  v1::BatchHeartbeatRequest request;
+  if (absl::Status s =
+          Admit(*context, Rpc::kBatchHeartbeat, *bytes, &request, true);
+      !s.ok()) {
+    return call->Answer(s);
   }
   // Tickets grow in the order changes are recorded and commits are in
   // order, so the batch is durable once its largest ticket is.
+  v1::BatchHeartbeatResponse response;
   uint64_t last_ticket = 0;
   absl::Time server_time = absl::InfinitePast();
-  for (int i = 0; i < request->heartbeats_size(); ++i) {
-    const v1::HeartbeatRequest& item = request->heartbeats(i);
-    v1::BatchHeartbeatResult* result = response->add_results();
+  for (int i = 0; i < request.heartbeats_size(); ++i) {
+    const v1::HeartbeatRequest& item = request.heartbeats(i);
+    v1::BatchHeartbeatResult* result = response.add_results();
     if (absl::Status s = ValidateRequest(item, options_.limits); !s.ok()) {
       result->mutable_error()->set_code(static_cast<int32_t>(s.code()));
       result->mutable_error()->set_message(
@@ -262,74 +361,76 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::BatchHeartbeat(
     server_time = std::max(server_time, applied.server_time);
   }
   if (server_time != absl::InfinitePast()) {
-    *response->mutable_server_time() = ToProto(server_time);
+    *response.mutable_server_time() = ToProto(server_time);
   }
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  FinishWhenDurable(reactor, last_ticket, timer);
-  return reactor;
+  Serialize(response, answer);
+  FinishWhenDurable(call, last_ticket);
+  return call;
 }
 
 grpc::ServerUnaryReactor* PresenceServiceImpl::MarkOffline(
-    grpc::CallbackServerContext* context, const v1::MarkOfflineRequest* request,
-    v1::MarkOfflineResponse* response) {
-  const RpcTimer timer(options_.metrics, Rpc::kMarkOffline);
-  if (absl::Status s = Authorize(*context, Rpc::kMarkOffline); !s.ok()) {
-    return Finish(context, timer, s);
-  }
-  if (absl::Status s = ValidateRequest(*request, options_.limits); !s.ok()) {
-    return Finish(context, timer, s);
-  }
-  // Refused before it is applied: memory must not hold what cannot be kept.
-  if (absl::Status s = writer_->accepting(); !s.ok()) {
-    return Finish(context, timer, s);
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* bytes,
+    grpc::ByteBuffer* answer) {
+  auto* call = new UnaryCall(&calls_, Rpc::kMarkOffline, options_.metrics);
+  v1::MarkOfflineRequest request;
+  if (absl::Status s =
+          Admit(*context, Rpc::kMarkOffline, *bytes, &request, true);
+      !s.ok()) {
+    return call->Answer(s);
   }
   const MarkOfflineResult result =
-      registry_->MarkOffline(request->user_id(), request->session_id());
-  *response->mutable_server_time() = ToProto(result.server_time);
-  response->set_still_online(result.still_online);
-  response->set_sessions_ended(result.sessions_ended);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  FinishWhenDurable(reactor, result.write_ticket, timer);
-  return reactor;
+      registry_->MarkOffline(request.user_id(), request.session_id());
+  v1::MarkOfflineResponse response;
+  *response.mutable_server_time() = ToProto(result.server_time);
+  response.set_still_online(result.still_online);
+  response.set_sessions_ended(result.sessions_ended);
+  Serialize(response, answer);
+  // Ticket 0 when nothing was left to end: the writer then waits for what
+  // an earlier attempt of this logout may still have pending.
+  FinishWhenDurable(call, result.write_ticket);
+  return call;
 }
 
 grpc::ServerUnaryReactor* PresenceServiceImpl::ListOnline(
-    grpc::CallbackServerContext* context, const v1::ListOnlineRequest* request,
-    v1::ListOnlineResponse* response) {
-  const RpcTimer timer(options_.metrics, Rpc::kListOnline);
-  if (absl::Status s = Authorize(*context, Rpc::kListOnline); !s.ok()) {
-    return Finish(context, timer, s);
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* bytes,
+    grpc::ByteBuffer* answer) {
+  auto* call = new UnaryCall(&calls_, Rpc::kListOnline, options_.metrics);
+  v1::ListOnlineRequest request;
+  if (absl::Status s =
+          Admit(*context, Rpc::kListOnline, *bytes, &request, false);
+      !s.ok()) {
+    return call->Answer(s);
   }
-  if (absl::Status s = ValidateRequest(*request, options_.limits); !s.ok()) {
-    return Finish(context, timer, s);
-  }
-  const int64_t after = *DecodePageToken(request->page_token());
+  const int64_t after = *DecodePageToken(request.page_token());
   const OnlinePage page = registry_->ListOnline(
-      request->user_ids(), after, EffectivePageSize(*request, options_.limits));
-  response->mutable_online_users()->Add(page.user_ids.begin(),
-                                        page.user_ids.end());
+      request.user_ids(), after, EffectivePageSize(request, options_.limits));
+  v1::ListOnlineResponse response;
+  response.mutable_online_users()->Add(page.user_ids.begin(),
+                                       page.user_ids.end());
   if (page.has_more) {
-    response->set_next_page_token(EncodePageToken(page.user_ids.back()));
+    response.set_next_page_token(EncodePageToken(page.user_ids.back()));
   }
-  *response->mutable_server_time() = ToProto(page.server_time);
-  response->set_total_online(page.total_online);
-  return Finish(context, timer, absl::OkStatus());
+  *response.mutable_server_time() = ToProto(page.server_time);
+  response.set_total_online(page.total_online);
+  Serialize(response, answer);
+  return call->Answer(absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* PresenceServiceImpl::GetPresence(
-    grpc::CallbackServerContext* context, const v1::GetPresenceRequest* request,
-    v1::GetPresenceResponse* response) {
-  const RpcTimer timer(options_.metrics, Rpc::kGetPresence);
-  if (absl::Status s = Authorize(*context, Rpc::kGetPresence); !s.ok()) {
-    return Finish(context, timer, s);
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* bytes,
+    grpc::ByteBuffer* answer) {
+  auto* call = new UnaryCall(&calls_, Rpc::kGetPresence, options_.metrics);
+  v1::GetPresenceRequest request;
+  if (absl::Status s =
+          Admit(*context, Rpc::kGetPresence, *bytes, &request, false);
+      !s.ok()) {
+    return call->Answer(s);
   }
-  if (absl::Status s = ValidateRequest(*request, options_.limits); !s.ok()) {
-    return Finish(context, timer, s);
-  }
-  const PresenceLookup lookup = registry_->GetPresence(request->user_ids());
-  *response->mutable_server_time() = ToProto(lookup.server_time);
+  const PresenceLookup lookup = registry_->GetPresence(request.user_ids());
+  v1::GetPresenceResponse response;
+  *response.mutable_server_time() = ToProto(lookup.server_time);
   for (const UserPresenceInfo& info : lookup.users) {
-    v1::UserPresence* out = response->add_users();
+    v1::UserPresence* out = response.add_users();
     out->set_user_id(info.user_id);
     out->set_status(info.online ? v1::STATUS_ONLINE : v1::STATUS_OFFLINE);
     if (info.last_seen != absl::InfinitePast()) {
@@ -338,25 +439,25 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::GetPresence(
     out->set_live_sessions(info.live_sessions);
     if (info.online) *out->mutable_online_until() = ToProto(info.online_until);
   }
-  return Finish(context, timer, absl::OkStatus());
+  Serialize(response, answer);
+  return call->Answer(absl::OkStatus());
 }
 
-grpc::ServerWriteReactor<v1::WatchPresenceResponse>*
-PresenceServiceImpl::WatchPresence(grpc::CallbackServerContext* context,
-                                   const v1::WatchPresenceRequest* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* PresenceServiceImpl::WatchPresence(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* bytes) {
   const RpcTimer timer(options_.metrics, Rpc::kWatchPresence);
-  if (absl::Status s = Authorize(*context, Rpc::kWatchPresence); !s.ok()) {
-    return new RejectedWatch(s, timer);
-  }
-  if (absl::Status s = ValidateRequest(*request, options_.limits); !s.ok()) {
-    return new RejectedWatch(s, timer);
+  v1::WatchPresenceRequest request;
+  if (absl::Status s =
+          Admit(*context, Rpc::kWatchPresence, *bytes, &request, false);
+      !s.ok()) {
+    return new RejectedWatch(&calls_, s, timer);
   }
   WatchRequest watch;
-  watch.user_ids.assign(request->user_ids().begin(), request->user_ids().end());
-  watch.send_snapshot = request->send_snapshot();
-  watch.resume_after = request->resume_after();
-  watch.epoch = request->epoch();
-  return WatchReactor::Start(hub_, watch, timer);
+  watch.user_ids.assign(request.user_ids().begin(), request.user_ids().end());
+  watch.send_snapshot = request.send_snapshot();
+  watch.resume_after = request.resume_after();
+  watch.epoch = request.epoch();
+  return WatchReactor::Start(hub_, &calls_, watch, timer);
 }
 
 }  // namespace presence

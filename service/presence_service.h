@@ -11,22 +11,48 @@
 #include "presence/v1/presence.grpc.pb.h"
 #include "service/caller_auth.h"
 #include "service/event_hub.h"
+#include "service/log.h"
 #include "service/metrics.h"
 #include "service/presence_registry.h"
 #include "service/request_validation.h"
 #include "service/store_writer.h"
+#include "service/wakeup.h"
 
 namespace presence {
+
+class UnaryCall;  // presence_service.cc
+
+// Routes protobuf's log through presenced's: a line about a request being
+// parsed goes into that call's INVALID_ARGUMENT answer; any other at most
+// once a second. Process-wide; call once before serving.
+void InstallProtobufLogHandler();
 
 // The one place where an absl::Status becomes a grpc::Status.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
-// presence.v1.PresenceService on gRPC's callback API. Validates requests,
-// applies them to the registry and, for changes, answers once the store
-// writer reports them durable (no thread blocks per RPC). WatchPresence
-// streams the hub's events with one write in flight per stream. With
-// metrics, every call is recorded with its method, status code and duration.
-class PresenceServiceImpl final : public v1::PresenceService::CallbackService {
+// presence.v1.PresenceService on gRPC's callback API, every method of it
+// "raw": presenced parses requests and serializes responses itself, so that
+// a request that does not parse is answered INVALID_ARGUMENT with protobuf's
+// reason (gRPC 1.51's callback handlers answer UNIMPLEMENTED with no message)
+// and protobuf's own log line about it goes into that answer, not to stderr.
+using RawPresenceService = v1::PresenceService::WithRawCallbackMethod_Heartbeat<
+    v1::PresenceService::WithRawCallbackMethod_MarkOffline<
+        v1::PresenceService::WithRawCallbackMethod_ListOnline<
+            v1::PresenceService::WithRawCallbackMethod_GetPresence<
+                v1::PresenceService::WithRawCallbackMethod_WatchPresence<
+                    v1::PresenceService::WithRawCallbackMethod_BatchHeartbeat<
+                        v1::PresenceService::Service>>>>>>;
+
+// Validates requests, applies them to the registry and, for changes, answers
+// once the store writer reports them durable (no thread blocks per RPC).
+// WatchPresence streams the hub's events with one write in flight per
+// stream. With metrics, every call is recorded with its method, status code
+// and duration.
+//
+// Every call is counted from its start until gRPC is done with it (its
+// reactor's OnDone, after the answer is sent), so that shutdown can let the
+// calls in flight finish and then cut idle connections at once.
+class PresenceServiceImpl final : public RawPresenceService {
  public:
   struct Options {
     absl::Duration heartbeat_interval = absl::Minutes(2);
@@ -44,32 +70,59 @@ class PresenceServiceImpl final : public v1::PresenceService::CallbackService {
                       EventHub* hub, Options options);
 
   grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* context,
-                                      const v1::HeartbeatRequest* request,
-                                      v1::HeartbeatResponse* response) override;
-  grpc::ServerUnaryReactor* MarkOffline(
+                                      const grpc::ByteBuffer* request,
+                                      grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* MarkOffline(grpc::CallbackServerContext* context,
+                                        const grpc::ByteBuffer* request,
+                                        grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* ListOnline(grpc::CallbackServerContext* context,
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* GetPresence(grpc::CallbackServerContext* context,
+                                        const grpc::ByteBuffer* request,
+                                        grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* BatchHeartbeat(grpc::CallbackServerContext* context,
+                                           const grpc::ByteBuffer* request,
+                                           grpc::ByteBuffer* response) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* WatchPresence(
       grpc::CallbackServerContext* context,
-      const v1::MarkOfflineRequest* request,
-      v1::MarkOfflineResponse* response) override;
-  grpc::ServerUnaryReactor* ListOnline(
-      grpc::CallbackServerContext* context,
-      const v1::ListOnlineRequest* request,
-      v1::ListOnlineResponse* response) override;
-  grpc::ServerUnaryReactor* GetPresence(
-      grpc::CallbackServerContext* context,
-      const v1::GetPresenceRequest* request,
-      v1::GetPresenceResponse* response) override;
-  grpc::ServerUnaryReactor* BatchHeartbeat(
-      grpc::CallbackServerContext* context,
-      const v1::BatchHeartbeatRequest* request,
-      v1::BatchHeartbeatResponse* response) override;
-  grpc::ServerWriteReactor<v1::WatchPresenceResponse>* WatchPresence(
-      grpc::CallbackServerContext* context,
-      const v1::WatchPresenceRequest* request) override;
+      const grpc::ByteBuffer* request) override;
+
+  // Shutdown: from now on every new call is answered UNAVAILABLE ("shutting
+  // down"), before it is applied. Calls already started go on.
+  void StopAdmitting();
+  // Waits until no call is in flight (true) or `timeout` passes (false), on
+  // the monotonic clock. Meant for after StopAdmitting().
+  bool AwaitNoCallsInFlight(absl::Duration timeout);
+  int64_t calls_in_flight() const { return calls_.in_flight(); }
+
+  // Counts the calls in flight. Thread-safe.
+  class CallCounter {
+   public:
+    void Enter() { in_flight_.fetch_add(1, std::memory_order_relaxed); }
+    void Leave();
+    int64_t in_flight() const {
+      return in_flight_.load(std::memory_order_acquire);
+    }
+    // True once in_flight() is 0, false after `timeout`.
+    bool AwaitZero(absl::Duration timeout);
+
+   private:
+    std::atomic<int64_t> in_flight_{0};
+    std::atomic<bool> awaited_{false};
+    Wakeup zero_;
+  };
 
  private:
-  // Finishes `reactor` once the change behind `ticket` is durable.
-  void FinishWhenDurable(grpc::ServerUnaryReactor* reactor, uint64_t ticket,
-                         const RpcTimer& timer);
+  // The checks every call starts with: not shutting down, a known caller,
+  // a request that parses (into *request) and is valid and, for a change, a
+  // store that can still keep it.
+  template <typename Request>
+  absl::Status Admit(const grpc::CallbackServerContext& context, Rpc rpc,
+                     const grpc::ByteBuffer& bytes, Request* request,
+                     bool is_change) const;
+  // Answers `call` once the change behind `ticket` is durable.
+  void FinishWhenDurable(UnaryCall* call, uint64_t ticket);
   void FillHeartbeat(const HeartbeatResult& result,
                      v1::HeartbeatResponse* response) const;
   // OK if there is no auth or the call carries a known caller's token (then
@@ -81,7 +134,9 @@ class PresenceServiceImpl final : public v1::PresenceService::CallbackService {
   StoreWriter* const writer_;
   EventHub* const hub_;
   const Options options_;
-  mutable std::atomic<int64_t> last_rejection_log_{0};  // unix seconds
+  mutable ThrottledErrorLog rejections_;
+  std::atomic<bool> admitting_{true};
+  CallCounter calls_;
 };
 
 }  // namespace presence

@@ -2,12 +2,13 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <memory>
-#include <sstream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,11 +20,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "service/caller_auth.h"
 #include "service/log.h"
 #include "service/presence_server.h"
 #include "service/status_macros.h"
+#include "service/tls_files.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "HOST:PORT to serve gRPC on. Port 0 picks a free port; the "
@@ -69,6 +72,16 @@ ABSL_FLAG(int32_t, max_sessions_per_user, 32,
 ABSL_FLAG(int32_t, max_request_bytes, 4 * 1024 * 1024,
           "The largest request message accepted; larger ones are refused "
           "with RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int32_t, max_connections, 10'000,
+          "Client connections open at once; one more is accepted and closed "
+          "at once. Lowered at start to fit the open-file limit.");
+ABSL_FLAG(int32_t, max_concurrent_streams, 1'000,
+          "Calls (watch streams included) open at once on one connection; a "
+          "client queues those beyond it.");
+ABSL_FLAG(int32_t, grpc_memory_quota_mb, 256,
+          "MiB that gRPC may take for connections and calls (buffers, call "
+          "state); near it, gRPC slows readers down, then drops idle "
+          "connections and calls.");
 ABSL_FLAG(absl::Duration, keepalive_time, absl::Minutes(1),
           "Ping each client connection this often; one that does not answer "
           "within --keepalive_timeout is closed (dead watchers are reaped).");
@@ -78,9 +91,12 @@ ABSL_FLAG(absl::Duration, max_connection_idle, absl::Minutes(30),
           "Close a client connection that had no call for this long (the "
           "client reconnects when it needs to).");
 ABSL_FLAG(std::string, auth_tokens_file, "",
-          "Callers and their bearer tokens, one 'NAME TOKEN' a line ('#' "
-          "starts a comment). Every RPC but grpc.health.v1.Health then needs "
-          "'authorization: Bearer TOKEN'. SIGHUP reloads it. Empty: no "
+          "Callers and their bearer tokens, one 'NAME TOKEN' a line, "
+          "separated by blanks. A line starting with '#' (after optional "
+          "blanks) is a comment; elsewhere '#' is part of a token. Tokens "
+          "shorter than 16 bytes are accepted with a warning. Every RPC but "
+          "grpc.health.v1.Health then needs 'authorization: Bearer TOKEN', "
+          "checked before the request is read. SIGHUP reloads it. Empty: no "
           "authentication.");
 ABSL_FLAG(std::string, tls_cert, "",
           "Serve TLS with this certificate chain (PEM), with --tls_key.");
@@ -90,7 +106,8 @@ ABSL_FLAG(std::string, tls_client_ca, "",
           "(PEM). Needs --tls_cert.");
 ABSL_FLAG(std::string, reflection, "auto",
           "Server reflection: on, off, or auto (on without "
-          "--auth_tokens_file, off with it: reflection cannot check tokens).");
+          "--auth_tokens_file, off with it; when on, it needs a token like "
+          "every call).");
 
 namespace {
 
@@ -105,42 +122,63 @@ int Fail(const std::string& message) {
   return 1;
 }
 
-absl::StatusOr<std::string> ReadPem(const char* flag, const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream content;
-  content << in.rdbuf();
-  if (!in || content.str().empty()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot read --", flag, " ", path));
+void LogTokenWarnings(const std::vector<std::string>& warnings) {
+  for (const std::string& warning : warnings) {
+    presence::LogError(absl::StrCat("WARNING --auth_tokens_file: ", warning));
   }
-  return content.str();
 }
 
-// Plaintext, TLS, or TLS with client certificates, from the --tls_* flags.
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials() {
-  const std::string cert = absl::GetFlag(FLAGS_tls_cert);
-  const std::string key = absl::GetFlag(FLAGS_tls_key);
-  const std::string client_ca = absl::GetFlag(FLAGS_tls_client_ca);
-  if (cert.empty() && key.empty() && client_ca.empty()) {
-    return grpc::InsecureServerCredentials();
+// TLS material from the --tls_* flags, checked; nullopt for plaintext.
+absl::StatusOr<std::optional<presence::TlsMaterial>> Tls() {
+  presence::TlsFiles files;
+  files.cert = absl::GetFlag(FLAGS_tls_cert);
+  files.key = absl::GetFlag(FLAGS_tls_key);
+  files.client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  if (files.cert.empty() && files.key.empty() && files.client_ca.empty()) {
+    return std::nullopt;
   }
-  if (cert.empty() || key.empty()) {
+  if (files.cert.empty() || files.key.empty()) {
     return absl::InvalidArgumentError(
         "TLS needs both --tls_cert and --tls_key");
   }
-  grpc::SslServerCredentialsOptions ssl(
-      client_ca.empty()
-          ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
-          : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
-  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
-  PRESENCE_ASSIGN_OR_RETURN(pair.cert_chain, ReadPem("tls_cert", cert));
-  PRESENCE_ASSIGN_OR_RETURN(pair.private_key, ReadPem("tls_key", key));
-  ssl.pem_key_cert_pairs.push_back(std::move(pair));
-  if (!client_ca.empty()) {
-    PRESENCE_ASSIGN_OR_RETURN(ssl.pem_root_certs,
-                              ReadPem("tls_client_ca", client_ca));
+  PRESENCE_ASSIGN_OR_RETURN(presence::TlsMaterial tls,
+                            presence::LoadTlsMaterial(files, absl::Now()));
+  for (const std::string& warning : tls.warnings) {
+    presence::LogError(absl::StrCat("WARNING ", warning));
   }
-  return grpc::SslServerCredentials(ssl);
+  presence::LogInfo(absl::StrCat(
+      "TLS with ", files.cert, " (valid until ",
+      absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", tls.not_after,
+                       absl::UTCTimeZone()),
+      ")", files.client_ca.empty() ? "" : ", client certificates required"));
+  return tls;
+}
+
+// Raises the soft open-file limit to the hard one: every client connection
+// takes a descriptor, and the soft limit is often a low default (1024).
+void RaiseOpenFileLimit() {
+  rlimit limit;
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 ||
+      limit.rlim_cur >= limit.rlim_max) {
+    return;
+  }
+  const rlim_t before = limit.rlim_cur;
+  limit.rlim_cur = limit.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    // An unlimited hard limit is more than the kernel's fs.nr_open allows.
+    std::ifstream nr_open("/proc/sys/fs/nr_open");
+    rlim_t most = 0;
+    if (nr_open >> most && most > before) {
+      limit.rlim_cur = most;
+      if (setrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+    } else {
+      return;
+    }
+  }
+  presence::LogInfo(
+      absl::StrCat("raised the open-file limit (RLIMIT_NOFILE) "
+                   "from ",
+                   before, " to ", limit.rlim_cur));
 }
 
 }  // namespace
@@ -175,6 +213,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGHUP);  // reloads --auth_tokens_file
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  RaiseOpenFileLimit();
 
   presence::ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
@@ -189,6 +228,10 @@ int main(int argc, char** argv) {
   options.watch.queue_size = absl::GetFlag(FLAGS_watcher_queue_size);
   options.max_sessions_per_user = absl::GetFlag(FLAGS_max_sessions_per_user);
   options.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  options.max_connections = absl::GetFlag(FLAGS_max_connections);
+  options.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+  options.grpc_memory_quota_bytes =
+      int64_t{absl::GetFlag(FLAGS_grpc_memory_quota_mb)} << 20;
   options.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
   options.keepalive_timeout = absl::GetFlag(FLAGS_keepalive_timeout);
   options.max_connection_idle = absl::GetFlag(FLAGS_max_connection_idle);
@@ -204,20 +247,20 @@ int main(int argc, char** argv) {
   if (absl::Status s = presence::ValidateServerOptions(options); !s.ok()) {
     return Fail(absl::StrCat("--", s.message()));
   }
-  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
-      Credentials();
-  if (!credentials.ok())
-    return Fail(std::string(credentials.status().message()));
-  options.credentials = *std::move(credentials);
+  absl::StatusOr<std::optional<presence::TlsMaterial>> tls = Tls();
+  if (!tls.ok()) return Fail(std::string(tls.status().message()));
+  options.tls = *std::move(tls);
   std::unique_ptr<presence::CallerAuth> auth;
   if (const std::string path = absl::GetFlag(FLAGS_auth_tokens_file);
       !path.empty()) {
+    std::vector<std::string> warnings;
     absl::StatusOr<std::unique_ptr<presence::CallerAuth>> loaded =
-        presence::CallerAuth::Load(path);
+        presence::CallerAuth::Load(path, &warnings);
     if (!loaded.ok()) {
       return Fail(
           absl::StrCat("--auth_tokens_file: ", loaded.status().message()));
     }
+    LogTokenWarnings(warnings);
     auth = *std::move(loaded);
     options.auth = auth.get();
   }
@@ -255,7 +298,9 @@ int main(int argc, char** argv) {
       presence::LogInfo("SIGHUP: no --auth_tokens_file to reload");
       continue;
     }
-    absl::StatusOr<size_t> reloaded = auth->Reload();
+    std::vector<std::string> warnings;
+    absl::StatusOr<size_t> reloaded = auth->Reload(&warnings);
+    LogTokenWarnings(warnings);
     if (reloaded.ok()) {
       presence::LogInfo(absl::StrCat("SIGHUP: reloaded ", *reloaded,
                                      " callers from ", auth->path()));

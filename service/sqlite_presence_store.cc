@@ -40,8 +40,9 @@ constexpr const char* kMigrations[] = {
 static_assert(std::size(kMigrations) == SqlitePresenceStore::kSchemaVersion,
               "one migration per schema version");
 
-// SQLite says "disk I/O error" whatever failed; its extended code says more.
-std::string IoErrorDetail(int extended_code) {
+// SQLite says "disk I/O error" whatever failed; its extended code and the
+// system's errno say more.
+std::string IoErrorDetail(int extended_code, int system_error) {
   std::string what;
   switch (extended_code) {
     case SQLITE_IOERR_READ:
@@ -55,19 +56,37 @@ std::string IoErrorDetail(int extended_code) {
     case SQLITE_IOERR_DIR_FSYNC:
       what = "a flush to disk failed";
       break;
+    case SQLITE_IOERR_SHMOPEN:
+    case SQLITE_IOERR_SHMSIZE:
+    case SQLITE_IOERR_SHMMAP:
+      what = "the -shm file beside the database could not be made";
+      break;
     default:
       what = absl::StrCat("SQLite code ", extended_code);
+  }
+  if (system_error != 0) {
+    absl::StrAppend(&what, ": ", std::strerror(system_error));
   }
   return absl::StrCat(" (", what,
                       "; check the disk, and that the file and its "
                       "filesystem are writable)");
 }
 
-absl::Status SqliteError(const SQLite::Exception& e, absl::string_view what) {
+// `db`: the connection, if there is one, for the system's errno.
+absl::Status SqliteError(const SQLite::Exception& e, absl::string_view what,
+                         sqlite3* db = nullptr) {
   const int code = e.getErrorCode() & 0xff;  // primary result code
+  const int system_error = db != nullptr ? sqlite3_system_errno(db) : 0;
   std::string message = absl::StrCat(what, ": ", e.what());
+  if (code == SQLITE_FULL || (code == SQLITE_IOERR && system_error == ENOSPC)) {
+    // SQLite says "disk I/O error" when the disk fills while it sizes its
+    // -shm file; either way, what to do is the same.
+    return absl::UnavailableError(absl::StrCat(
+        what, ": the disk is full (", e.what(),
+        "); free space on the filesystem that holds the database"));
+  }
   if (code == SQLITE_IOERR) {
-    message += IoErrorDetail(e.getExtendedErrorCode());
+    message += IoErrorDetail(e.getExtendedErrorCode(), system_error);
   }
   switch (code) {
     case SQLITE_NOTADB:
@@ -202,7 +221,8 @@ absl::StatusOr<std::unique_ptr<SqlitePresenceStore>> SqlitePresenceStore::Open(
     return std::unique_ptr<SqlitePresenceStore>(new SqlitePresenceStore(
         options.path, std::move(lock), std::move(db), wal.st_ino));
   } catch (const SQLite::Exception& e) {
-    return SqliteError(e, absl::StrCat("cannot open database ", options.path));
+    return SqliteError(e, absl::StrCat("cannot open database ", options.path),
+                       db->getHandle());
   }
 }
 
@@ -243,7 +263,8 @@ absl::StatusOr<StoredState> SqlitePresenceStore::Load(absl::Time live_after) {
     return state;
   } catch (const SQLite::Exception& e) {
     return SqliteError(e,
-                       absl::StrCat("cannot load presence state from ", path_));
+                       absl::StrCat("cannot load presence state from ", path_),
+                       db_->getHandle());
   }
 }
 
@@ -310,7 +331,7 @@ absl::Status SqlitePresenceStore::Commit(
     }
     txn.commit();
   } catch (const SQLite::Exception& e) {
-    return SqliteError(e, "cannot commit presence changes");
+    return SqliteError(e, "cannot commit presence changes", db_->getHandle());
   }
   return Verify();
 }

@@ -247,8 +247,9 @@ StoreWriter::Step StoreWriter::NextStep(SteadyTime last_attempt,
 }
 
 void StoreWriter::Run() {
-  // Epoch of steady_clock: the first commit may start at once.
-  SteadyTime last_attempt;
+  // Long ago: the first commit may start at once. (min() plus an interval
+  // does not overflow; steady_clock's epoch, the boot, could be too recent.)
+  SteadyTime last_attempt = SteadyTime::min();
   SteadyTime next_verify = std::chrono::steady_clock::now() +
                            absl::ToChronoNanoseconds(options_.verify_interval);
   for (;;) {

@@ -10,6 +10,7 @@
 #include "google/protobuf/descriptor.pb.h"
 #include "google/protobuf/util/time_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "gtest/gtest.h"
 #include "presence/client.h"
 #include "presence/watcher.h"
@@ -221,6 +222,61 @@ TEST_F(ServiceTest, BadRequestsAreInvalidArgumentNamingTheField) {
         << c.status;
   }
   EXPECT_TRUE(Online().empty());  // nothing was applied, server still serving
+}
+
+// Bytes that are not a valid request message: INVALID_ARGUMENT with
+// protobuf's reason (gRPC's callback handlers would answer UNIMPLEMENTED with
+// no message), nothing applied, and nothing on stderr per request.
+TEST_F(ServiceTest, RequestsThatDoNotParseAreInvalidArgumentWithTheReason) {
+  grpc::GenericStub stub(client_->channel());
+  auto call = [&](const std::string& method, const std::string& bytes) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    grpc::Slice slice(bytes);
+    grpc::ByteBuffer request(&slice, 1);
+    grpc::ByteBuffer response;
+    absl::Notification done;
+    grpc::Status status;
+    stub.UnaryCall(&context, "/presence.v1.PresenceService/" + method,
+                   grpc::StubOptions(), &request, &response,
+                   [&](grpc::Status s) {
+                     status = std::move(s);
+                     done.Notify();
+                   });
+    done.WaitForNotification();
+    return status;
+  };
+  struct Case {
+    std::string method;
+    std::string bytes;
+    std::string message;
+  };
+  const std::string not_utf8 = std::string("\x08\x2a\x12\x02\xff\xfe", 6);
+  for (const Case& c : {
+           Case{"Heartbeat", not_utf8,
+                "the request is not a valid presence.v1.HeartbeatRequest "
+                "message: String field 'presence.v1.HeartbeatRequest."
+                "session_id' contains invalid UTF-8 data"},
+           Case{"Heartbeat", std::string("\x08\xff", 2),
+                "not a valid presence.v1.HeartbeatRequest message: its "
+                "protobuf encoding is truncated or malformed"},
+           Case{"MarkOffline", std::string("\x12\x09short", 7),
+                "not a valid presence.v1.MarkOfflineRequest"},
+           Case{"GetPresence", std::string("\x0a\x05\x01", 3),
+                "not a valid presence.v1.GetPresenceRequest"},
+           Case{"BatchHeartbeat", std::string("\x0a\x06", 2),
+                "not a valid presence.v1.BatchHeartbeatRequest"},
+       }) {
+    const grpc::Status status = call(c.method, c.bytes);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << c.method << ": " << status.error_message();
+    EXPECT_NE(status.error_message().find(c.message), std::string::npos)
+        << status.error_message();
+  }
+  EXPECT_TRUE(Online().empty());
+  // The same bytes, valid: the server is fine.
+  EXPECT_TRUE(call("Heartbeat", std::string("\x08\x2a", 2)).ok());
+  EXPECT_EQ(Online(), std::vector<int64_t>{42});
 }
 
 TEST_F(ServiceTest, BatchHeartbeatAnswersEachItemInOrder) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "google/protobuf/util/time_util.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "presence/client.h"
 #include "tests/test_util.h"
@@ -96,6 +97,40 @@ TEST(PresencedProcessTest, SigtermShutsDownGracefullyWithExitZero) {
       Connect(again.address)->ListAllOnline();
   ASSERT_TRUE(online.ok());
   EXPECT_EQ(*online, std::vector<int64_t>{42});
+}
+
+// Pooled client connections are the normal case, and load balancers keep a
+// grpc.health.v1.Health/Watch open: neither may hold up a deploy. gRPC's own
+// Shutdown() waited its whole grace period (5 s) for them.
+TEST(PresencedProcessTest, SigtermExitsWithinASecondDespiteIdleClients) {
+  TempDir dir;
+  RunningPresenced server = StartPresenced({"--db=" + dir.File("p.db")});
+  ASSERT_FALSE(server.address.empty());
+  // An idle connection, after one call.
+  auto pooled = Connect(server.address);
+  ASSERT_TRUE(pooled->Heartbeat(42).ok());
+  // A health watch, open on a connection of its own.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  auto health_channel = grpc::CreateCustomChannel(
+      server.address, grpc::InsecureChannelCredentials(), args);
+  auto health = grpc::health::v1::Health::NewStub(health_channel);
+  grpc::ClientContext watch_context;
+  auto watch = health->Watch(&watch_context, {});
+  grpc::health::v1::HealthCheckResponse status;
+  ASSERT_TRUE(watch->Read(&status));
+  EXPECT_EQ(status.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+
+  const absl::Time signalled = absl::Now();
+  server.process->Signal(SIGTERM);
+  Subprocess::Exit exit = server.process->Wait();
+  const absl::Duration took = absl::Now() - signalled;
+  EXPECT_EQ(exit.code, 0) << exit.err;
+  EXPECT_LT(took, absl::Seconds(1)) << exit.err;
+  // The watch saw the server go, and ended.
+  while (watch->Read(&status)) {
+  }
+  EXPECT_FALSE(watch->Finish().ok());
 }
 
 TEST(PresencedProcessTest, SigintAlsoShutsDownGracefully) {

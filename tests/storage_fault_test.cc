@@ -23,11 +23,13 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "SQLiteCpp/Database.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "google/protobuf/util/time_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
@@ -136,6 +138,12 @@ class Caller {
     std::map<int64_t, v1::UserPresence> out;
     for (const v1::UserPresence& p : response.users()) out[p.user_id()] = p;
     return out;
+  }
+  grpc::Status ListOnlineStatus() {
+    grpc::ClientContext context;
+    SetDeadline(context);
+    v1::ListOnlineResponse response;
+    return stub_->ListOnline(&context, v1::ListOnlineRequest(), &response);
   }
   std::vector<int64_t> ListOnline() {
     grpc::ClientContext context;
@@ -323,6 +331,100 @@ TEST_F(InjectedDiskFullTest, ShutdownWhileTheDiskIsFullReportsTheLoss) {
   EXPECT_EQ(stopped.code(), absl::StatusCode::kUnavailable);
   EXPECT_NE(stopped.message().find("disk is full"), std::string::npos)
       << stopped;
+}
+
+// A real SQLite store whose commits wait while held.
+class HeldStore : public PresenceStore {
+ public:
+  explicit HeldStore(std::unique_ptr<PresenceStore> store)
+      : store_(std::move(store)) {}
+  absl::StatusOr<StoredState> Load(absl::Time live_after) override {
+    return store_->Load(live_after);
+  }
+  absl::Status Commit(absl::Span<const SessionChange> changes) override {
+    {
+      absl::MutexLock lock(&mu_);
+      ++entered_;
+      mu_.Await(absl::Condition(
+          +[](bool* held) { return !*held; }, &held_));
+    }
+    return store_->Commit(changes);
+  }
+  void Hold() {
+    absl::MutexLock lock(&mu_);
+    held_ = true;
+  }
+  void Release() {
+    absl::MutexLock lock(&mu_);
+    held_ = false;
+  }
+  void AwaitEntered(int n) {
+    absl::MutexLock lock(&mu_);
+    auto reached = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return entered_ >= n;
+    };
+    mu_.Await(absl::Condition(&reached));
+  }
+
+ private:
+  const std::unique_ptr<PresenceStore> store_;
+  absl::Mutex mu_;
+  bool held_ ABSL_GUARDED_BY(mu_) = false;
+  int entered_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Shutdown lets a call in flight finish (here: one waiting for its commit)
+// and answers it OK, while new calls are refused UNAVAILABLE; then it ends
+// at once, although an idle connection stays open.
+TEST(ShutdownTest, CallsInFlightFinishNewOnesAreRefusedIdleOnesDoNotWait) {
+  TempDir dir;
+  absl::StatusOr<std::unique_ptr<SqlitePresenceStore>> sqlite =
+      SqlitePresenceStore::Open({dir.File("p.db")});
+  ASSERT_TRUE(sqlite.ok()) << sqlite.status();
+  auto held = std::make_unique<HeldStore>(*std::move(sqlite));
+  HeldStore* store = held.get();
+  ServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.db_path = dir.File("p.db");
+  absl::StatusOr<std::unique_ptr<PresenceServer>> server =
+      PresenceServer::Start(options, std::move(held));
+  ASSERT_TRUE(server.ok()) << server.status();
+  Caller idle((*server)->address());
+  ASSERT_TRUE(idle.Heartbeat(1).ok());  // then kept open, unused
+
+  store->Hold();
+  Caller in_flight((*server)->address());
+  grpc::Status answer;
+  std::thread call([&] { answer = in_flight.Heartbeat(2); });
+  store->AwaitEntered(2);  // the call waits for its commit
+
+  absl::Status stopped;
+  absl::Notification done;
+  std::thread stopper([&] {
+    stopped = (*server)->Shutdown();
+    done.Notify();
+  });
+  // New calls are refused (UNAVAILABLE from presenced, or by gRPC once the
+  // connection got its GOAWAY), before they are applied.
+  // Reads (which wait for no commit) tell when the refusals begin.
+  for (const absl::Time end = absl::Now() + absl::Seconds(4);
+       idle.ListOnlineStatus().ok() && absl::Now() < end;) {
+  }
+  const grpc::Status late = idle.Heartbeat(3);
+  EXPECT_EQ(late.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << late.error_message();
+  EXPECT_FALSE(done.HasBeenNotified());  // still waiting for the call
+
+  const absl::Time released = absl::Now();
+  store->Release();
+  call.join();
+  EXPECT_TRUE(answer.ok()) << answer.error_message();
+  done.WaitForNotification();
+  EXPECT_LT(absl::Now() - released, absl::Seconds(1));
+  stopper.join();
+  EXPECT_TRUE(stopped.ok()) << stopped;
+  EXPECT_EQ(SessionRows(options.db_path, 2), 1);
+  EXPECT_EQ(SessionRows(options.db_path, 3), 0);
 }
 
 // The writer reports an outage once, however many retries it takes.
@@ -639,6 +741,35 @@ TEST(RealStorageFaultTest, UnwritableDatabaseAtStartUpIsAClearError) {
             std::string::npos)
       << exit.err;
   EXPECT_EQ(exit.err.find("serving on"), std::string::npos) << exit.err;
+}
+
+// A database closed cleanly has no -shm file; on a full disk SQLite fails to
+// size a new one with "disk I/O error (SQLite code 4874)". Say the disk is
+// full.
+TEST(RealStorageFaultTest, StartingOnAFullDiskSaysTheDiskIsFull) {
+  TempDir dir;
+  const std::string disk = dir.File("disk");
+  TmpfsMount mount(disk, 1 << 20);
+  if (!mount.error().empty()) {
+    GTEST_SKIP() << "cannot mount a tmpfs here (" << mount.error() << ")";
+  }
+  const std::string db = disk + "/presence.db";
+  {
+    absl::StatusOr<std::unique_ptr<SqlitePresenceStore>> store =
+        SqlitePresenceStore::Open({db});
+    ASSERT_TRUE(store.ok()) << store.status();
+    const absl::Time t = absl::Now();
+    ASSERT_TRUE((*store)
+                    ->Commit({{SessionChange::Kind::kHeartbeat, 1, "", t, t}})
+                    .ok());
+  }  // closed: the WAL and the -shm file are gone
+  FillDisk(disk + "/filler");
+  Subprocess::Exit exit =
+      testing::Run({PRESENCED_PATH, "--listen=127.0.0.1:0", "--db=" + db});
+  EXPECT_EQ(exit.code, 1) << exit.err;
+  EXPECT_NE(exit.err.find("cannot open database " + db + ": the disk is full"),
+            std::string::npos)
+      << exit.err;
 }
 
 // The repro, with presencectl (and the C++ client's retries) on a

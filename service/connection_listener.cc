@@ -1,0 +1,303 @@
+#include "service/connection_listener.h"
+
+#include <fcntl.h>
+#include <grpcpp/server_builder.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+#include "absl/status/status.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "service/log.h"
+
+namespace presence {
+namespace {
+
+int64_t SteadyMillis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+absl::Status ListenError(const std::string& address, absl::string_view why) {
+  return absl::UnavailableError(
+      absl::StrCat("cannot listen on ", address, ": ", why));
+}
+
+void SetPort(sockaddr* address, int port) {
+  if (address->sa_family == AF_INET) {
+    reinterpret_cast<sockaddr_in*>(address)->sin_port = htons(port);
+  } else if (address->sa_family == AF_INET6) {
+    reinterpret_cast<sockaddr_in6*>(address)->sin6_port = htons(port);
+  }
+}
+
+bool IsWildcard(const addrinfo* ai) {
+  if (ai->ai_family == AF_INET6) {
+    const in6_addr& a = reinterpret_cast<sockaddr_in6*>(ai->ai_addr)->sin6_addr;
+    return IN6_IS_ADDR_UNSPECIFIED(&a);
+  }
+  return false;
+}
+
+void CloseAll(const std::vector<int>& fds) {
+  for (int fd : fds) close(fd);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ConnectionListener>> ConnectionListener::Bind(
+    const Options& options) {
+  const std::string& address = options.address;
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos) {
+    return ListenError(address, "the address must be HOST:PORT");
+  }
+  std::string host = address.substr(0, colon);
+  const std::string port_text = address.substr(colon + 1);
+  int port = 0;
+  if (!absl::SimpleAtoi(port_text, &port) || port < 0 || port > 65535) {
+    return ListenError(address, "the port must be a number from 0 to 65535");
+  }
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  addrinfo hints = {};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  if (int e = getaddrinfo(host.empty() ? nullptr : host.c_str(),
+                          port_text.c_str(), &hints, &found);
+      e != 0) {
+    return ListenError(
+        address,
+        absl::StrCat("cannot resolve '", host, "': ",
+                     e == EAI_SYSTEM ? std::strerror(errno) : gai_strerror(e)));
+  }
+  std::unique_ptr<addrinfo, void (*)(addrinfo*)> results(found, freeaddrinfo);
+  bool several_families = false;
+  for (const addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
+    several_families |= ai->ai_family != found->ai_family;
+  }
+
+  std::vector<int> fds;
+  for (addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
+    if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) continue;
+    const int fd =
+        socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      const std::string why = std::strerror(errno);
+      CloseAll(fds);
+      return ListenError(address, why);
+    }
+    fds.push_back(fd);
+    // A restart may bind while the old process's connections sit in
+    // TIME_WAIT. No SO_REUSEPORT: a second presenced must not silently share
+    // the port.
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (ai->ai_family == AF_INET6) {
+      // [::] alone takes IPv4 too; beside an IPv4 address of the same name
+      // it must not, or the two binds would collide.
+      int v6only = several_families || !IsWildcard(ai) ? 1 : 0;
+      setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only));
+    }
+    // Port 0: the first bind picks a port, the others take the same.
+    SetPort(ai->ai_addr, port);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 ||
+        listen(fd, options.backlog) != 0) {
+      const std::string why = std::strerror(errno);
+      CloseAll(fds);
+      return ListenError(address, why);
+    }
+    if (port == 0) {
+      sockaddr_storage bound;
+      socklen_t length = sizeof(bound);
+      getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &length);
+      port = bound.ss_family == AF_INET
+                 ? ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port)
+                 : ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port);
+    }
+  }
+  if (fds.empty()) {
+    return ListenError(address, "it resolves to no IPv4 or IPv6 address");
+  }
+  const int wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake_fd < 0) {
+    const std::string why = std::strerror(errno);
+    CloseAll(fds);
+    return ListenError(address, why);
+  }
+  return std::unique_ptr<ConnectionListener>(
+      new ConnectionListener(options, std::move(fds), port, wake_fd));
+}
+
+ConnectionListener::ConnectionListener(const Options& options,
+                                       std::vector<int> listen_fds, int port,
+                                       int wake_fd)
+    : options_(options),
+      listen_fds_(std::move(listen_fds)),
+      port_(port),
+      wake_fd_(wake_fd),
+      reserve_fd_(open("/dev/null", O_RDONLY | O_CLOEXEC)) {}
+
+ConnectionListener::~ConnectionListener() {
+  Stop();
+  CloseAll(listen_fds_);
+  close(wake_fd_);
+  if (reserve_fd_ >= 0) close(reserve_fd_);
+}
+
+void ConnectionListener::Start(
+    std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor> acceptor) {
+  acceptor_ = std::move(acceptor);
+  last_prune_ms_ = SteadyMillis();
+  thread_ = std::thread([this] { Run(); });
+}
+
+void ConnectionListener::Stop() {
+  if (stopped_.exchange(true)) return;
+  if (thread_.joinable()) {
+    const uint64_t one = 1;
+    (void)!write(wake_fd_, &one, sizeof(one));
+    thread_.join();
+  }
+  // Closed now, not at destruction: from here the kernel refuses new
+  // connections instead of completing handshakes nobody will answer.
+  for (int fd : listen_fds_) shutdown(fd, SHUT_RDWR);
+}
+
+void ConnectionListener::Run() {
+  std::vector<pollfd> polled;
+  for (int fd : listen_fds_) polled.push_back({fd, POLLIN, 0});
+  polled.push_back({wake_fd_, POLLIN, 0});
+  bool back_off = false;
+  while (!stopped_.load()) {
+    // poll() times out on the monotonic clock. Once a second at least, to
+    // keep open_connections() current for metrics. While backing off, only
+    // the wake-up is watched.
+    const int watched = back_off ? 1 : static_cast<int>(polled.size());
+    pollfd* first = back_off ? &polled.back() : polled.data();
+    if (poll(first, watched, back_off ? 100 : 1000) < 0 && errno != EINTR) {
+      LogError(absl::StrCat("listener: poll failed: ", std::strerror(errno)));
+      back_off = true;
+      continue;
+    }
+    if (stopped_.load()) break;
+    back_off = false;
+    for (size_t i = 0; i + 1 < polled.size(); ++i) {
+      if (polled[i].revents != 0 && !AcceptAll(polled[i].fd)) back_off = true;
+      polled[i].revents = 0;
+    }
+    if (SteadyMillis() - last_prune_ms_ >= 1000) Prune();
+  }
+}
+
+bool ConnectionListener::AcceptAll(int listen_fd) {
+  for (;;) {
+    const int fd =
+        accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      switch (errno) {
+        case EAGAIN:
+          return true;
+        case EINTR:
+        case ECONNABORTED:
+        case EPROTO:
+        case EPERM:  // a firewall rule refused it
+          continue;
+        case EMFILE:
+        case ENFILE:
+          switch (ShedOne(listen_fd)) {
+            case Shed::kOne:
+              continue;
+            case Shed::kNoneWaiting:
+              return true;
+            case Shed::kFailed:
+              return false;
+          }
+          return false;
+        default:  // ENOBUFS, ENOMEM: the kernel is short; try again soon
+          log_.Log(
+              absl::StrCat("listener: accept failed: ", std::strerror(errno)));
+          return false;
+      }
+    }
+    if (open_.load() >= options_.max_connections) Prune();
+    if (open_.load() >= options_.max_connections) {
+      close(fd);
+      ++refused_;
+      log_.Log(absl::StrCat(
+          "listener: closed a new connection at once: ", open_.load(),
+          " connections are open, --max_connections is ",
+          options_.max_connections));
+      continue;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct stat st;
+    fstat(fd, &st);
+    handed_.emplace_back(fd, st.st_ino);
+    ++open_;
+    ++accepted_;
+    grpc::experimental::ExternalConnectionAcceptor::NewConnectionParameters
+        connection;
+    connection.listener_fd = listen_fd;
+    connection.fd = fd;
+    acceptor_->HandleNewConnection(&connection);
+  }
+}
+
+ConnectionListener::Shed ConnectionListener::ShedOne(int listen_fd) {
+  if (reserve_fd_ < 0) {
+    reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (reserve_fd_ < 0) {
+      log_.Log("listener: out of file descriptors, and none in reserve");
+      return Shed::kFailed;
+    }
+  }
+  close(reserve_fd_);
+  // accept4() takes a descriptor before it looks at the queue: with none
+  // free it fails with EMFILE even when nobody waits, hence EAGAIN here.
+  const int fd =
+      accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  const int accept_error = errno;
+  if (fd >= 0) close(fd);
+  reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return accept_error == EAGAIN ? Shed::kNoneWaiting : Shed::kFailed;
+  }
+  ++refused_;
+  log_.Log(absl::StrCat(
+      "listener: closed a new connection at once: out of file descriptors "
+      "(the open-file limit is reached; ",
+      open_.load(), " connections open)"));
+  return Shed::kOne;
+}
+
+void ConnectionListener::Prune() {
+  last_prune_ms_ = SteadyMillis();
+  handed_.erase(std::remove_if(handed_.begin(), handed_.end(),
+                               [](const Handed& h) {
+                                 struct stat st;
+                                 return fstat(h.first, &st) != 0 ||
+                                        st.st_ino != h.second;
+                               }),
+                handed_.end());
+  open_.store(static_cast<int64_t>(handed_.size()));
+}
+
+}  // namespace presence
