@@ -24,6 +24,9 @@ packages=(
   chromium chromium-driver  # the status page and presence.js, tested headless
   clang-14 libclang-rt-14-dev llvm-14  # fuzz/run.sh: clang, libFuzzer, llvm-symbolizer
   curl  # the REST proxy's end-to-end tests
+  faketime  # tests/clock_step_test: libfaketime steps the wall clock of a running presenced
+  python3-hyperframe python3-hpack  # tests/hostile: raw HTTP/2 frames past the stream limit
+  util-linux  # tests/hostile: prlimit, presenced under a low open-file limit
 )
 if [ "${1:-}" = "--bench" ]; then
   # load generators, the Redis baseline, the chart, the classic-SQL script
