@@ -155,11 +155,25 @@ int main(int argc, char** argv) {
   presence::Client client(options);
   auto health = grpc::health::v1::Health::NewStub(client.channel());
 
+  // presenced serves at most --max_concurrent_streams (1,000) calls at once
+  // per connection, and a client queues the rest: the watch streams get
+  // connections of their own, kWatchesPerConnection to each, and the
+  // heartbeats and the baseline's checks keep `client`'s.
+  constexpr int kWatchesPerConnection = 500;
+  std::vector<std::unique_ptr<presence::v1::PresenceService::Stub>> stubs;
+  for (int w = 0; w < watchers; w += kWatchesPerConnection) {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // not shared
+    args.SetMaxReceiveMessageSize(-1);
+    stubs.push_back(
+        presence::v1::PresenceService::NewStub(grpc::CreateCustomChannel(
+            options.target, grpc::InsecureChannelCredentials(), args)));
+  }
   Arrivals arrivals;
   std::vector<std::unique_ptr<WatchStream>> streams;
   for (int w = 0; w < watchers; ++w) {
-    streams.push_back(
-        std::make_unique<WatchStream>(&client.stub(), w, &arrivals));
+    streams.push_back(std::make_unique<WatchStream>(
+        stubs[w / kWatchesPerConnection].get(), w, &arrivals));
   }
   for (auto& s : streams) {
     if (!s->AwaitReady()) {
