@@ -224,6 +224,30 @@ TEST_F(AuthTest, ABadTokensFileStopsTheStart) {
   EXPECT_THAT(missing.err, HasSubstr("cannot read the tokens file"));
 }
 
+// The issue's repro: a '#' inside a token is part of it (it used to cut the
+// token, so the 16-byte prefix was accepted); a short token starts with a
+// warning naming its line and caller, never the token.
+TEST_F(AuthTest, AHashInsideATokenIsPartOfItAndShortTokensAreWarnedOf) {
+  WriteFile(tokens_,
+            "  # callers\nhash abcdefghijklmnop#qrstuvwxyz\nshort s3cr3t\n");
+  RunningPresenced server = StartPresenced(
+      {"--db=" + dir_.File("p.db"), "--auth_tokens_file=" + tokens_});
+  ASSERT_FALSE(server.address.empty());
+  EXPECT_EQ(
+      HeartbeatCode(Options(server.address, "abcdefghijklmnop#qrstuvwxyz")),
+      absl::StatusCode::kOk);
+  EXPECT_EQ(HeartbeatCode(Options(server.address, "abcdefghijklmnop")),
+            absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(HeartbeatCode(Options(server.address, "s3cr3t")),
+            absl::StatusCode::kOk);
+  server.process->Signal(SIGTERM);
+  const Subprocess::Exit exit = server.process->Wait();
+  EXPECT_THAT(exit.err, HasSubstr("WARNING --auth_tokens_file: " + tokens_ +
+                                  ":3: the token of 'short' is shorter than "
+                                  "16 bytes"));
+  EXPECT_THAT(exit.err, ::testing::Not(HasSubstr("s3cr3t")));
+}
+
 TEST_F(AuthTest, CallersAppearInMetricsAndPresencectlSendsTheToken) {
   RunningPresenced server = StartPresenced({"--db=" + dir_.File("p.db"),
                                             "--auth_tokens_file=" + tokens_,
@@ -362,6 +386,54 @@ TEST_F(TlsTest, IncompleteTlsFlagsStopTheStart) {
        "--tls_cert=" + File("nothing.pem"), "--tls_key=" + File("server.key")});
   EXPECT_EQ(unreadable.code, 1);
   EXPECT_THAT(unreadable.err, HasSubstr("cannot read --tls_cert"));
+}
+
+// Bad TLS material used to fail as "cannot listen on ...: the address is in
+// use, not local, or not permitted". Now the file and the fault are named,
+// before anything listens.
+TEST_F(TlsTest, BadTlsFilesAreNamedAtStart) {
+  WriteFile(File("garbage.pem"), "-----BEGIN CERTIFICATE-----\nnot base64\n");
+  struct Case {
+    std::vector<std::string> flags;
+    std::string message;
+  };
+  for (const Case& c : {
+           Case{{"--tls_cert=" + File("server.pem"),
+                 "--tls_key=" + File("client.key")},
+                "--tls_key " + File("client.key") +
+                    " does not match the certificate in --tls_cert " +
+                    File("server.pem")},
+           Case{{"--tls_cert=" + File("garbage.pem"),
+                 "--tls_key=" + File("server.key")},
+                "--tls_cert " + File("garbage.pem") +
+                    ": no PEM certificate in it"},
+           Case{{"--tls_cert=" + File("server.pem"),
+                 "--tls_key=" + File("server.key"),
+                 "--tls_client_ca=" + File("garbage.pem")},
+                "--tls_client_ca " + File("garbage.pem")},
+       }) {
+    std::vector<std::string> argv = {PRESENCED_PATH, "--listen=127.0.0.1:0",
+                                     "--db=" + File("p.db")};
+    argv.insert(argv.end(), c.flags.begin(), c.flags.end());
+    const Subprocess::Exit exit = presence::testing::Run(argv);
+    EXPECT_EQ(exit.code, 1) << exit.err;
+    EXPECT_THAT(exit.err, HasSubstr(c.message));
+    EXPECT_THAT(exit.err, ::testing::Not(HasSubstr("cannot listen")));
+  }
+  // A good pair starts, and says until when the certificate is valid; the
+  // token check works over TLS as over plaintext.
+  WriteFile(File("tokens"), absl::StrCat("django ", kDjangoToken, "\n"));
+  RunningPresenced server = StartPresenced(
+      {"--db=" + File("p.db"), "--tls_cert=" + File("server.pem"),
+       "--tls_key=" + File("server.key"),
+       "--auth_tokens_file=" + File("tokens")});
+  ASSERT_FALSE(server.address.empty());
+  EXPECT_TRUE(server.process->WaitForStderr(
+      "TLS with " + File("server.pem") + " (valid until ", absl::Seconds(5)));
+  EXPECT_EQ(HeartbeatCode(Options(server.address, "", Tls())),
+            absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(HeartbeatCode(Options(server.address, kDjangoToken, Tls())),
+            absl::StatusCode::kOk);
 }
 
 }  // namespace
