@@ -44,16 +44,42 @@ void SetPort(sockaddr* address, int port) {
   }
 }
 
-bool IsWildcard(const addrinfo* ai) {
-  if (ai->ai_family == AF_INET6) {
-    const in6_addr& a = reinterpret_cast<sockaddr_in6*>(ai->ai_addr)->sin6_addr;
-    return IN6_IS_ADDR_UNSPECIFIED(&a);
-  }
-  return false;
-}
-
 void CloseAll(const std::vector<int>& fds) {
   for (int fd : fds) close(fd);
+}
+
+// A listening socket on `address`, its port set to *port (and *port set to
+// the one picked, if it was 0); -1 with errno set if it cannot be made.
+int ListenOn(sockaddr* address, socklen_t length, bool v6only, int backlog,
+             int* port) {
+  const int fd =
+      socket(address->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  // A restart may bind while the old process's connections sit in
+  // TIME_WAIT. No SO_REUSEPORT: a second presenced must not silently share
+  // the port.
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (address->sa_family == AF_INET6) {
+    int value = v6only ? 1 : 0;
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &value, sizeof(value));
+  }
+  SetPort(address, *port);
+  if (bind(fd, address, length) != 0 || listen(fd, backlog) != 0) {
+    const int error = errno;
+    close(fd);
+    errno = error;
+    return -1;
+  }
+  if (*port == 0) {
+    sockaddr_storage bound;
+    socklen_t bound_length = sizeof(bound);
+    getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &bound_length);
+    *port = bound.ss_family == AF_INET
+                ? ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port)
+                : ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port);
+  }
+  return fd;
 }
 
 }  // namespace
@@ -74,66 +100,55 @@ absl::StatusOr<std::unique_ptr<ConnectionListener>> ConnectionListener::Bind(
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
     host = host.substr(1, host.size() - 2);
   }
-  addrinfo hints = {};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  addrinfo* found = nullptr;
-  if (int e = getaddrinfo(host.empty() ? nullptr : host.c_str(),
-                          port_text.c_str(), &hints, &found);
-      e != 0) {
-    return ListenError(
-        address,
-        absl::StrCat("cannot resolve '", host, "': ",
-                     e == EAI_SYSTEM ? std::strerror(errno) : gai_strerror(e)));
-  }
-  std::unique_ptr<addrinfo, void (*)(addrinfo*)> results(found, freeaddrinfo);
-  bool several_families = false;
-  for (const addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
-    several_families |= ai->ai_family != found->ai_family;
-  }
-
   std::vector<int> fds;
-  for (addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
-    if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) continue;
-    const int fd =
-        socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-      const std::string why = std::strerror(errno);
-      CloseAll(fds);
-      return ListenError(address, why);
+  if (host.empty() || host == "0.0.0.0" || host == "::") {
+    // Every interface, as gRPC reads these: one IPv6 socket that takes IPv4
+    // too, or IPv4 alone where the machine has no IPv6.
+    sockaddr_in6 any6 = {};
+    any6.sin6_family = AF_INET6;
+    any6.sin6_addr = in6addr_any;
+    int fd = ListenOn(reinterpret_cast<sockaddr*>(&any6), sizeof(any6),
+                      /*v6only=*/false, options.backlog, &port);
+    if (fd < 0 && (errno == EAFNOSUPPORT || errno == EADDRNOTAVAIL)) {
+      sockaddr_in any4 = {};
+      any4.sin_family = AF_INET;
+      any4.sin_addr.s_addr = htonl(INADDR_ANY);
+      fd = ListenOn(reinterpret_cast<sockaddr*>(&any4), sizeof(any4),
+                    /*v6only=*/false, options.backlog, &port);
     }
+    if (fd < 0) return ListenError(address, std::strerror(errno));
     fds.push_back(fd);
-    // A restart may bind while the old process's connections sit in
-    // TIME_WAIT. No SO_REUSEPORT: a second presenced must not silently share
-    // the port.
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (ai->ai_family == AF_INET6) {
-      // [::] alone takes IPv4 too; beside an IPv4 address of the same name
-      // it must not, or the two binds would collide.
-      int v6only = several_families || !IsWildcard(ai) ? 1 : 0;
-      setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only));
+  } else {
+    addrinfo hints = {};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    addrinfo* found = nullptr;
+    if (int e = getaddrinfo(host.c_str(), port_text.c_str(), &hints, &found);
+        e != 0) {
+      return ListenError(address,
+                         absl::StrCat("cannot resolve '", host, "': ",
+                                      e == EAI_SYSTEM ? std::strerror(errno)
+                                                      : gai_strerror(e)));
     }
-    // Port 0: the first bind picks a port, the others take the same.
-    SetPort(ai->ai_addr, port);
-    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 ||
-        listen(fd, options.backlog) != 0) {
-      const std::string why = std::strerror(errno);
-      CloseAll(fds);
-      return ListenError(address, why);
+    std::unique_ptr<addrinfo, void (*)(addrinfo*)> results(found, freeaddrinfo);
+    for (addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
+      if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) continue;
+      // A name's IPv6 address takes only IPv6: its IPv4 address, if it has
+      // one, gets a socket of its own. The first bind picks the port when 0
+      // was asked, the others take the same.
+      const int fd = ListenOn(ai->ai_addr, ai->ai_addrlen, /*v6only=*/true,
+                              options.backlog, &port);
+      if (fd < 0) {
+        const std::string why = std::strerror(errno);
+        CloseAll(fds);
+        return ListenError(address, why);
+      }
+      fds.push_back(fd);
     }
-    if (port == 0) {
-      sockaddr_storage bound;
-      socklen_t length = sizeof(bound);
-      getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &length);
-      port = bound.ss_family == AF_INET
-                 ? ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port)
-                 : ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port);
+    if (fds.empty()) {
+      return ListenError(address, "it resolves to no IPv4 or IPv6 address");
     }
-  }
-  if (fds.empty()) {
-    return ListenError(address, "it resolves to no IPv4 or IPv6 address");
   }
   const int wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake_fd < 0) {
@@ -207,7 +222,10 @@ void ConnectionListener::Run() {
 }
 
 bool ConnectionListener::AcceptAll(int listen_fd) {
-  for (;;) {
+  // At most this many per wake-up, so that a flood of connections cannot keep
+  // the loop from Stop(), from the other listening sockets and from Prune().
+  constexpr int kMostPerWake = 256;
+  for (int n = 0; n < kMostPerWake && !stopped_.load(); ++n) {
     const int fd =
         accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
@@ -236,10 +254,15 @@ bool ConnectionListener::AcceptAll(int listen_fd) {
           return false;
       }
     }
-    if (open_.load() >= options_.max_connections) Prune();
+    // At the cap, look again at which connections gRPC has closed, but not
+    // for every connection of a flood: Prune() checks every descriptor.
+    if (open_.load() >= options_.max_connections &&
+        SteadyMillis() - last_prune_ms_ >= 100) {
+      Prune();
+    }
     if (open_.load() >= options_.max_connections) {
+      ++refused_;  // counted before the client can see the close
       close(fd);
-      ++refused_;
       log_.Log(absl::StrCat(
           "listener: closed a new connection at once: ", open_.load(),
           " connections are open, --max_connections is ",
@@ -259,6 +282,7 @@ bool ConnectionListener::AcceptAll(int listen_fd) {
     connection.fd = fd;
     acceptor_->HandleNewConnection(&connection);
   }
+  return true;  // poll() says at once if more are waiting
 }
 
 ConnectionListener::Shed ConnectionListener::ShedOne(int listen_fd) {
@@ -275,12 +299,14 @@ ConnectionListener::Shed ConnectionListener::ShedOne(int listen_fd) {
   const int fd =
       accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
   const int accept_error = errno;
-  if (fd >= 0) close(fd);
+  if (fd >= 0) {
+    ++refused_;  // counted before the client can see the close
+    close(fd);
+  }
   reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     return accept_error == EAGAIN ? Shed::kNoneWaiting : Shed::kFailed;
   }
-  ++refused_;
   log_.Log(absl::StrCat(
       "listener: closed a new connection at once: out of file descriptors "
       "(the open-file limit is reached; ",

@@ -81,8 +81,9 @@ bool IsHostPort(const std::string& address) {
 
 // `wanted`, lowered to what the open-file limit leaves for connections once
 // descriptors are kept for everything else: the database and its WAL, shm and
-// lock files, the metrics server's connections (up to 100), gRPC's own. A
-// quarter of the limit, between 32 and 256, is plenty.
+// lock files, the metrics server's connections (up to 128), gRPC's own. A
+// quarter of the limit, between 32 and 256, is plenty: what does not fit is
+// refused gracefully (the listener sheds, the metrics server retries).
 int ConnectionsThatFit(int wanted) {
   rlimit limit;
   if (getrlimit(RLIMIT_NOFILE, &limit) != 0 ||
@@ -294,12 +295,14 @@ absl::Status PresenceServer::Listen() {
                                  options_.max_connection_idle)));
   // presenced accepts connections itself (see ConnectionListener) and hands
   // them to gRPC, which then owns them.
+  const std::shared_ptr<grpc::ServerCredentials> credentials =
+      MakeServerCredentials(options_.tls ? &*options_.tls : nullptr,
+                            options_.auth, metrics_.get());
   std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor> acceptor =
       builder.experimental().AddExternalConnectionAcceptor(
           grpc::ServerBuilder::experimental_type::ExternalConnectionType::
               FROM_FD,
-          MakeServerCredentials(options_.tls ? &*options_.tls : nullptr,
-                                options_.auth, metrics_.get()));
+          credentials);
   builder.SetOption(std::make_unique<ReflectionOption>(options_.reflection));
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
@@ -345,7 +348,8 @@ void PresenceServer::SweepLoop() {
   // glibc keeps memory freed by its threads' arenas for reuse, so after a
   // burst (a flood of large requests, thousands of streams) the process would
   // stay at its peak for good. Trimming hands whole free pages back to the
-  // kernel; it walks only the free chunks, a few milliseconds at most.
+  // kernel. It walks the free chunks, holding each arena's lock meanwhile:
+  // 1-12 ms measured with 1M sessions under 330,000 heartbeats/s.
   constexpr auto kTrimEvery = std::chrono::seconds(2);
   auto last_trim = std::chrono::steady_clock::now();
   while (!stop_sweeping_.load(std::memory_order_acquire)) {
@@ -381,32 +385,53 @@ absl::Status PresenceServer::Shutdown(absl::Duration grace) {
     hub_->Close(absl::UnavailableError(
         "presenced is shutting down; reconnect with your last epoch and "
         "sequence (a restarted presenced answers with a fresh snapshot)"));
-    // gRPC's Shutdown() waits for every connection to close, and a client
-    // that keeps an idle connection (a pool) or a grpc.health.v1.Health
-    // Watch open holds it for the whole grace period. So: it runs on a
-    // thread of its own (telling clients GOAWAY), while this one waits only
-    // for the calls in flight, which may still wait for the writer and the
-    // hub's dispatcher (both keep running until then); then every
-    // connection is closed at once.
-    std::thread stopper([this, grace] {
-      server_->Shutdown(std::chrono::system_clock::now() +
-                        absl::ToChronoNanoseconds(grace));
-    });
+    // gRPC's Shutdown() waits until every connection is closed, and a
+    // client that keeps an idle connection (a pool) or a
+    // grpc.health.v1.Health Watch open holds it for its whole deadline. So
+    // gRPC's shutdown is started here, which sends every connection a
+    // graceful GOAWAY; then presenced waits only for its own calls in flight
+    // (which may still wait for the writer and the hub's dispatcher, both
+    // running until then), gives well-behaved clients a moment to close
+    // after the GOAWAY, and cuts the connections that are left.
+    // (gRPC's C API: the C++ CompletionQueue takes only its own tag types.)
+    grpc_completion_queue* shutdown_queue =
+        grpc_completion_queue_create_for_next(nullptr);
+    int shutdown_tag = 0;
+    grpc_server_shutdown_and_notify(server_->c_server(), shutdown_queue,
+                                    &shutdown_tag);
     if (!service_->AwaitNoCallsInFlight(grace)) {
       LogError(absl::StrCat("shutdown: ", service_->calls_in_flight(),
                             " calls still in flight after ",
                             absl::FormatDuration(grace), "; cancelling them"));
     }
-    grpc_server_cancel_all_calls(server_->c_server());
-    stopper.join();
+    const grpc_event closed = grpc_completion_queue_next(
+        shutdown_queue,
+        gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                     gpr_time_from_millis(100, GPR_TIMESPAN)),
+        nullptr);
+    if (closed.type != GRPC_OP_COMPLETE) {
+      grpc_server_cancel_all_calls(server_->c_server());
+    }
+    // Returns at once now that no connection is left.
+    server_->Shutdown(std::chrono::system_clock::now());
+    grpc_completion_queue_shutdown(shutdown_queue);
+    while (grpc_completion_queue_next(
+               shutdown_queue, gpr_inf_future(GPR_CLOCK_MONOTONIC), nullptr)
+               .type != GRPC_QUEUE_SHUTDOWN) {
+    }
+    grpc_completion_queue_destroy(shutdown_queue);
   }
   hub_->Stop();
   shutdown_status_ = writer_->Stop();
   LogInfo(absl::StrCat("store: ", writer_->changes(), " changes in ",
                        writer_->commits(), " transactions"));
   if (!shutdown_status_.ok()) {
-    LogError(absl::StrCat("final commit failed, recent changes are lost: ",
-                          shutdown_status_.message()));
+    LogError(
+        writer_->accepting().ok()
+            ? absl::StrCat("final commit failed, recent changes are lost: ",
+                           shutdown_status_.message())
+            : absl::StrCat("stopping without a database: ",
+                           shutdown_status_.message()));
   }
   // Last, so that scrapes can follow the calls draining. It closes its
   // connections without waiting for any client, so this adds no delay.

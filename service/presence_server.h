@@ -69,7 +69,8 @@ struct ServerOptions {
   int max_concurrent_streams = 1'000;
   // Memory gRPC may take for calls and connections (its ResourceQuota); near
   // it, gRPC shrinks flow-control windows and then drops idle connections
-  // and calls.
+  // and calls. It does not stop streams whose message never comes (gRPC
+  // 1.51): against peers that are not trusted, `auth` is what bounds them.
   int64_t grpc_memory_quota_bytes = int64_t{256} << 20;
   absl::Duration keepalive_time = absl::Minutes(1);
   absl::Duration keepalive_timeout = absl::Seconds(20);
@@ -115,7 +116,8 @@ class PresenceServer {
   // every connection at once without waiting for idle clients or health
   // watches, then commits what is queued, and stops serving
   // metrics last (at once, waiting for no scraper). Returns the error if
-  // that final commit failed. Idempotent.
+  // that final commit failed, or if durability had ended (the database
+  // file deleted or replaced). Idempotent.
   absl::Status Shutdown(absl::Duration grace = absl::Seconds(5));
 
  private:

@@ -213,14 +213,16 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
 };
 
 void PresenceServiceImpl::CallCounter::Leave() {
-  if (in_flight_.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
-      awaited_.load(std::memory_order_acquire)) {
+  // Sequentially consistent, as in AwaitZero(): with weaker orders each side
+  // could miss the other's write (a store then a load on each side), and
+  // shutdown would sleep its whole grace with nothing in flight.
+  if (in_flight_.fetch_sub(1) == 1 && awaited_.load()) {
     zero_.Signal();
   }
 }
 
 bool PresenceServiceImpl::CallCounter::AwaitZero(absl::Duration timeout) {
-  awaited_.store(true, std::memory_order_release);
+  awaited_.store(true);
   const auto deadline =
       std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(timeout);
   while (in_flight() > 0) {
@@ -244,7 +246,7 @@ PresenceServiceImpl::PresenceServiceImpl(PresenceRegistry* registry,
     : registry_(registry), writer_(writer), hub_(hub), options_(options) {}
 
 void PresenceServiceImpl::StopAdmitting() {
-  admitting_.store(false, std::memory_order_release);
+  admitting_.store(false);  // seq_cst, against Enter() then Admit()
 }
 
 bool PresenceServiceImpl::AwaitNoCallsInFlight(absl::Duration timeout) {
@@ -283,7 +285,7 @@ template <typename Request>
 absl::Status PresenceServiceImpl::Admit(
     const grpc::CallbackServerContext& context, Rpc rpc,
     const grpc::ByteBuffer& bytes, Request* request, bool is_change) const {
-  if (!admitting_.load(std::memory_order_acquire)) {
+  if (!admitting_.load()) {
     return absl::UnavailableError(
         "presenced is shutting down; retry (it is likely restarting)");
   }

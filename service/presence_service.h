@@ -99,11 +99,11 @@ class PresenceServiceImpl final : public RawPresenceService {
   // Counts the calls in flight. Thread-safe.
   class CallCounter {
    public:
-    void Enter() { in_flight_.fetch_add(1, std::memory_order_relaxed); }
+    // Sequentially consistent (see Leave()): a call that enters after
+    // AwaitZero() saw none must find StopAdmitting()'s flag.
+    void Enter() { in_flight_.fetch_add(1); }
     void Leave();
-    int64_t in_flight() const {
-      return in_flight_.load(std::memory_order_acquire);
-    }
+    int64_t in_flight() const { return in_flight_.load(); }
     // True once in_flight() is 0, false after `timeout`.
     bool AwaitZero(absl::Duration timeout);
 

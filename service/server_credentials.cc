@@ -112,6 +112,10 @@ class CoreServerCredentials final : public grpc::ServerCredentials {
   }
 
  private:
+  // For an external connection acceptor ("external:N") gRPC answers 0
+  // whether or not it took the credentials, and fails only if it cannot make
+  // a security connector of them: for TLS, material that OpenSSL rejects,
+  // which LoadTlsMaterial() has already refused at start.
   int AddPortToServer(const std::string& addr, grpc_server* server) override {
     return grpc_server_add_http2_port(server, addr.c_str(), creds_);
   }

@@ -197,6 +197,7 @@ absl::StatusOr<std::unique_ptr<SqlitePresenceStore>> SqlitePresenceStore::Open(
         " (check the file's owner, mode and attributes (lsattr), and that its "
         "filesystem is not mounted read-only)"));
   }
+  struct stat wal;
   try {
     // The first statement that reads the file: a file that is not a database
     // fails here, before anything is written to it.
@@ -209,20 +210,25 @@ absl::StatusOr<std::unique_ptr<SqlitePresenceStore>> SqlitePresenceStore::Open(
       return absl::Status(
           s.code(), absl::StrCat("database ", options.path, ": ", s.message()));
     }
-    // Migrate() wrote a transaction: the WAL file exists, and it stays while
-    // this connection is open.
-    struct stat wal;
-    const std::string wal_path = options.path + "-wal";
-    if (stat(wal_path.c_str(), &wal) != 0) {
-      return absl::UnavailableError(absl::StrCat(
-          "cannot open database ", options.path, ": its WAL file ", wal_path,
-          " is missing after the first write: ", std::strerror(errno)));
-    }
-    return std::unique_ptr<SqlitePresenceStore>(new SqlitePresenceStore(
-        options.path, std::move(lock), std::move(db), wal.st_ino));
   } catch (const SQLite::Exception& e) {
     return SqliteError(e, absl::StrCat("cannot open database ", options.path),
                        db->getHandle());
+  }
+  // Migrate() wrote a transaction: the WAL file exists, and it stays while
+  // this connection is open.
+  const std::string wal_path = options.path + "-wal";
+  if (stat(wal_path.c_str(), &wal) != 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot open database ", options.path, ": its WAL file ", wal_path,
+        " is missing after the first write: ", std::strerror(errno)));
+  }
+  try {
+    // Prepares the statements; `db` is the store's from here, and gone if
+    // this throws.
+    return std::unique_ptr<SqlitePresenceStore>(new SqlitePresenceStore(
+        options.path, std::move(lock), std::move(db), wal.st_ino));
+  } catch (const SQLite::Exception& e) {
+    return SqliteError(e, absl::StrCat("cannot open database ", options.path));
   }
 }
 

@@ -83,7 +83,9 @@ absl::Status StoreWriter::Stop() {
   wakeup_.Signal();
   thread_.join();
   absl::MutexLock lock(&mu_);
-  return stop_status_;
+  // After the end of durability nothing was lost at the stop itself, but the
+  // store no longer holds what was committed: the caller must hear of it.
+  return stop_status_.ok() ? end_of_durability_ : stop_status_;
 }
 
 int64_t StoreWriter::commits() const {

@@ -115,7 +115,8 @@ class StoreWriter : public ChangeSink {
                    absl::AnyInvocable<void(absl::Status)> done);
 
   // Commits what is queued (one attempt), then ends the thread. Returns the
-  // error if that last commit failed: those changes are lost. Idempotent.
+  // error if that last commit failed (those changes are lost), or the end of
+  // durability if the store reported one (see accepting()). Idempotent.
   absl::Status Stop();
 
   // Number of transactions committed so far, and the changes recorded.
