@@ -375,14 +375,20 @@ bool FaketimeInstalled() {
   return std::filesystem::exists(kLibFaketime, ignored);
 }
 
+class ClockStepTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!FaketimeInstalled()) {
+      GTEST_SKIP() << kLibFaketime
+                   << " is missing: install Debian's faketime package "
+                      "(tools/install-deps.sh does)";
+    }
+  }
+};
+
 // presenced's sweeper and writer across steps of its clock, watched from
 // this process (whose clock is not stepped) and read from its database file.
-TEST(ClockStepTest, ExpiryEventsAndCommitsKeepTheirCadence) {
-  if (!FaketimeInstalled()) {
-    GTEST_SKIP() << kLibFaketime
-                 << " is missing: install Debian's faketime package "
-                    "(tools/install-deps.sh does)";
-  }
+TEST_F(ClockStepTest, ExpiryEventsAndCommitsKeepTheirCadence) {
   TempDir dir;
   SteppedClock clock(dir.File("faketime"));
   const std::string db_path = dir.File("presence.db");
@@ -498,12 +504,7 @@ std::string EpochOf(const std::string& address) {
 // presence::Watcher (in presencectl watch) across steps of its clock:
 // presenced restarts after each, and the watcher must neither hammer it while
 // it is down nor miss its return.
-TEST(ClockStepTest, WatcherKeepsItsBackoffAndReconnects) {
-  if (!FaketimeInstalled()) {
-    GTEST_SKIP() << kLibFaketime
-                 << " is missing: install Debian's faketime package "
-                    "(tools/install-deps.sh does)";
-  }
+TEST_F(ClockStepTest, WatcherKeepsItsBackoffAndReconnects) {
   TempDir dir;
   SteppedClock clock(dir.File("faketime"));
   const std::vector<std::string> presenced_argv = {
