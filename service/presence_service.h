@@ -49,9 +49,9 @@ using RawPresenceService = v1::PresenceService::WithRawCallbackMethod_Heartbeat<
 // stream. With metrics, every call is recorded with its method, status code
 // and duration.
 //
-// Every call is counted from its start until gRPC is done with it (its
-// reactor's OnDone, after the answer is sent), so that shutdown can let the
-// calls in flight finish and then cut idle connections at once.
+// Every call is counted from its start until its answer is queued (a unary
+// call) or gRPC is done with it (a stream's OnDone), so that shutdown can let
+// the calls in flight finish and then cut idle connections at once.
 class PresenceServiceImpl final : public RawPresenceService {
  public:
   struct Options {
@@ -121,8 +121,10 @@ class PresenceServiceImpl final : public RawPresenceService {
   absl::Status Admit(const grpc::CallbackServerContext& context, Rpc rpc,
                      const grpc::ByteBuffer& bytes, Request* request,
                      bool is_change) const;
-  // Answers `call` once the change behind `ticket` is durable.
-  void FinishWhenDurable(UnaryCall* call, uint64_t ticket);
+  // Answers `call` once the change behind `ticket` is durable; returns its
+  // reactor.
+  grpc::ServerUnaryReactor* FinishWhenDurable(const UnaryCall& call,
+                                              uint64_t ticket);
   void FillHeartbeat(const HeartbeatResult& result,
                      v1::HeartbeatResponse* response) const;
   // OK if there is no auth or the call carries a known caller's token (then
