@@ -17,9 +17,9 @@
 #include <cstring>
 
 #include "absl/status/status.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "service/host_port.h"
 #include "service/log.h"
 
 namespace presence {
@@ -87,19 +87,11 @@ int ListenOn(sockaddr* address, socklen_t length, bool v6only, int backlog,
 absl::StatusOr<std::unique_ptr<ConnectionListener>> ConnectionListener::Bind(
     const Options& options) {
   const std::string& address = options.address;
-  const size_t colon = address.rfind(':');
-  if (colon == std::string::npos) {
-    return ListenError(address, "the address must be HOST:PORT");
-  }
-  std::string host = address.substr(0, colon);
-  const std::string port_text = address.substr(colon + 1);
-  int port = 0;
-  if (!absl::SimpleAtoi(port_text, &port) || port < 0 || port > 65535) {
-    return ListenError(address, "the port must be a number from 0 to 65535");
-  }
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
+  absl::StatusOr<HostPort> where = ParseHostPort(address);
+  if (!where.ok()) return ListenError(address, where.status().message());
+  const std::string& host = where->host;
+  int port = where->port;  // the one picked, once bound, if 0
+  const std::string port_text = std::to_string(port);
   std::vector<int> fds;
   if (host.empty() || host == "0.0.0.0" || host == "::") {
     // Every interface, as gRPC reads these: one IPv6 socket that takes IPv4

@@ -14,7 +14,6 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "boost/asio/io_context.hpp"
@@ -23,6 +22,7 @@
 #include "boost/asio/steady_timer.hpp"
 #include "boost/beast/core.hpp"
 #include "boost/beast/http.hpp"
+#include "service/host_port.h"
 #include "service/status_macros.h"
 
 namespace presence {
@@ -50,32 +50,13 @@ struct ListenAddress {
 };
 
 absl::StatusOr<ListenAddress> ParseListenAddress(const std::string& listen) {
-  ListenAddress out;
-  size_t port_at = std::string::npos;
-  if (!listen.empty() && listen[0] == '[') {
-    const size_t close = listen.find(']');
-    if (close != std::string::npos && close + 1 < listen.size() &&
-        listen[close + 1] == ':') {
-      out.host = listen.substr(1, close - 1);
-      out.shown = listen.substr(0, close + 1);
-      port_at = close + 2;
-    }
-  } else if (const size_t colon = listen.rfind(':');
-             colon != std::string::npos) {
-    out.host = listen.substr(0, colon);
-    out.shown = out.host;
-    port_at = colon + 1;
+  absl::StatusOr<HostPort> parsed = ParseHostPort(listen);
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot serve metrics on ", listen, ": ", parsed.status().message()));
   }
-  int port = 0;
-  if (port_at != std::string::npos) out.port = listen.substr(port_at);
-  if (port_at == std::string::npos || out.port.empty() ||
-      out.port.find_first_not_of("0123456789") != std::string::npos ||
-      !absl::SimpleAtoi(out.port, &port) || port > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot serve metrics on ", listen,
-                     ": not HOST:PORT with a port from 0 to 65535"));
-  }
-  return out;
+  return ListenAddress{parsed->host, std::to_string(parsed->port),
+                       ShownHost(*parsed)};
 }
 
 std::string Describe(const beast::error_code& error) {

@@ -12,10 +12,10 @@
 #include <chrono>
 #include <utility>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "grpc/health/v1/health.pb.h"
+#include "service/host_port.h"
 #include "service/log.h"
 #include "service/server_credentials.h"
 #include "service/sqlite_presence_store.h"
@@ -66,17 +66,13 @@ void InstallGlobalPlugins() {
   (void)installed;
 }
 
-// One HOST:PORT. Lists, an "s" suffix (TLS) and a port alone, which
-// --metrics_listen took when civetweb served it, fail here as a bad flag.
-bool IsHostPort(const std::string& address) {
-  const size_t colon = address.rfind(':');
-  if (colon == std::string::npos || colon == 0) return false;
-  const absl::string_view host = absl::string_view(address).substr(0, colon);
-  const absl::string_view port = absl::string_view(address).substr(colon + 1);
-  int value = 0;
-  return host.find_first_of(", ") == absl::string_view::npos && !port.empty() &&
-         port.find_first_not_of("0123456789") == absl::string_view::npos &&
-         absl::SimpleAtoi(port, &value) && value <= 65535;
+// One HOST:PORT with a host. Lists, an "s" suffix (TLS) and a port alone,
+// which --metrics_listen took when civetweb served it, fail here as a bad
+// flag.
+bool IsMetricsAddress(const std::string& address) {
+  absl::StatusOr<HostPort> parsed = ParseHostPort(address);
+  return parsed.ok() && !parsed->host.empty() &&
+         parsed->host.find_first_of(", ") == std::string::npos;
 }
 
 // `wanted`, lowered to what the open-file limit leaves for connections once
@@ -151,11 +147,12 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
         "keepalive_time, keepalive_timeout and max_connection_idle must be "
         ">= 1s");
   }
-  if (options.listen.rfind(':') == std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "listen address '", options.listen, "' must be HOST:PORT"));
+  if (absl::Status s = ParseHostPort(options.listen).status(); !s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("listen address '", options.listen, "': ", s.message()));
   }
-  if (!options.metrics_listen.empty() && !IsHostPort(options.metrics_listen)) {
+  if (!options.metrics_listen.empty() &&
+      !IsMetricsAddress(options.metrics_listen)) {
     return absl::InvalidArgumentError(
         absl::StrCat("metrics_listen address '", options.metrics_listen,
                      "' must be HOST:PORT with a port from 0 to 65535, e.g. "

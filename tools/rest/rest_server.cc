@@ -27,6 +27,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 #include "presence/watcher.h"
+#include "service/host_port.h"
 #include "service/log.h"
 #include "tools/rest/assets.h"
 #include "tools/rest/fanout.h"
@@ -406,19 +407,13 @@ class RestServer::Impl::EventStream
 };
 
 absl::Status RestServer::Impl::Bind() {
-  size_t colon = options_.listen.rfind(':');
-  int port = 0;
-  if (colon == std::string::npos ||
-      !absl::SimpleAtoi(absl::string_view(options_.listen).substr(colon + 1),
-                        &port) ||
-      port < 0 || port > 65535) {
+  absl::StatusOr<HostPort> where = ParseHostPort(options_.listen);
+  if (!where.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--listen must be HOST:PORT, got '", options_.listen, "'"));
   }
-  std::string host = options_.listen.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
+  const std::string& host = where->host;
+  const int port = where->port;
   beast::error_code error;
   tcp::resolver resolver(io_);
   auto endpoints = resolver.resolve(host, std::to_string(port),
