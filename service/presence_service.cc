@@ -184,8 +184,6 @@ class WatchReactor : public WatchWriteReactor, public WatchSink {
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-}  // namespace
-
 // One unary call: gRPC's default reactor, the call's timer, and its place
 // among the calls in flight. gRPC's default reactor, not one of presenced's:
 // gRPC runs the OnDone of its own inline, but hands a custom reactor's to
@@ -200,29 +198,50 @@ class UnaryCall {
     calls_->Enter();
   }
 
-  // Once per call. The call leaves the count once its answer is queued;
-  // shutdown's wait after the GOAWAY lets it go out.
+  // Answers now. Once per call, this or AnswerWhenDurable().
   grpc::ServerUnaryReactor* Answer(const absl::Status& status) const {
-    Answer(reactor_, calls_, timer_, status);
+    Finish(reactor_, calls_, &timer_, status);
     return reactor_;
   }
-  static void Answer(grpc::ServerUnaryReactor* reactor, CallCounter* calls,
-                     const RpcTimer& timer, const absl::Status& status) {
+
+  // Answers once the change behind `ticket` is durable (see
+  // StoreWriter::WhenDurable).
+  grpc::ServerUnaryReactor* AnswerWhenDurable(StoreWriter* writer,
+                                              uint64_t ticket) const {
+    grpc::ServerUnaryReactor* reactor = reactor_;
+    CallCounter* calls = calls_;
+    if (!timer_.active()) {
+      // Two pointers: fit AnyInvocable's inline storage, so no allocation
+      // per call when metrics are off.
+      writer->WhenDurable(ticket, [reactor, calls](absl::Status status) {
+        Finish(reactor, calls, nullptr, status);
+      });
+    } else {
+      writer->WhenDurable(
+          ticket, [reactor, calls, timer = timer_](absl::Status status) {
+            Finish(reactor, calls, &timer, status);
+          });
+    }
+    return reactor_;
+  }
+
+ private:
+  // The call leaves the count once its answer is queued; shutdown's wait
+  // after the GOAWAY lets it go out. `timer` null: no metrics.
+  static void Finish(grpc::ServerUnaryReactor* reactor, CallCounter* calls,
+                     const RpcTimer* timer, const absl::Status& status) {
     grpc::Status finish = ToGrpcStatus(status);
-    timer.Stop(finish.error_code());
+    if (timer != nullptr) timer->Stop(finish.error_code());
     reactor->Finish(finish);
     calls->Leave();
   }
 
-  grpc::ServerUnaryReactor* reactor() const { return reactor_; }
-  CallCounter* calls() const { return calls_; }
-  const RpcTimer& timer() const { return timer_; }
-
- private:
   grpc::ServerUnaryReactor* const reactor_;
   CallCounter* const calls_;
   const RpcTimer timer_;
 };
+
+}  // namespace
 
 void PresenceServiceImpl::CallCounter::Leave() {
   // Sequentially consistent, as in AwaitZero(): with weaker orders each side
@@ -309,27 +328,6 @@ absl::Status PresenceServiceImpl::Admit(
   return absl::OkStatus();
 }
 
-grpc::ServerUnaryReactor* PresenceServiceImpl::FinishWhenDurable(
-    const UnaryCall& call, uint64_t ticket) {
-  grpc::ServerUnaryReactor* reactor = call.reactor();
-  CallCounter* calls = call.calls();
-  if (!call.timer().active()) {
-    // Two pointers: fit AnyInvocable's inline storage, so no allocation per
-    // call when metrics are off.
-    writer_->WhenDurable(ticket, [reactor, calls](absl::Status status) {
-      // Without metrics the timer records nothing: an idle one will do.
-      UnaryCall::Answer(reactor, calls, RpcTimer(nullptr, Rpc::kHeartbeat),
-                        status);
-    });
-  } else {
-    writer_->WhenDurable(
-        ticket, [reactor, calls, timer = call.timer()](absl::Status status) {
-          UnaryCall::Answer(reactor, calls, timer, status);
-        });
-  }
-  return reactor;
-}
-
 grpc::ServerUnaryReactor* PresenceServiceImpl::Heartbeat(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* bytes,
     grpc::ByteBuffer* answer) {
@@ -345,7 +343,7 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::Heartbeat(
   v1::HeartbeatResponse response;
   FillHeartbeat(result, &response);
   Serialize(response, answer);
-  return FinishWhenDurable(call, result.write_ticket);
+  return call.AnswerWhenDurable(writer_, result.write_ticket);
 }
 
 void PresenceServiceImpl::FillHeartbeat(const HeartbeatResult& result,
@@ -392,7 +390,7 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::BatchHeartbeat(
     *response.mutable_server_time() = ToProto(server_time);
   }
   Serialize(response, answer);
-  return FinishWhenDurable(call, last_ticket);
+  return call.AnswerWhenDurable(writer_, last_ticket);
 }
 
 grpc::ServerUnaryReactor* PresenceServiceImpl::MarkOffline(
@@ -414,7 +412,7 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::MarkOffline(
   Serialize(response, answer);
   // Ticket 0 when nothing was left to end: the writer then waits for what
   // an earlier attempt of this logout may still have pending.
-  return FinishWhenDurable(call, result.write_ticket);
+  return call.AnswerWhenDurable(writer_, result.write_ticket);
 }
 
 grpc::ServerUnaryReactor* PresenceServiceImpl::ListOnline(

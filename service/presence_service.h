@@ -20,8 +20,6 @@
 
 namespace presence {
 
-class UnaryCall;  // presence_service.cc
-
 // Routes protobuf's log through presenced's: a line about a request being
 // parsed goes into that call's INVALID_ARGUMENT answer; any other at most
 // once a second. Process-wide; call once before serving.
@@ -121,10 +119,6 @@ class PresenceServiceImpl final : public RawPresenceService {
   absl::Status Admit(const grpc::CallbackServerContext& context, Rpc rpc,
                      const grpc::ByteBuffer& bytes, Request* request,
                      bool is_change) const;
-  // Answers `call` once the change behind `ticket` is durable; returns its
-  // reactor.
-  grpc::ServerUnaryReactor* FinishWhenDurable(const UnaryCall& call,
-                                              uint64_t ticket);
   void FillHeartbeat(const HeartbeatResult& result,
                      v1::HeartbeatResponse* response) const;
   // OK if there is no auth or the call carries a known caller's token (then
