@@ -194,8 +194,8 @@ void ConnectionListener::Run() {
   bool back_off = false;
   while (!stopped_.load()) {
     // poll() times out on the monotonic clock. Once a second at least, to
-    // keep open_connections() current for metrics. While backing off, only
-    // the wake-up is watched.
+    // keep the count of open connections current, which the cap reads.
+    // While backing off, only the wake-up is watched.
     const int watched = back_off ? 1 : static_cast<int>(polled.size());
     pollfd* first = back_off ? &polled.back() : polled.data();
     if (poll(first, watched, back_off ? 100 : 1000) < 0 && errno != EINTR) {

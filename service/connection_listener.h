@@ -79,7 +79,7 @@ class ConnectionListener {
   // handed over stay open. Idempotent.
   void Stop();
 
-  // For metrics and tests; thread-safe.
+  // Counts, for tests and the log; thread-safe.
   int64_t accepted() const { return accepted_.load(); }
   // Closed at once: over max_connections, or while out of descriptors.
   int64_t refused() const { return refused_.load(); }
