@@ -13,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "service/bearer.h"
 
 namespace presence {
 namespace {
@@ -174,12 +175,12 @@ absl::StatusOr<std::shared_ptr<Caller>> CallerAuth::Authenticate(
     return absl::UnauthenticatedError(
         "missing credentials: send metadata 'authorization: Bearer TOKEN'");
   }
-  if (!absl::StartsWithIgnoreCase(authorization, "Bearer ")) {
+  const std::optional<absl::string_view> token = BearerToken(authorization);
+  if (!token) {
     return absl::UnauthenticatedError(
         "the authorization metadata must be 'Bearer TOKEN'");
   }
-  const std::array<unsigned char, 32> presented =
-      Digest(absl::StripAsciiWhitespace(authorization.substr(7)));
+  const std::array<unsigned char, 32> presented = Digest(*token);
   std::shared_ptr<const CallerList> callers;
   {
     absl::MutexLock lock(&mu_);

@@ -1,4 +1,4 @@
-#include "tools/rest/fanout.h"
+#include "gateway/fanout.h"
 
 #include <string>
 #include <vector>

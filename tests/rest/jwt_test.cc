@@ -1,4 +1,4 @@
-#include "tools/rest/jwt.h"
+#include "gateway/jwt.h"
 
 #include <string>
 

@@ -25,7 +25,7 @@
 #include "gtest/gtest.h"
 #include "presence/client.h"
 #include "tests/test_util.h"
-#include "tools/rest/jwt.h"
+#include "gateway/jwt.h"
 
 namespace presence::rest {
 namespace {

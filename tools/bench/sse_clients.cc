@@ -35,7 +35,7 @@
 #include "boost/asio/write.hpp"
 #include "boost/beast/core.hpp"
 #include "boost/beast/http.hpp"
-#include "tools/rest/jwt.h"
+#include "gateway/jwt.h"
 
 ABSL_FLAG(std::string, rest, "127.0.0.1:8080", "presence-rest's HOST:PORT");
 ABSL_FLAG(int, rest_pid, 0, "presence-rest's pid, for /proc/PID/status");

@@ -1,5 +1,5 @@
 // presence-rest: the chat frontends' REST endpoints and live Server-Sent
-// Events, backed by presenced. See tools/rest/README.md.
+// Events, backed by presenced. See gateway/README.md.
 
 #include <pthread.h>
 #include <signal.h>
@@ -21,8 +21,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
+#include "gateway/rest_server.h"
 #include "service/log.h"
-#include "tools/rest/rest_server.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:8080",
           "HOST:PORT to serve HTTP on. Port 0 picks a free port; the "
@@ -90,7 +90,7 @@ absl::StatusOr<std::string> ReadSecret(const std::string& flag,
 int main(int argc, char** argv) {
   absl::FlagsUsageConfig usage_config;
   usage_config.contains_help_flags = [](absl::string_view file) {
-    return absl::StrContains(file, "tools/rest/main");
+    return absl::StrContains(file, "gateway/main");
   };
   usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
   absl::SetFlagsUsageConfig(usage_config);

@@ -1,4 +1,4 @@
-#include "tools/rest/rest_server.h"
+#include "gateway/rest_server.h"
 
 #include <atomic>
 #include <cstdint>
@@ -23,15 +23,16 @@
 #include "boost/asio/write.hpp"
 #include "boost/beast/core.hpp"
 #include "boost/beast/http.hpp"
+#include "gateway/assets.h"
+#include "gateway/fanout.h"
+#include "gateway/jwt.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 #include "presence/watcher.h"
+#include "service/bearer.h"
 #include "service/host_port.h"
 #include "service/log.h"
-#include "tools/rest/assets.h"
-#include "tools/rest/fanout.h"
-#include "tools/rest/jwt.h"
 
 namespace presence::rest {
 namespace {
@@ -518,12 +519,12 @@ absl::StatusOr<TokenClaims> RestServer::Impl::Authenticate(
   auto header = request.find(http::field::authorization);
   if (header != request.end()) {
     absl::string_view value(header->value().data(), header->value().size());
-    // The scheme is case-insensitive (RFC 7235 section 2.1).
-    if (!absl::StartsWithIgnoreCase(value, "Bearer ")) {
+    std::optional<absl::string_view> bearer = BearerToken(value);
+    if (!bearer) {
       return absl::UnauthenticatedError(
           "Authorization must be 'Bearer TOKEN' (a JWT)");
     }
-    token = absl::StripAsciiWhitespace(value.substr(7));
+    token = *bearer;
   } else {
     // EventSource and navigator.sendBeacon cannot set headers (RFC 6750
     // 2.3: the token may then come as a query parameter).

@@ -1,7 +1,7 @@
 // The fan-out inside presence-rest: one WatchPresence stream to presenced
 // feeds every Server-Sent Events client of the proxy.
-#ifndef PRESENCE_TOOLS_REST_FANOUT_H_
-#define PRESENCE_TOOLS_REST_FANOUT_H_
+#ifndef PRESENCE_GATEWAY_FANOUT_H_
+#define PRESENCE_GATEWAY_FANOUT_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -78,4 +78,4 @@ std::string ChangeFrame(const v1::PresenceChange& change);
 
 }  // namespace presence::rest
 
-#endif  // PRESENCE_TOOLS_REST_FANOUT_H_
+#endif  // PRESENCE_GATEWAY_FANOUT_H_

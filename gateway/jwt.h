@@ -1,8 +1,8 @@
 // Verification of the JSON Web Tokens that callers of presence-rest present:
 // HS256 with a shared secret, as Django REST framework SimpleJWT issues them
 // (a `user_id` claim, `exp`, and `token_type` "access").
-#ifndef PRESENCE_TOOLS_REST_JWT_H_
-#define PRESENCE_TOOLS_REST_JWT_H_
+#ifndef PRESENCE_GATEWAY_JWT_H_
+#define PRESENCE_GATEWAY_JWT_H_
 
 #include <cstdint>
 #include <string>
@@ -40,4 +40,4 @@ std::string SignHs256Jwt(absl::string_view payload_json,
 
 }  // namespace presence::rest
 
-#endif  // PRESENCE_TOOLS_REST_JWT_H_
+#endif  // PRESENCE_GATEWAY_JWT_H_

@@ -1,8 +1,8 @@
 // presence-rest: the classic chat endpoints over HTTP/1.1 for browsers,
 // backed by presenced, plus Server-Sent Events fed by one WatchPresence
-// stream. See tools/rest/README.md.
-#ifndef PRESENCE_TOOLS_REST_REST_SERVER_H_
-#define PRESENCE_TOOLS_REST_REST_SERVER_H_
+// stream. See gateway/README.md.
+#ifndef PRESENCE_GATEWAY_REST_SERVER_H_
+#define PRESENCE_GATEWAY_REST_SERVER_H_
 
 #include <cstddef>
 #include <memory>
@@ -63,4 +63,4 @@ class RestServer {
 
 }  // namespace presence::rest
 
-#endif  // PRESENCE_TOOLS_REST_REST_SERVER_H_
+#endif  // PRESENCE_GATEWAY_REST_SERVER_H_
