@@ -11,7 +11,7 @@ fi
 
 packages=(
   # build
-  cmake g++ make pkg-config
+  cmake g++ make ninja-build pkg-config
   # dependencies (see README: why each)
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libsqlitecpp-dev libsqlite3-dev grpc-proto
@@ -27,6 +27,7 @@ packages=(
   faketime  # tests/clock_step_test: libfaketime steps the wall clock of a running presenced
   python3-hyperframe python3-hpack  # tests/hostile: raw HTTP/2 frames past the stream limit
   util-linux  # tests/hostile: prlimit, presenced under a low open-file limit
+  prometheus python3-yaml  # tests/ops: promtool checks and unit-tests the alert rules; the test reads YAML
 )
 if [ "${1:-}" = "--bench" ]; then
   # load generators, the Redis baseline, the chart, the classic-SQL script
