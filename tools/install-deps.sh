@@ -18,7 +18,8 @@ packages=(
   prometheus-cpp-dev  # presenced's /metrics: prometheus-cpp's data model and text format
   libboost-dev libssl-dev  # Boost.Beast (presence-rest; presenced's /metrics), OpenSSL (JWT, tokens, TLS checks)
   python3 python3-grpcio python3-protobuf  # the Python client
-  python3-django  # the Django app
+  python3-django python3-djangorestframework python3-djangorestframework-simplejwt  # the Django app (DRF views; SimpleJWT Bearer tokens, as the chat backend uses)
+  python3-venv python3-pip python3-setuptools python3-wheel  # pip-installing client/python offline (tests: python_installed_package)
   # tests and checks
   libgtest-dev libgmock-dev sqlite3 clang-format
   chromium chromium-driver  # the status page and presence.js, tested headless

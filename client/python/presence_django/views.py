@@ -1,8 +1,10 @@
 """The chat frontend's presence endpoints, answered by presenced.
 
-The user is request.user.id; the session is the Django session (a digest
-of request.session.session_key), so two browsers of one user are two sessions
-and logging out in one leaves the other online. Every answer is JSON:
+Django REST framework views: the caller is authenticated by the project's
+REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] (SimpleJWT's Bearer tokens,
+DRF's TokenAuthentication, SessionAuthentication...), or by the classes named
+in PRESENCE_AUTHENTICATION_CLASSES. CSRF follows DRF: checked for callers
+authenticated by their session cookie, not for token callers.
 
     POST heartbeat/     {"online": true, "became_online": ..., "server_time":
                          ..., "online_until": ...,
@@ -11,18 +13,42 @@ and logging out in one leaves the other online. Every answer is JSON:
                          "server_time": ...}
     GET  online-users/  {"online_users": [1, 5, 12]}
 
-Errors, as {"error": "..."}: 401 not logged in, 405 wrong method, 503
-presenced unreachable, shutting down or too slow (PRESENCE_TIMEOUT), 502
-presenced refused the request (logged).
+The POST bodies ({"timestamp": "...Z"} from the chat product) are not read:
+presenced's clock decides. Which session in presenced a call is about:
+
+  - session-cookie callers: their Django session (a digest of its key), so
+    each browser is a session of its own;
+  - token callers: the one named by the X-Presence-Session header, else the
+    user's default session; mark-offline without the header ends every
+    session of the user (logging out means offline).
+
+Every error is JSON {"error": "..."}: 400 bad X-Presence-Session, 401 not
+authenticated (with WWW-Authenticate), 403 CSRF or permission, 404 unknown
+path (urls.py), 405 wrong method (with Allow), 503 presenced unreachable,
+shutting down or too slow (PRESENCE_TIMEOUT), 502 any other error from
+presenced (logged).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-from typing import Callable
+import re
+from typing import Any, List, Optional
 
+from django.conf import settings
 from django.http import HttpRequest, JsonResponse
+from django.utils.module_loading import import_string
+from django.views.decorators.csrf import csrf_exempt
+from rest_framework import exceptions, status
+from rest_framework.authentication import (BaseAuthentication,
+                                           SessionAuthentication)
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.views import APIView, exception_handler
 
 from presence_client import (Cancelled, DeadlineExceeded, PresenceError,
                              Unavailable)
@@ -32,72 +58,180 @@ from .sessions import presence_session_id
 
 logger = logging.getLogger("presence_django")
 
-View = Callable[[HttpRequest], JsonResponse]
+SESSION_HEADER = "X-Presence-Session"
+# A tab or device id chosen by the frontend (a UUID, a random base64url
+# string). Stricter than presenced's limit (128 bytes of printable ASCII):
+# no spaces, quotes or separators, so it is safe in logs and headers.
+_SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
-def _error(status: int, message: str) -> JsonResponse:
-    return JsonResponse({"error": message}, status=status)
+class _AlwaysJson(BaseContentNegotiation):
+    """Answers JSON whatever the Accept header says: a browser's
+    "Accept: text/html" must not turn an error into a 406 or an HTML page."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
 
 
-def presence_endpoint(method: str) -> Callable[[View], View]:
-    """Only `method`, only for a logged-in user, presenced's errors as JSON
-    (never a 500 with a stack trace)."""
-
-    def decorate(view: View) -> View:
-        @functools.wraps(view)
-        def wrapper(request: HttpRequest) -> JsonResponse:
-            if request.method != method:
-                response = _error(405, f"method {request.method} not allowed")
-                response["Allow"] = method
-                return response
-            if not request.user.is_authenticated:
-                return _error(401, "authentication required")
-            try:
-                return view(request)
-            # Cancelled: presenced cancels the calls that race its shutdown.
-            except (Unavailable, DeadlineExceeded, Cancelled) as error:
-                logger.warning("presenced unavailable: %s", error)
-                return _error(503, "presence service unavailable")
-            except PresenceError as error:
-                logger.error("presenced refused %s: %s", request.path, error)
-                return _error(502, "presence service error")
-
-        return wrapper
-
-    return decorate
+class BadSessionHeader(exceptions.APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
 
 
-def session_id(request: HttpRequest) -> str:
-    """The presence session of the request's Django session (a digest of
-    its key, see sessions.py). A heartbeat creates the Django session if
-    there is none yet, so that each browser is a session of its own."""
-    if not request.session.session_key:
-        request.session.save()
-    return presence_session_id(request.session.session_key)
+def _message(detail: Any) -> str:
+    """DRF's error detail as one line: SimpleJWT's InvalidToken carries a
+    dict ({"detail": ..., "messages": [...]}), validation errors lists."""
+    if isinstance(detail, dict):
+        return _message(detail.get("detail", "; ".join(
+            f"{key}: {_message(value)}" for key, value in detail.items())))
+    if isinstance(detail, (list, tuple)):
+        return "; ".join(_message(item) for item in detail)
+    return str(detail)
 
 
-@presence_endpoint("POST")
-def heartbeat(request: HttpRequest) -> JsonResponse:
-    beat = get_client().heartbeat(request.user.id, session_id(request))
-    return JsonResponse({
-        "online": True,
-        "became_online": beat.became_online,
-        "server_time": beat.server_time,
-        "online_until": beat.online_until,
-        "heartbeat_interval_seconds": beat.heartbeat_interval.total_seconds(),
-    })
+def _json_errors(exc: Exception, context: dict) -> Optional[Response]:
+    """DRF's handler (status, WWW-Authenticate, Retry-After), with the body
+    these endpoints always answer: {"error": "..."}."""
+    response = exception_handler(exc, context)
+    if response is not None:
+        response.data = {"error": _message(response.data)}
+    return response
 
 
-@presence_endpoint("POST")
-def mark_offline(request: HttpRequest) -> JsonResponse:
-    ended = get_client().mark_offline(request.user.id, session_id(request))
-    return JsonResponse({
-        "still_online": ended.still_online,
-        "sessions_ended": ended.sessions_ended,
-        "server_time": ended.server_time,
-    })
+class PresenceView(APIView):
+    """Authentication, permission, JSON errors and presenced's failures for
+    the three endpoints."""
+
+    permission_classes = [IsAuthenticated]
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = _AlwaysJson
+
+    def get_authenticators(self) -> List[BaseAuthentication]:
+        # Read per request, so that override_settings() and projects that
+        # change settings at start-up are honoured.
+        names = getattr(settings, "PRESENCE_AUTHENTICATION_CLASSES", None)
+        if names is None:
+            classes = api_settings.DEFAULT_AUTHENTICATION_CLASSES
+        else:
+            classes = [import_string(name) if isinstance(name, str) else name
+                       for name in names]
+        return [auth() for auth in classes]
+
+    def get_authenticate_header(self, request: Request) -> Optional[str]:
+        # DRF asks only the first class and answers 403 if it has no
+        # challenge (SessionAuthentication): an unauthenticated caller gets
+        # 401 from any class that can challenge.
+        for authenticator in self.get_authenticators():
+            header = authenticator.authenticate_header(request)
+            if header:
+                return header
+        return None
+
+    def handle_exception(self, exc: Exception) -> Response:
+        response = super().handle_exception(exc)
+        if (isinstance(exc, (exceptions.NotAuthenticated,
+                             exceptions.AuthenticationFailed))
+                and response.status_code == status.HTTP_403_FORBIDDEN):
+            # Only session authentication is configured: still 401, the
+            # caller is not authenticated, nothing is forbidden to it.
+            response.status_code = status.HTTP_401_UNAUTHORIZED
+        return response
+
+    def get_exception_handler(self):
+        return _json_errors
+
+    def presence_call(self, call):
+        """Runs `call()` against presenced and maps its failures: never a
+        500 with a stack trace."""
+        try:
+            return Response(call())
+        # Cancelled: presenced cancels the calls that race its shutdown.
+        except (Unavailable, DeadlineExceeded, Cancelled) as error:
+            logger.warning("presenced unavailable: %s", error)
+            return Response({"error": "presence service unavailable"},
+                            status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        except PresenceError as error:
+            logger.error("presenced refused %s: %s", self.request.path, error)
+            return Response({"error": "presence service error"},
+                            status=status.HTTP_502_BAD_GATEWAY)
+
+    def session_id(self, request: Request) -> str:
+        """The presence session of this call ("" is the user's default
+        session, or for mark-offline every session of the user)."""
+        if isinstance(request.successful_authenticator, SessionAuthentication):
+            # A heartbeat creates the Django session if there is none yet,
+            # so that each browser is a session of its own.
+            django_session = request._request.session
+            if not django_session.session_key:
+                django_session.save()
+            return presence_session_id(django_session.session_key)
+        named = request.headers.get(SESSION_HEADER)
+        if named is None:
+            return ""
+        if not _SESSION_ID.fullmatch(named):
+            raise BadSessionHeader(
+                f"{SESSION_HEADER} must be 1 to 128 characters of A-Z, a-z, "
+                f"0-9, '.', '_', ':' or '-'; {_what_is_wrong(named)}")
+        return named
 
 
-@presence_endpoint("GET")
-def online_users(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"online_users": get_client().list_online()})
+def _what_is_wrong(session: str) -> str:
+    if not 1 <= len(session) <= 128:
+        return f"got {len(session)} characters"
+    position, bad = next((i, c) for i, c in enumerate(session)
+                         if not _SESSION_ID.fullmatch(c))
+    return f"character {position + 1} is {bad!r}"
+
+
+class HeartbeatView(PresenceView):
+    def post(self, request: Request) -> Response:
+        session = self.session_id(request)
+
+        def call():
+            beat = get_client().heartbeat(request.user.id, session)
+            return {
+                "online": True,
+                "became_online": beat.became_online,
+                "server_time": beat.server_time,
+                "online_until": beat.online_until,
+                "heartbeat_interval_seconds":
+                    beat.heartbeat_interval.total_seconds(),
+            }
+
+        return self.presence_call(call)
+
+
+class MarkOfflineView(PresenceView):
+    def post(self, request: Request) -> Response:
+        session = self.session_id(request)
+
+        def call():
+            ended = get_client().mark_offline(request.user.id, session)
+            return {
+                "still_online": ended.still_online,
+                "sessions_ended": ended.sessions_ended,
+                "server_time": ended.server_time,
+            }
+
+        return self.presence_call(call)
+
+
+class OnlineUsersView(PresenceView):
+    def get(self, request: Request) -> Response:
+        return self.presence_call(
+            lambda: {"online_users": get_client().list_online()})
+
+
+heartbeat = HeartbeatView.as_view()
+mark_offline = MarkOfflineView.as_view()
+online_users = OnlineUsersView.as_view()
+
+
+@csrf_exempt  # a 404 must not turn into Django's HTML CSRF page
+def not_found(request: HttpRequest, path: str = "") -> JsonResponse:
+    return JsonResponse(
+        {"error": f"no presence endpoint at {request.path}; there are "
+                  "heartbeat/, mark-offline/ and online-users/"},
+        status=404)

@@ -1,4 +1,5 @@
-"""Test helpers: a real presenced process, a silent server, a TCP proxy."""
+"""Test helpers: a real presenced or presence-rest process, a silent
+server, a TCP proxy."""
 
 from __future__ import annotations
 
@@ -15,44 +16,42 @@ from typing import List, Optional
 _SERVING = re.compile(r"serving on (\S+)")
 
 
-class Presenced:
-    """presenced (the binary named by $PRESENCED) with a database in a
-    temporary directory of its own. start() waits for its `serving on` line
-    and sets `address`; stop() ends it with SIGTERM and checks it exited 0.
-    Restarting keeps the database and, unless told otherwise, the address."""
+class _Server:
+    """A server binary that logs `serving on HOST:PORT` on stderr once it
+    listens. start() waits for that line and sets `address`; stop() ends it
+    with SIGTERM and checks it exited 0. Its files live in `dir`."""
 
-    def __init__(self, flags: Optional[List[str]] = None) -> None:
-        self.binary = os.environ.get("PRESENCED", "")
-        if not self.binary:
-            raise RuntimeError("set PRESENCED to the presenced binary "
-                               "(ctest does)")
+    NAME = ""
+
+    def __init__(self, binary: str, flags: Optional[List[str]]) -> None:
+        self.binary = binary
         self.flags = list(flags or [])
         self.dir = tempfile.mkdtemp(prefix="presence_py_")
-        self.db = os.path.join(self.dir, "p.db")
         self.address = ""
         self._process: Optional[subprocess.Popen] = None
         self._stderr: List[str] = []
         self._reader: Optional[threading.Thread] = None
 
-    def start(self, listen: str = "127.0.0.1:0",
-              timeout: float = 30) -> "Presenced":
+    def argv(self, listen: str) -> List[str]:
+        raise NotImplementedError
+
+    def start(self, listen: str = "127.0.0.1:0", timeout: float = 30):
         assert self._process is None, "already running"
         self._stderr = []
+        self.address = ""
         self._process = subprocess.Popen(
-            [self.binary, f"--listen={listen}", f"--db={self.db}",
-             *self.flags],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True)
+            self.argv(listen), stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         serving = threading.Event()
         self._reader = threading.Thread(
             target=self._read_stderr, args=(self._process, serving),
             daemon=True)
         self._reader.start()
-        # The reader sets the event on the `serving on` line, or when
-        # presenced's stderr closes (it exited).
+        # The reader sets the event on the `serving on` line, or when the
+        # server's stderr closes (it exited).
         if not serving.wait(timeout) or not self.address:
             self.kill()
-            raise RuntimeError("presenced did not start:\n" + self.stderr())
+            raise RuntimeError(f"{self.NAME} did not start:\n" + self.stderr())
         return self
 
     def _read_stderr(self, process: subprocess.Popen,
@@ -65,8 +64,8 @@ class Presenced:
                 serving.set()
         serving.set()
 
-    def restart(self) -> "Presenced":
-        """Stops and starts again on the same address and database."""
+    def restart(self):
+        """Stops and starts again on the same address."""
         address = self.address
         self.stop()
         return self.start(listen=address)
@@ -84,11 +83,12 @@ class Presenced:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-            raise RuntimeError("presenced ignored SIGTERM:\n" + self.stderr())
+            raise RuntimeError(f"{self.NAME} ignored SIGTERM:\n"
+                               + self.stderr())
         self._reader.join()
         process.stderr.close()
         if code != 0:
-            raise RuntimeError(f"presenced exited {code}:\n" + self.stderr())
+            raise RuntimeError(f"{self.NAME} exited {code}:\n" + self.stderr())
 
     def kill(self) -> None:
         if self._process is None:
@@ -100,12 +100,56 @@ class Presenced:
         process.stderr.close()
 
     def close(self) -> None:
-        """Stops presenced if running and removes its directory."""
+        """Stops the server if running and removes its directory."""
         try:
             self.stop()
         finally:
             self.kill()
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _binary(variable: str) -> str:
+    binary = os.environ.get(variable, "")
+    if not binary:
+        raise RuntimeError(f"set {variable} to the binary (ctest does)")
+    return binary
+
+
+class Presenced(_Server):
+    """presenced (the binary named by $PRESENCED) with a database in a
+    temporary directory of its own. Restarting keeps the database and,
+    unless told otherwise, the address."""
+
+    NAME = "presenced"
+
+    def __init__(self, flags: Optional[List[str]] = None) -> None:
+        super().__init__(_binary("PRESENCED"), flags)
+        self.db = os.path.join(self.dir, "p.db")
+
+    def argv(self, listen: str) -> List[str]:
+        return [self.binary, f"--listen={listen}", f"--db={self.db}",
+                *self.flags]
+
+
+class PresenceRest(_Server):
+    """presence-rest (the binary named by $PRESENCE_REST) in front of the
+    presenced at `server`, verifying HS256 JWTs signed with `jwt_secret`."""
+
+    NAME = "presence-rest"
+
+    def __init__(self, server: str, jwt_secret: str,
+                 flags: Optional[List[str]] = None) -> None:
+        super().__init__(_binary("PRESENCE_REST"), flags)
+        self.server = server
+        self.secret_file = os.path.join(self.dir, "jwt_secret")
+        # Not in argv: a secret does not belong in `ps`.
+        with open(os.open(self.secret_file, os.O_WRONLY | os.O_CREAT, 0o600),
+                  "w") as f:
+            f.write(jwt_secret)
+
+    def argv(self, listen: str) -> List[str]:
+        return [self.binary, f"--listen={listen}", f"--server={self.server}",
+                f"--jwt_secret_file={self.secret_file}", *self.flags]
 
 
 def closed_port_address() -> str:

@@ -1,5 +1,7 @@
-"""A minimal chat site using presence_django. Not for production (DEBUG,
-a fixed SECRET_KEY)."""
+"""A minimal chat site using presence_django, authenticated as the chat
+backend is: Django REST framework with SimpleJWT Bearer tokens for API
+callers, and session logins (with CSRF) for its own page. Not for production
+(DEBUG, a fixed SECRET_KEY)."""
 
 import os
 from pathlib import Path
@@ -17,6 +19,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "rest_framework",
     "presence_django",  # ends the session in presenced on logout
 ]
 MIDDLEWARE = [
@@ -48,6 +51,18 @@ USE_TZ = True
 STATIC_URL = "/static/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # The chat product's calls: Authorization: Bearer <access token>.
+        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        # This site's own page, logged in at /accounts/login/.
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+}
+# SimpleJWT's defaults: HS256 signed with SECRET_KEY, a user_id claim, as
+# presence-rest verifies them (give it this key in --jwt_secret_file).
+SIMPLE_JWT = {"SIGNING_KEY": SECRET_KEY}
 
 # presenced to ask, and how long a request waits for it.
 PRESENCE_SERVER = os.environ.get("PRESENCE_SERVER", "127.0.0.1:50051")
