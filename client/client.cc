@@ -2,21 +2,92 @@
 
 #include <grpcpp/support/client_interceptor.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <sstream>
+#include <string>
 #include <utility>
+#include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace presence {
 namespace {
 
-absl::Status ToAbslStatus(const grpc::Status& status) {
-  if (status.ok()) return absl::OkStatus();
+using Stub = v1::PresenceService::Stub;
+
+// The server's cap on a page: the fewer pages, the less a listing is smeared
+// over time.
+constexpr int kListAllPageSize = 10'000;
+
+// What every call, blocking or not, gets on its context.
+void PrepareContext(grpc::ClientContext* context, absl::Duration deadline) {
+  context->set_deadline(absl::ToChronoTime(absl::Now() + deadline));
+}
+
+// The one conversion of a call's outcome, blocking or not.
+template <typename Response>
+absl::StatusOr<Response> ToResult(const grpc::Status& status,
+                                  Response response) {
+  if (status.ok()) return response;
   // grpc::StatusCode and absl::StatusCode share their numbering.
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
                       status.error_message());
+}
+
+template <typename Request, typename Response>
+using BlockingMethod = grpc::Status (Stub::*)(grpc::ClientContext*,
+                                              const Request&, Response*);
+
+template <typename Request, typename Response>
+absl::StatusOr<Response> Call(Stub& stub, absl::Duration deadline,
+                              BlockingMethod<Request, Response> method,
+                              const Request& request) {
+  grpc::ClientContext context;
+  PrepareContext(&context, deadline);
+  Response response;
+  grpc::Status status = (stub.*method)(&context, request, &response);
+  return ToResult(status, std::move(response));
+}
+
+v1::HeartbeatRequest HeartbeatRequest(int64_t user_id,
+                                      absl::string_view session_id) {
+  v1::HeartbeatRequest request;
+  request.set_user_id(user_id);
+  request.set_session_id(std::string(session_id));
+  *request.mutable_client_time() =
+      google::protobuf::util::TimeUtil::GetCurrentTime();
+  return request;
+}
+
+v1::MarkOfflineRequest MarkOfflineRequest(int64_t user_id,
+                                          absl::string_view session_id) {
+  v1::MarkOfflineRequest request;
+  request.set_user_id(user_id);
+  request.set_session_id(std::string(session_id));
+  return request;
+}
+
+v1::GetPresenceRequest GetPresenceRequest(absl::Span<const int64_t> user_ids) {
+  v1::GetPresenceRequest request;
+  request.mutable_user_ids()->Add(user_ids.begin(), user_ids.end());
+  return request;
+}
+
+// The first page of ListAllOnline; the next ones add their page_token.
+v1::ListOnlineRequest ListAllRequest(absl::Span<const int64_t> only) {
+  v1::ListOnlineRequest request;
+  request.mutable_user_ids()->Add(only.begin(), only.end());
+  request.set_page_size(kListAllPageSize);
+  return request;
 }
 
 // Retries only what can safely happen twice: a repeated heartbeat re-stamps
@@ -112,6 +183,149 @@ absl::StatusOr<std::string> ReadFile(const std::string& path,
 
 }  // namespace
 
+namespace internal {
+
+// A Client's asynchronous calls in flight, so that its destructor can cancel
+// them and wait for them.
+class AsyncCalls {
+ public:
+  AsyncCalls(Stub* stub, absl::Duration deadline)
+      : stub_(stub), deadline_(deadline) {}
+
+  // Valid while a call is in flight, or while the Client lives.
+  Stub* stub() const { return stub_; }
+  absl::Duration deadline() const { return deadline_; }
+
+  // Counts a call about to start and makes it cancellable. False once the
+  // Client is being destroyed.
+  bool Start(grpc::ClientContext* context) {
+    absl::MutexLock lock(&mu_);
+    if (closing_) return false;
+    ++in_flight_;
+    contexts_.insert(context);
+    return true;
+  }
+  // The call's context is about to go.
+  void Forget(grpc::ClientContext* context) {
+    absl::MutexLock lock(&mu_);
+    contexts_.erase(context);
+  }
+  // The call's callback has returned: the Client may go.
+  void End() {
+    absl::MutexLock lock(&mu_);
+    --in_flight_;
+  }
+
+  void CancelAllAndWait() {
+    absl::MutexLock lock(&mu_);
+    closing_ = true;
+    // gRPC runs no callback inline in TryCancel(), so holding mu_ is safe;
+    // it keeps each context from being forgotten (and freed) meanwhile.
+    for (grpc::ClientContext* context : contexts_) context->TryCancel();
+    mu_.Await(absl::Condition(
+        +[](int* in_flight) { return *in_flight == 0; }, &in_flight_));
+  }
+
+ private:
+  Stub* const stub_;
+  const absl::Duration deadline_;
+  absl::Mutex mu_;
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_set<grpc::ClientContext*> contexts_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace internal
+
+namespace {
+
+using internal::AsyncCalls;
+
+// The calls whose callback this thread is running, to catch a Client
+// destroyed from its own callback.
+thread_local const AsyncCalls* running_callback_of = nullptr;
+
+template <typename Request, typename Response>
+using AsyncMethod = void (Stub::async::*)(grpc::ClientContext*, const Request*,
+                                          Response*,
+                                          std::function<void(grpc::Status)>);
+
+// Everything an asynchronous call uses until it ends: gRPC's callback API
+// needs the context, request and response to outlive the call.
+template <typename Request, typename Response>
+struct AsyncCall {
+  std::shared_ptr<AsyncCalls> calls;
+  grpc::ClientContext context;
+  Request request;
+  Response response;
+  Client::Callback<Response> done;
+};
+
+template <typename Request, typename Response>
+void CallAsync(const std::shared_ptr<AsyncCalls>& calls,
+               AsyncMethod<Request, Response> method, Request request,
+               Client::Callback<Response> done) {
+  auto call = std::make_unique<AsyncCall<Request, Response>>();
+  PrepareContext(&call->context, calls->deadline());
+  if (!calls->Start(&call->context)) {
+    return std::move(done)(
+        absl::CancelledError("the presence::Client is being destroyed"));
+  }
+  call->calls = calls;
+  call->request = std::move(request);
+  call->done = std::move(done);
+  AsyncCall<Request, Response>* raw = call.release();
+  // gRPC calls the lambda exactly once, whatever becomes of the call.
+  (calls->stub()->async()->*method)(
+      &raw->context, &raw->request, &raw->response, [raw](grpc::Status status) {
+        std::unique_ptr<AsyncCall<Request, Response>> owned(raw);
+        std::shared_ptr<AsyncCalls> calls = std::move(owned->calls);
+        absl::StatusOr<Response> result =
+            ToResult(status, std::move(owned->response));
+        Client::Callback<Response> done = std::move(owned->done);
+        calls->Forget(&owned->context);
+        owned.reset();
+        const AsyncCalls* outer = running_callback_of;
+        running_callback_of = calls.get();
+        std::move(done)(std::move(result));
+        // Whatever the callback holds goes while the Client still lives.
+        done = nullptr;
+        running_callback_of = outer;
+        calls->End();
+      });
+}
+
+// One ListAllOnlineAsync: the pages so far and the request for the next.
+struct ListAll {
+  std::shared_ptr<AsyncCalls> calls;
+  v1::ListOnlineRequest request;
+  std::vector<int64_t> users;
+  Client::Callback<std::vector<int64_t>> done;
+};
+
+// Runs on the caller's thread for the first page, then in the callback of
+// the page before, while that call still holds the Client.
+void ListNextPage(std::unique_ptr<ListAll> list) {
+  std::shared_ptr<AsyncCalls> calls = list->calls;
+  v1::ListOnlineRequest request = list->request;
+  CallAsync(calls, &Stub::async::ListOnline, std::move(request),
+            Client::Callback<v1::ListOnlineResponse>(
+                [list = std::move(list)](
+                    absl::StatusOr<v1::ListOnlineResponse> page) mutable {
+                  if (!page.ok()) return std::move(list->done)(page.status());
+                  list->users.insert(list->users.end(),
+                                     page->online_users().begin(),
+                                     page->online_users().end());
+                  if (page->next_page_token().empty()) {
+                    return std::move(list->done)(std::move(list->users));
+                  }
+                  list->request.set_page_token(page->next_page_token());
+                  ListNextPage(std::move(list));
+                }));
+}
+
+}  // namespace
+
 const char* Client::ServiceConfigJson() { return kServiceConfig; }
 
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> TlsCredentials(
@@ -145,54 +359,68 @@ Client::Client(const ClientOptions& options)
 Client::Client(std::shared_ptr<grpc::Channel> channel, absl::Duration deadline)
     : deadline_(deadline),
       channel_(std::move(channel)),
-      stub_(v1::PresenceService::NewStub(channel_)) {}
+      stub_(v1::PresenceService::NewStub(channel_)),
+      calls_(std::make_shared<internal::AsyncCalls>(stub_.get(), deadline_)) {}
 
-template <typename Request, typename Response>
-absl::StatusOr<Response> Client::Call(
-    grpc::Status (v1::PresenceService::Stub::*method)(grpc::ClientContext*,
-                                                      const Request&,
-                                                      Response*),
-    const Request& request) {
-  grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + deadline_));
-  Response response;
-  grpc::Status status = (stub_.get()->*method)(&context, request, &response);
-  if (!status.ok()) return ToAbslStatus(status);
-  return response;
+Client::~Client() {
+  if (running_callback_of == calls_.get()) {
+    std::fprintf(stderr,
+                 "presence::Client destroyed from one of its own callbacks, "
+                 "which would wait for itself forever\n");
+    std::abort();
+  }
+  calls_->CancelAllAndWait();
 }
 
 absl::StatusOr<v1::HeartbeatResponse> Client::Heartbeat(
     int64_t user_id, absl::string_view session_id) {
-  v1::HeartbeatRequest request;
-  request.set_user_id(user_id);
-  request.set_session_id(std::string(session_id));
-  *request.mutable_client_time() =
-      google::protobuf::util::TimeUtil::GetCurrentTime();
-  return Call(&v1::PresenceService::Stub::Heartbeat, request);
+  return Call(*stub_, deadline_, &Stub::Heartbeat,
+              HeartbeatRequest(user_id, session_id));
+}
+
+void Client::HeartbeatAsync(int64_t user_id, absl::string_view session_id,
+                            Callback<v1::HeartbeatResponse> done) {
+  CallAsync(calls_, &Stub::async::Heartbeat,
+            HeartbeatRequest(user_id, session_id), std::move(done));
 }
 
 absl::StatusOr<v1::BatchHeartbeatResponse> Client::BatchHeartbeat(
     const v1::BatchHeartbeatRequest& request) {
-  return Call(&v1::PresenceService::Stub::BatchHeartbeat, request);
+  return Call(*stub_, deadline_, &Stub::BatchHeartbeat, request);
+}
+
+void Client::BatchHeartbeatAsync(v1::BatchHeartbeatRequest request,
+                                 Callback<v1::BatchHeartbeatResponse> done) {
+  CallAsync(calls_, &Stub::async::BatchHeartbeat, std::move(request),
+            std::move(done));
 }
 
 absl::StatusOr<v1::MarkOfflineResponse> Client::MarkOffline(
     int64_t user_id, absl::string_view session_id) {
-  v1::MarkOfflineRequest request;
-  request.set_user_id(user_id);
-  request.set_session_id(std::string(session_id));
-  return Call(&v1::PresenceService::Stub::MarkOffline, request);
+  return Call(*stub_, deadline_, &Stub::MarkOffline,
+              MarkOfflineRequest(user_id, session_id));
+}
+
+void Client::MarkOfflineAsync(int64_t user_id, absl::string_view session_id,
+                              Callback<v1::MarkOfflineResponse> done) {
+  CallAsync(calls_, &Stub::async::MarkOffline,
+            MarkOfflineRequest(user_id, session_id), std::move(done));
 }
 
 absl::StatusOr<v1::ListOnlineResponse> Client::ListOnline(
     const v1::ListOnlineRequest& request) {
-  return Call(&v1::PresenceService::Stub::ListOnline, request);
+  return Call(*stub_, deadline_, &Stub::ListOnline, request);
+}
+
+void Client::ListOnlineAsync(v1::ListOnlineRequest request,
+                             Callback<v1::ListOnlineResponse> done) {
+  CallAsync(calls_, &Stub::async::ListOnline, std::move(request),
+            std::move(done));
 }
 
 absl::StatusOr<std::vector<int64_t>> Client::ListAllOnline(
     absl::Span<const int64_t> only) {
-  v1::ListOnlineRequest request;
-  request.mutable_user_ids()->Add(only.begin(), only.end());
+  v1::ListOnlineRequest request = ListAllRequest(only);
   std::vector<int64_t> users;
   do {
     absl::StatusOr<v1::ListOnlineResponse> page = ListOnline(request);
@@ -204,11 +432,25 @@ absl::StatusOr<std::vector<int64_t>> Client::ListAllOnline(
   return users;
 }
 
+void Client::ListAllOnlineAsync(absl::Span<const int64_t> only,
+                                Callback<std::vector<int64_t>> done) {
+  auto list = std::make_unique<ListAll>();
+  list->calls = calls_;
+  list->request = ListAllRequest(only);
+  list->done = std::move(done);
+  ListNextPage(std::move(list));
+}
+
 absl::StatusOr<v1::GetPresenceResponse> Client::GetPresence(
     absl::Span<const int64_t> user_ids) {
-  v1::GetPresenceRequest request;
-  request.mutable_user_ids()->Add(user_ids.begin(), user_ids.end());
-  return Call(&v1::PresenceService::Stub::GetPresence, request);
+  return Call(*stub_, deadline_, &Stub::GetPresence,
+              GetPresenceRequest(user_ids));
+}
+
+void Client::GetPresenceAsync(absl::Span<const int64_t> user_ids,
+                              Callback<v1::GetPresenceResponse> done) {
+  CallAsync(calls_, &Stub::async::GetPresence, GetPresenceRequest(user_ids),
+            std::move(done));
 }
 
 }  // namespace presence

@@ -1,0 +1,603 @@
+// presence::Client's asynchronous calls against a real presenced: they answer
+// like the blocking ones, carry presenced's errors, keep the client's
+// deadline, and run every callback exactly once, even when the Client is
+// destroyed before its calls end.
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "google/protobuf/util/time_util.h"
+#include "gtest/gtest.h"
+#include "presence/client.h"
+#include "tests/test_util.h"
+
+namespace presence {
+namespace {
+
+using google::protobuf::util::MessageDifferencer;
+using google::protobuf::util::TimeUtil;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using testing::RunningPresenced;
+using testing::StartPresenced;
+using testing::TempDir;
+
+// Long enough for the slowest sanitizer build, short enough to fail a test
+// whose callback never comes.
+constexpr absl::Duration kWait = absl::Seconds(60);
+
+// What the callbacks of many asynchronous calls reported. Shared with the
+// callbacks, so that one arriving after a failed test harms nothing.
+class Tally {
+ public:
+  explicit Tally(int calls) : runs_(calls, 0), statuses_(calls) {}
+
+  // The callback of call `i`, which records its status (and, with
+  // `on_value`, its value).
+  template <typename T>
+  static Client::Callback<T> For(
+      std::shared_ptr<Tally> tally, int i,
+      std::function<void(const T&)> on_value = nullptr) {
+    return [tally = std::move(tally), i,
+            on_value = std::move(on_value)](absl::StatusOr<T> result) {
+      if (result.ok() && on_value != nullptr) on_value(*result);
+      absl::MutexLock lock(&tally->mu_);
+      if (tally->runs_[i]++ == 0) ++tally->finished_;
+      tally->statuses_[i] = result.status();
+    };
+  }
+
+  // Whether every call reported within `timeout`.
+  bool AwaitAll(absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    return mu_.AwaitWithTimeout(
+        absl::Condition(
+            +[](Tally* t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(t->mu_) {
+              return t->finished_ == static_cast<int>(t->runs_.size());
+            },
+            this),
+        timeout);
+  }
+
+  std::vector<int> runs() {
+    absl::MutexLock lock(&mu_);
+    return runs_;
+  }
+  std::vector<absl::Status> statuses() {
+    absl::MutexLock lock(&mu_);
+    return statuses_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<int> runs_ ABSL_GUARDED_BY(mu_);
+  std::vector<absl::Status> statuses_ ABSL_GUARDED_BY(mu_);
+  int finished_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Starts one asynchronous call with `start` and waits for its result.
+template <typename T>
+absl::StatusOr<T> Await(const std::function<void(Client::Callback<T>)>& start) {
+  struct Outcome {
+    absl::Notification done;
+    absl::StatusOr<T> result = absl::UnknownError("no callback");
+  };
+  auto outcome = std::make_shared<Outcome>();
+  start([outcome](absl::StatusOr<T> result) {
+    outcome->result = std::move(result);
+    outcome->done.Notify();
+  });
+  if (!outcome->done.WaitForNotificationWithTimeout(kWait)) {
+    return absl::InternalError("the test gave up waiting for the callback");
+  }
+  return outcome->result;
+}
+
+// A TCP listener on 127.0.0.1 that never accepts and never answers: the
+// kernel completes connections into its backlog, so a call neither fails
+// nor completes, and only its deadline ends it.
+class SilentServer {
+ public:
+  SilentServer() {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr = {};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    if (fd_ < 0 || bind(fd_, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
+        listen(fd_, 1024) != 0 ||
+        getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      ADD_FAILURE() << "cannot listen on 127.0.0.1";
+      return;
+    }
+    address_ = absl::StrCat("127.0.0.1:", ntohs(addr.sin_port));
+  }
+  ~SilentServer() {
+    if (fd_ >= 0) close(fd_);
+  }
+  SilentServer(const SilentServer&) = delete;
+  SilentServer& operator=(const SilentServer&) = delete;
+
+  const std::string& address() const { return address_; }
+
+ private:
+  int fd_ = -1;
+  std::string address_;
+};
+
+ClientOptions Options(const std::string& address,
+                      absl::Duration deadline = absl::Seconds(30)) {
+  ClientOptions options;
+  options.target = address;
+  options.deadline = deadline;
+  return options;
+}
+
+std::vector<int64_t> Range(int64_t first, int64_t last) {
+  std::vector<int64_t> ids(last - first + 1);
+  std::iota(ids.begin(), ids.end(), first);
+  return ids;
+}
+
+v1::BatchHeartbeatRequest Batch(const std::vector<int64_t>& users) {
+  v1::BatchHeartbeatRequest request;
+  for (int64_t user : users) request.add_heartbeats()->set_user_id(user);
+  return request;
+}
+
+// `message` without the fields that depend on when it was answered.
+template <typename Message>
+Message Timeless(Message message) {
+  message.clear_server_time();
+  return message;
+}
+
+v1::HeartbeatResponse Timeless(v1::HeartbeatResponse response) {
+  response.clear_server_time();
+  response.clear_online_until();
+  return response;
+}
+
+v1::BatchHeartbeatResponse Timeless(v1::BatchHeartbeatResponse response) {
+  response.clear_server_time();
+  for (v1::BatchHeartbeatResult& result : *response.mutable_results()) {
+    if (result.has_heartbeat()) {
+      *result.mutable_heartbeat() = Timeless(result.heartbeat());
+    }
+  }
+  return response;
+}
+
+int64_t WindowMicros(const v1::HeartbeatResponse& response) {
+  return TimeUtil::TimestampToMicroseconds(response.online_until()) -
+         TimeUtil::TimestampToMicroseconds(response.server_time());
+}
+
+class ClientAsyncTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ = StartPresenced({"--db=" + dir_.File("presence.db")});
+    ASSERT_FALSE(server_.address.empty());
+    client_ = std::make_unique<Client>(Options(server_.address));
+  }
+
+  TempDir dir_;
+  RunningPresenced server_;
+  std::unique_ptr<Client> client_;
+};
+
+// Each pair changes different users the same way, so that the answers differ
+// only in their times.
+TEST_F(ClientAsyncTest, EachAsyncCallAnswersLikeItsBlockingTwin) {
+  Client& client = *client_;
+
+  absl::StatusOr<v1::HeartbeatResponse> async_beat =
+      Await<v1::HeartbeatResponse>(
+          [&](auto done) { client.HeartbeatAsync(1, "tab", std::move(done)); });
+  absl::StatusOr<v1::HeartbeatResponse> beat = client.Heartbeat(2, "tab");
+  ASSERT_TRUE(async_beat.ok()) << async_beat.status();
+  ASSERT_TRUE(beat.ok()) << beat.status();
+  EXPECT_TRUE(async_beat->became_online());
+  EXPECT_TRUE(
+      MessageDifferencer::Equals(Timeless(*async_beat), Timeless(*beat)))
+      << async_beat->DebugString() << " vs " << beat->DebugString();
+  EXPECT_EQ(WindowMicros(*async_beat), WindowMicros(*beat));
+
+  // With one bad item, which fails alone.
+  absl::StatusOr<v1::BatchHeartbeatResponse> async_batch =
+      Await<v1::BatchHeartbeatResponse>([&](auto done) {
+        client.BatchHeartbeatAsync(Batch({3, 0}), std::move(done));
+      });
+  absl::StatusOr<v1::BatchHeartbeatResponse> batch =
+      client.BatchHeartbeat(Batch({4, 0}));
+  ASSERT_TRUE(async_batch.ok()) << async_batch.status();
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  ASSERT_EQ(async_batch->results_size(), 2);
+  EXPECT_TRUE(async_batch->results(0).heartbeat().became_online());
+  EXPECT_EQ(async_batch->results(1).error().code(),
+            static_cast<int>(absl::StatusCode::kInvalidArgument));
+  EXPECT_TRUE(
+      MessageDifferencer::Equals(Timeless(*async_batch), Timeless(*batch)))
+      << async_batch->DebugString() << " vs " << batch->DebugString();
+
+  absl::StatusOr<v1::MarkOfflineResponse> async_offline =
+      Await<v1::MarkOfflineResponse>([&](auto done) {
+        client.MarkOfflineAsync(1, "tab", std::move(done));
+      });
+  absl::StatusOr<v1::MarkOfflineResponse> offline =
+      client.MarkOffline(2, "tab");
+  ASSERT_TRUE(async_offline.ok()) << async_offline.status();
+  ASSERT_TRUE(offline.ok()) << offline.status();
+  EXPECT_EQ(async_offline->sessions_ended(), 1);
+  EXPECT_FALSE(async_offline->still_online());
+  EXPECT_TRUE(
+      MessageDifferencer::Equals(Timeless(*async_offline), Timeless(*offline)));
+
+  // Users 3 and 4 are online now; reads change nothing, so they agree.
+  v1::ListOnlineRequest list;
+  list.set_page_size(1);
+  absl::StatusOr<v1::ListOnlineResponse> async_page =
+      Await<v1::ListOnlineResponse>(
+          [&](auto done) { client.ListOnlineAsync(list, std::move(done)); });
+  absl::StatusOr<v1::ListOnlineResponse> page = client.ListOnline(list);
+  ASSERT_TRUE(async_page.ok()) << async_page.status();
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_THAT(async_page->online_users(), ElementsAre(3));
+  EXPECT_FALSE(async_page->next_page_token().empty());
+  EXPECT_TRUE(
+      MessageDifferencer::Equals(Timeless(*async_page), Timeless(*page)))
+      << async_page->DebugString() << " vs " << page->DebugString();
+
+  absl::StatusOr<std::vector<int64_t>> async_all = Await<std::vector<int64_t>>(
+      [&](auto done) { client.ListAllOnlineAsync({}, std::move(done)); });
+  ASSERT_TRUE(async_all.ok()) << async_all.status();
+  EXPECT_THAT(*async_all, ElementsAre(3, 4));
+  EXPECT_EQ(*async_all, client.ListAllOnline().value());
+
+  const std::vector<int64_t> ids = Range(1, 5);
+  absl::StatusOr<v1::GetPresenceResponse> async_presence =
+      Await<v1::GetPresenceResponse>(
+          [&](auto done) { client.GetPresenceAsync(ids, std::move(done)); });
+  absl::StatusOr<v1::GetPresenceResponse> presence = client.GetPresence(ids);
+  ASSERT_TRUE(async_presence.ok()) << async_presence.status();
+  ASSERT_TRUE(presence.ok()) << presence.status();
+  ASSERT_EQ(async_presence->users_size(), 5);
+  EXPECT_EQ(async_presence->users(2).status(), v1::STATUS_ONLINE);
+  EXPECT_EQ(async_presence->users(0).status(), v1::STATUS_OFFLINE);
+  EXPECT_TRUE(MessageDifferencer::Equals(Timeless(*async_presence),
+                                         Timeless(*presence)))
+      << async_presence->DebugString() << " vs " << presence->DebugString();
+}
+
+TEST_F(ClientAsyncTest, ErrorsCarryPresencedsCodeAndMessage) {
+  Client& client = *client_;
+  v1::ListOnlineRequest negative_page;
+  negative_page.set_page_size(-1);
+  v1::ListOnlineRequest bad_token;
+  bad_token.set_page_token("not a token");
+  struct Case {
+    std::string name;
+    std::function<absl::Status()> async;
+    std::function<absl::Status()> blocking;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {"Heartbeat user 0",
+       [&] {
+         return Await<v1::HeartbeatResponse>([&](auto done) {
+                  client.HeartbeatAsync(0, "", std::move(done));
+                })
+             .status();
+       },
+       [&] { return client.Heartbeat(0).status(); }, "user_id must be > 0"},
+      {"Heartbeat unprintable session",
+       [&] {
+         return Await<v1::HeartbeatResponse>([&](auto done) {
+                  client.HeartbeatAsync(7, "tab\x01", std::move(done));
+                })
+             .status();
+       },
+       [&] { return client.Heartbeat(7, "tab\x01").status(); },
+       "session_id must be printable ASCII"},
+      {"BatchHeartbeat too many",
+       [&] {
+         return Await<v1::BatchHeartbeatResponse>([&](auto done) {
+                  client.BatchHeartbeatAsync(Batch(Range(1, 10'001)),
+                                             std::move(done));
+                })
+             .status();
+       },
+       [&] { return client.BatchHeartbeat(Batch(Range(1, 10'001))).status(); },
+       "heartbeats has 10001 items"},
+      {"MarkOffline user -1",
+       [&] {
+         return Await<v1::MarkOfflineResponse>([&](auto done) {
+                  client.MarkOfflineAsync(-1, "", std::move(done));
+                })
+             .status();
+       },
+       [&] { return client.MarkOffline(-1).status(); }, "user_id must be > 0"},
+      {"ListOnline negative page",
+       [&] {
+         return Await<v1::ListOnlineResponse>([&](auto done) {
+                  client.ListOnlineAsync(negative_page, std::move(done));
+                })
+             .status();
+       },
+       [&] { return client.ListOnline(negative_page).status(); },
+       "page_size must be >= 0"},
+      {"ListOnline bad token",
+       [&] {
+         return Await<v1::ListOnlineResponse>([&](auto done) {
+                  client.ListOnlineAsync(bad_token, std::move(done));
+                })
+             .status();
+       },
+       [&] { return client.ListOnline(bad_token).status(); }, "page_token"},
+      {"ListAllOnline user 0",
+       [&] {
+         return Await<std::vector<int64_t>>([&](auto done) {
+                  client.ListAllOnlineAsync({5, 0}, std::move(done));
+                })
+             .status();
+       },
+       [&] {
+         return client.ListAllOnline({5, 0}).status();
+       },
+       "user_ids[1] must be > 0, got 0"},
+      {"GetPresence user 0",
+       [&] {
+         return Await<v1::GetPresenceResponse>([&](auto done) {
+                  client.GetPresenceAsync({0}, std::move(done));
+                })
+             .status();
+       },
+       [&] { return client.GetPresence({0}).status(); },
+       "user_ids[0] must be > 0, got 0"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    absl::Status async = c.async();
+    EXPECT_EQ(async.code(), absl::StatusCode::kInvalidArgument) << async;
+    EXPECT_THAT(std::string(async.message()), HasSubstr(c.message));
+    EXPECT_EQ(async, c.blocking());
+  }
+}
+
+// Against a server that never answers, each call ends at its deadline, not
+// before and not much after.
+TEST(ClientAsyncDeadlineTest, EveryCallEndsAtTheClientsDeadline) {
+  SilentServer silent;
+  ASSERT_FALSE(silent.address().empty());
+  constexpr absl::Duration kDeadline = absl::Milliseconds(400);
+  constexpr absl::Duration kMargin = absl::Seconds(3);
+  Client client(Options(silent.address(), kDeadline));
+
+  struct Case {
+    std::string name;
+    std::function<absl::Status()> call;
+  };
+  const std::vector<Case> cases = {
+      {"HeartbeatAsync",
+       [&] {
+         return Await<v1::HeartbeatResponse>([&](auto done) {
+                  client.HeartbeatAsync(1, "", std::move(done));
+                })
+             .status();
+       }},
+      {"Heartbeat", [&] { return client.Heartbeat(1).status(); }},
+      {"MarkOfflineAsync",
+       [&] {
+         return Await<v1::MarkOfflineResponse>([&](auto done) {
+                  client.MarkOfflineAsync(1, "", std::move(done));
+                })
+             .status();
+       }},
+      {"ListAllOnlineAsync",
+       [&] {
+         return Await<std::vector<int64_t>>([&](auto done) {
+                  client.ListAllOnlineAsync({}, std::move(done));
+                })
+             .status();
+       }},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const absl::Time start = absl::Now();
+    absl::Status status = c.call();
+    const absl::Duration took = absl::Now() - start;
+    EXPECT_EQ(status.code(), absl::StatusCode::kDeadlineExceeded) << status;
+    EXPECT_GE(took, kDeadline - absl::Milliseconds(5));
+    EXPECT_LT(took, kDeadline + kMargin);
+  }
+}
+
+// Calls cut short by the Client's end either finished first or report
+// CANCELLED; each reports once, before the destructor returns.
+TEST_F(ClientAsyncTest, DestroyingTheClientEndsEveryCallBeforeItReturns) {
+  constexpr int kCalls = 200;
+  auto tally = std::make_shared<Tally>(kCalls);
+  for (int i = 0; i < kCalls; ++i) {
+    client_->HeartbeatAsync(1'000 + i, "",
+                            Tally::For<v1::HeartbeatResponse>(tally, i));
+  }
+  client_.reset();
+  ASSERT_TRUE(tally->AwaitAll(absl::ZeroDuration()));
+  EXPECT_EQ(tally->runs(), std::vector<int>(kCalls, 1));
+  std::vector<int64_t> answered;
+  const std::vector<absl::Status> statuses = tally->statuses();
+  for (int i = 0; i < kCalls; ++i) {
+    if (statuses[i].ok()) {
+      answered.push_back(1'000 + i);
+    } else {
+      EXPECT_EQ(statuses[i].code(), absl::StatusCode::kCancelled)
+          << statuses[i];
+    }
+  }
+  // A cancelled heartbeat may still have arrived; an answered one did.
+  Client fresh(Options(server_.address));
+  EXPECT_THAT(answered, ::testing::IsSubsetOf(fresh.ListAllOnline().value()));
+}
+
+// The Client goes while its calls hang on a server that never answers: it
+// cancels them instead of waiting for their 60 s deadline, a page chain
+// included, and every callback has run once when it returns.
+TEST(ClientAsyncDestroyTest, DestroyingTheClientCancelsHangingCalls) {
+  SilentServer silent;
+  ASSERT_FALSE(silent.address().empty());
+  constexpr int kCalls = 99;
+  auto tally = std::make_shared<Tally>(kCalls);
+  auto client =
+      std::make_unique<Client>(Options(silent.address(), absl::Seconds(60)));
+  for (int i = 0; i < kCalls; ++i) {
+    switch (i % 3) {
+      case 0:
+        client->HeartbeatAsync(1, "",
+                               Tally::For<v1::HeartbeatResponse>(tally, i));
+        break;
+      case 1:
+        client->GetPresenceAsync({1},
+                                 Tally::For<v1::GetPresenceResponse>(tally, i));
+        break;
+      case 2:
+        client->ListAllOnlineAsync({},
+                                   Tally::For<std::vector<int64_t>>(tally, i));
+        break;
+    }
+  }
+  const absl::Time start = absl::Now();
+  client.reset();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  ASSERT_TRUE(tally->AwaitAll(absl::ZeroDuration()));
+  EXPECT_EQ(tally->runs(), std::vector<int>(kCalls, 1));
+  for (const absl::Status& status : tally->statuses()) {
+    EXPECT_EQ(status.code(), absl::StatusCode::kCancelled) << status;
+  }
+}
+
+// A callback may start the next call on its Client (as ListAllOnlineAsync's
+// pages do), and the Client outlives it.
+TEST_F(ClientAsyncTest, ACallbackMayStartAnotherCall) {
+  Client* client = client_.get();
+  absl::StatusOr<v1::GetPresenceResponse> presence =
+      Await<v1::GetPresenceResponse>([&](auto done) {
+        client->HeartbeatAsync(
+            9, "",
+            [client, done = std::move(done)](
+                absl::StatusOr<v1::HeartbeatResponse> beat) mutable {
+              if (!beat.ok()) return std::move(done)(beat.status());
+              client->GetPresenceAsync({9}, std::move(done));
+            });
+      });
+  ASSERT_TRUE(presence.ok()) << presence.status();
+  ASSERT_EQ(presence->users_size(), 1);
+  EXPECT_EQ(presence->users(0).status(), v1::STATUS_ONLINE);
+}
+
+// Destroying the Client from its own callback would wait for that callback
+// forever; it says so and aborts instead.
+TEST(ClientAsyncDeathTest, DestroyingTheClientFromItsCallbackAborts) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  SilentServer silent;
+  ASSERT_FALSE(silent.address().empty());
+  EXPECT_DEATH(
+      {
+        auto* client =
+            new Client(Options(silent.address(), absl::Milliseconds(10)));
+        absl::Notification never;
+        client->HeartbeatAsync(
+            1, "",
+            [client](absl::StatusOr<v1::HeartbeatResponse>) { delete client; });
+        never.WaitForNotificationWithTimeout(absl::Seconds(20));
+      },
+      "destroyed from one of its own callbacks");
+}
+
+TEST_F(ClientAsyncTest, TwoThousandConcurrentCallsAllComplete) {
+  constexpr int kUsers = 1'000;
+  auto tally = std::make_shared<Tally>(2 * kUsers);
+  for (int i = 0; i < kUsers; ++i) {
+    client_->HeartbeatAsync(i + 1, "tab",
+                            Tally::For<v1::HeartbeatResponse>(tally, 2 * i));
+    client_->GetPresenceAsync(
+        {i + 1}, Tally::For<v1::GetPresenceResponse>(tally, 2 * i + 1));
+  }
+  ASSERT_TRUE(tally->AwaitAll(kWait));
+  EXPECT_EQ(tally->runs(), std::vector<int>(2 * kUsers, 1));
+  EXPECT_EQ(tally->statuses(), std::vector<absl::Status>(2 * kUsers));
+  EXPECT_EQ(client_->ListAllOnline().value(), Range(1, kUsers));
+}
+
+// More users than fit in one page (10,000).
+TEST_F(ClientAsyncTest, ListAllOnlineAsyncFollowsEveryPage) {
+  constexpr int kUsers = 25'000;
+  auto tally = std::make_shared<Tally>(5);
+  for (int i = 0; i < 5; ++i) {
+    client_->BatchHeartbeatAsync(
+        Batch(Range(i * 5'000 + 1, (i + 1) * 5'000)),
+        Tally::For<v1::BatchHeartbeatResponse>(
+            tally, i, [](const v1::BatchHeartbeatResponse& response) {
+              for (const v1::BatchHeartbeatResult& result :
+                   response.results()) {
+                EXPECT_TRUE(result.has_heartbeat()) << result.DebugString();
+              }
+            }));
+  }
+  ASSERT_TRUE(tally->AwaitAll(kWait));
+  EXPECT_EQ(tally->statuses(), std::vector<absl::Status>(5));
+
+  absl::StatusOr<std::vector<int64_t>> all = Await<std::vector<int64_t>>(
+      [&](auto done) { client_->ListAllOnlineAsync({}, std::move(done)); });
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(*all, Range(1, kUsers));
+
+  absl::StatusOr<std::vector<int64_t>> some =
+      Await<std::vector<int64_t>>([&](auto done) {
+        client_->ListAllOnlineAsync({kUsers + 1, 5, kUsers}, std::move(done));
+      });
+  ASSERT_TRUE(some.ok()) << some.status();
+  EXPECT_THAT(*some, ElementsAre(5, kUsers));
+}
+
+TEST(ClientAsyncAuthTest, AsyncCallsSendTheClientsToken) {
+  TempDir dir;
+  const std::string tokens = dir.File("tokens");
+  std::ofstream(tokens) << "gateway 0123456789abcdef-async\n";
+  RunningPresenced server = StartPresenced(
+      {"--db=" + dir.File("presence.db"), "--auth_tokens_file=" + tokens});
+  ASSERT_FALSE(server.address.empty());
+
+  ClientOptions with_token = Options(server.address);
+  with_token.token = "0123456789abcdef-async";
+  Client client(with_token);
+  absl::StatusOr<v1::HeartbeatResponse> beat = Await<v1::HeartbeatResponse>(
+      [&](auto done) { client.HeartbeatAsync(1, "", std::move(done)); });
+  EXPECT_TRUE(beat.ok()) << beat.status();
+
+  Client anonymous(Options(server.address));
+  absl::StatusOr<v1::HeartbeatResponse> refused = Await<v1::HeartbeatResponse>(
+      [&](auto done) { anonymous.HeartbeatAsync(1, "", std::move(done)); });
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnauthenticated)
+      << refused.status();
+}
+
+}  // namespace
+}  // namespace presence
