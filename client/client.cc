@@ -7,6 +7,7 @@
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -33,14 +34,18 @@ void PrepareContext(grpc::ClientContext* context, absl::Duration deadline) {
   context->set_deadline(absl::ToChronoTime(absl::Now() + deadline));
 }
 
-// The one conversion of a call's outcome, blocking or not.
+// The one conversion of a call's status, blocking, asynchronous or a stream.
+absl::Status ToStatus(const grpc::Status& status) {
+  // grpc::StatusCode and absl::StatusCode share their numbering.
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      status.error_message());
+}
+
 template <typename Response>
 absl::StatusOr<Response> ToResult(const grpc::Status& status,
                                   Response response) {
   if (status.ok()) return response;
-  // grpc::StatusCode and absl::StatusCode share their numbering.
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      status.error_message());
+  return ToStatus(status);
 }
 
 template <typename Request, typename Response>
@@ -264,9 +269,10 @@ struct AsyncCall {
 template <typename Request, typename Response>
 void CallAsync(const std::shared_ptr<AsyncCalls>& calls,
                AsyncMethod<Request, Response> method, Request request,
-               Client::Callback<Response> done) {
+               Client::Callback<Response> done,
+               std::optional<absl::Duration> deadline = std::nullopt) {
   auto call = std::make_unique<AsyncCall<Request, Response>>();
-  PrepareContext(&call->context, calls->deadline());
+  PrepareContext(&call->context, deadline.value_or(calls->deadline()));
   if (!calls->Start(&call->context)) {
     return std::move(done)(
         absl::CancelledError("the presence::Client is being destroyed"));
@@ -294,6 +300,65 @@ void CallAsync(const std::shared_ptr<AsyncCalls>& calls,
         calls->End();
       });
 }
+
+// One WatchPresenceAsync stream. Deletes itself when gRPC is done with it.
+class WatchStream final
+    : public grpc::ClientReadReactor<v1::WatchPresenceResponse> {
+ public:
+  WatchStream(std::shared_ptr<AsyncCalls> calls,
+              std::shared_ptr<grpc::ClientContext> context,
+              v1::WatchPresenceRequest request,
+              absl::AnyInvocable<void(v1::WatchPresenceResponse)> on_message,
+              absl::AnyInvocable<void(absl::Status) &&> on_done)
+      : calls_(std::move(calls)),
+        context_(std::move(context)),
+        request_(std::move(request)),
+        on_message_(std::move(on_message)),
+        on_done_(std::move(on_done)) {}
+
+  // False (and nothing started) once the Client is being destroyed.
+  bool Start() {
+    if (!calls_->Start(context_.get())) return false;
+    calls_->stub()->async()->WatchPresence(context_.get(), &request_, this);
+    StartRead(&message_);
+    StartCall();
+    return true;
+  }
+
+  // Instead of Start(), when that refused.
+  void Refuse() && {
+    std::move(on_done_)(
+        absl::CancelledError("the presence::Client is being destroyed"));
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return;  // OnDone follows with the status
+    on_message_(std::move(message_));
+    message_.Clear();
+    StartRead(&message_);
+  }
+
+  void OnDone(const grpc::Status& status) override {
+    std::shared_ptr<AsyncCalls> calls = std::move(calls_);
+    absl::AnyInvocable<void(absl::Status)&&> on_done = std::move(on_done_);
+    calls->Forget(context_.get());
+    delete this;
+    const AsyncCalls* outer = running_callback_of;
+    running_callback_of = calls.get();
+    std::move(on_done)(ToStatus(status));
+    on_done = nullptr;
+    running_callback_of = outer;
+    calls->End();
+  }
+
+ private:
+  std::shared_ptr<AsyncCalls> calls_;
+  const std::shared_ptr<grpc::ClientContext> context_;
+  const v1::WatchPresenceRequest request_;
+  absl::AnyInvocable<void(v1::WatchPresenceResponse)> on_message_;
+  absl::AnyInvocable<void(absl::Status) &&> on_done_;
+  v1::WatchPresenceResponse message_;
+};
 
 // One ListAllOnlineAsync: the pages so far and the request for the next.
 struct ListAll {
@@ -416,6 +481,25 @@ void Client::ListOnlineAsync(v1::ListOnlineRequest request,
                              Callback<v1::ListOnlineResponse> done) {
   CallAsync(calls_, &Stub::async::ListOnline, std::move(request),
             std::move(done));
+}
+
+void Client::WatchPresenceAsync(
+    std::shared_ptr<grpc::ClientContext> context,
+    v1::WatchPresenceRequest request,
+    absl::AnyInvocable<void(v1::WatchPresenceResponse)> on_message,
+    absl::AnyInvocable<void(absl::Status) &&> on_done) {
+  auto stream = std::make_unique<WatchStream>(
+      calls_, std::move(context), std::move(request), std::move(on_message),
+      std::move(on_done));
+  if (!stream->Start()) return std::move(*stream).Refuse();
+  stream.release();  // OnDone deletes it
+}
+
+void Client::ListOnlineAsync(v1::ListOnlineRequest request,
+                             absl::Duration deadline,
+                             Callback<v1::ListOnlineResponse> done) {
+  CallAsync(calls_, &Stub::async::ListOnline, std::move(request),
+            std::move(done), deadline);
 }
 
 absl::StatusOr<std::vector<int64_t>> Client::ListAllOnline(

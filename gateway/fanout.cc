@@ -4,8 +4,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "gateway/json.h"
 #include "google/protobuf/struct.pb.h"
-#include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace presence::rest {
@@ -14,11 +14,7 @@ namespace {
 using google::protobuf::Struct;
 using google::protobuf::util::TimeUtil;
 
-std::string Frame(absl::string_view event, const Struct& data) {
-  std::string json;
-  // A Struct always serialises; its numbers are JSON numbers, as browsers
-  // expect user ids (the classic API's {"online_users": [1, 5, 12]}).
-  (void)google::protobuf::util::MessageToJsonString(data, &json);
+std::string Frame(absl::string_view event, const std::string& json) {
   return absl::StrCat("event: ", event, "\ndata: ", json, "\n\n");
 }
 
@@ -40,12 +36,20 @@ const char* ReasonName(v1::Reason reason) {
 std::string ChangeFrame(const v1::PresenceChange& change) {
   Struct data;
   auto& fields = *data.mutable_fields();
-  fields["user_id"].set_number_value(static_cast<double>(change.user_id()));
   fields["status"].set_string_value(
       change.status() == v1::STATUS_ONLINE ? "online" : "offline");
   fields["reason"].set_string_value(ReasonName(change.reason()));
   fields["at"].set_string_value(TimeUtil::ToString(change.at()));
-  return Frame("change", data);
+  // Ids as numbers, as browsers expect them (the classic API's
+  // {"online_users": [1, 5, 12]}), and exact.
+  return Frame("change",
+               JsonObject(data, {{"user_id", absl::StrCat(change.user_id())}}));
+}
+
+std::string StaleFrame(const std::string& reason) {
+  Struct data;
+  (*data.mutable_fields())["reason"].set_string_value(reason);
+  return Frame("stale", JsonObject(data));
 }
 
 void PresenceFanout::ApplySnapshot(const v1::Snapshot& snapshot) {
@@ -54,6 +58,7 @@ void PresenceFanout::ApplySnapshot(const v1::Snapshot& snapshot) {
                  snapshot.online_users().end());
   server_time_ = TimeUtil::ToString(snapshot.server_time());
   ready_ = true;
+  stale_frame_ = nullptr;
   everyone_snapshot_ = nullptr;
   for (const auto& [sink, users] : filters_) {
     sink->Send(SnapshotFrame(users));
@@ -79,6 +84,11 @@ void PresenceFanout::ApplyChange(const v1::PresenceChange& change) {
   }
 }
 
+void PresenceFanout::MarkStale(const std::string& reason) {
+  stale_frame_ = std::make_shared<const std::string>(StaleFrame(reason));
+  Broadcast(stale_frame_);
+}
+
 void PresenceFanout::Subscribe(SseSink* sink, std::vector<int64_t> users) {
   std::sort(users.begin(), users.end());
   users.erase(std::unique(users.begin(), users.end()), users.end());
@@ -89,6 +99,7 @@ void PresenceFanout::Subscribe(SseSink* sink, std::vector<int64_t> users) {
   }
   auto [it, inserted] = filters_.emplace(sink, std::move(users));
   if (ready_) sink->Send(SnapshotFrame(it->second));
+  if (stale_frame_ != nullptr) sink->Send(stale_frame_);
 }
 
 void PresenceFanout::Unsubscribe(SseSink* sink) {
@@ -106,8 +117,12 @@ void PresenceFanout::Unsubscribe(SseSink* sink) {
 
 SseFrame PresenceFanout::SnapshotFor(SseSink* sink) const {
   auto it = filters_.find(sink);
-  if (!ready_ || it == filters_.end()) return nullptr;
-  return SnapshotFrame(it->second);
+  if (it == filters_.end()) return nullptr;
+  if (!ready_) return stale_frame_;
+  SseFrame snapshot = SnapshotFrame(it->second);
+  if (stale_frame_ == nullptr) return snapshot;
+  return std::make_shared<const std::string>(
+      absl::StrCat(*snapshot, *stale_frame_));
 }
 
 void PresenceFanout::Broadcast(const SseFrame& frame) {
@@ -124,21 +139,18 @@ SseFrame PresenceFanout::SnapshotFrame(
   if (users.empty() && everyone_snapshot_ != nullptr) {
     return everyone_snapshot_;
   }
-  Struct data;
-  auto& fields = *data.mutable_fields();
-  auto* online = fields["online_users"].mutable_list_value();
-  auto add = [online](int64_t user) {
-    online->add_values()->set_number_value(static_cast<double>(user));
-  };
+  std::vector<int64_t> online;
   if (users.empty()) {
-    for (int64_t user : online_) add(user);
+    online.assign(online_.begin(), online_.end());
   } else {
     for (int64_t user : users) {
-      if (online_.contains(user)) add(user);
+      if (online_.contains(user)) online.push_back(user);
     }
   }
-  fields["server_time"].set_string_value(server_time_);
-  SseFrame frame = std::make_shared<const std::string>(Frame("snapshot", data));
+  Struct data;
+  (*data.mutable_fields())["server_time"].set_string_value(server_time_);
+  SseFrame frame = std::make_shared<const std::string>(Frame(
+      "snapshot", JsonObject(data, {{"online_users", JsonIdList(online)}})));
   if (users.empty()) everyone_snapshot_ = frame;
   return frame;
 }

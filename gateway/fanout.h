@@ -36,22 +36,32 @@ class SseSink {
 // proxy's stream could not be resumed) every client gets a fresh snapshot
 // too, so a browser never silently diverges.
 //
+// When the proxy's stream to presenced is lost, every client gets a `stale`
+// event, {"reason": "..."}, and so does a client that subscribes while it
+// is lost (after its snapshot, if the mirror has one): what it shows may be
+// out of date. The next snapshot means the mirror is live again.
+//
 // Not thread-safe: every call on one thread (the proxy's I/O thread).
 class PresenceFanout {
  public:
   void ApplySnapshot(const v1::Snapshot& snapshot);
   void ApplyChange(const v1::PresenceChange& change);
+  // The mirror is no longer fed, for `reason` (for people). Until the next
+  // ApplySnapshot().
+  void MarkStale(const std::string& reason);
 
   // `users` empty: everyone. The sink must stay valid until Unsubscribe.
   void Subscribe(SseSink* sink, std::vector<int64_t> users);
   void Unsubscribe(SseSink* sink);
   // A snapshot event for `sink`'s filter, e.g. for a client whose queue
-  // overflowed. Null until the mirror has its first snapshot.
+  // overflowed, followed by the stale event while the mirror is stale. Null
+  // when there is neither.
   SseFrame SnapshotFor(SseSink* sink) const;
   // Sends `frame` to every sink, e.g. a keep-alive comment.
   void Broadcast(const SseFrame& frame);
 
   bool ready() const { return ready_; }
+  bool stale() const { return stale_frame_ != nullptr; }
   size_t subscribers() const { return filters_.size(); }
   size_t online() const { return online_.size(); }
 
@@ -59,6 +69,8 @@ class PresenceFanout {
   SseFrame SnapshotFrame(const std::vector<int64_t>& users) const;
 
   bool ready_ = false;
+  // The `stale` event while the mirror is stale, else null.
+  SseFrame stale_frame_;
   absl::btree_set<int64_t> online_;
   // RFC 3339: when the mirror was last known right (the latest snapshot's
   // server_time, or the latest change's `at`).
@@ -73,8 +85,12 @@ class PresenceFanout {
 };
 
 // The SSE frame of one change: `event: change` with JSON data
-// {"user_id":42,"status":"online","reason":"heartbeat","at":"..."}.
+// {"user_id":42,"status":"online","reason":"heartbeat","at":"..."}. Ids are
+// exact JSON integers, whatever their size.
 std::string ChangeFrame(const v1::PresenceChange& change);
+
+// `event: stale` with JSON data {"reason":"..."}.
+std::string StaleFrame(const std::string& reason);
 
 }  // namespace presence::rest
 

@@ -5,6 +5,8 @@
 #include <openssl/hmac.h>
 
 #include <cmath>
+#include <optional>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -14,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
+#include "presence/v1/presence.pb.h"
 
 namespace presence::rest {
 namespace {
@@ -35,7 +38,8 @@ std::string HmacSha256(absl::string_view key, absl::string_view data) {
 }
 
 absl::StatusOr<Struct> DecodeJsonPart(absl::string_view part,
-                                      absl::string_view name) {
+                                      absl::string_view name,
+                                      std::string* json_out = nullptr) {
   std::string json;
   if (!absl::WebSafeBase64Unescape(part, &json)) {
     return Unauthenticated(absl::StrCat(name, " is not base64url"));
@@ -44,6 +48,7 @@ absl::StatusOr<Struct> DecodeJsonPart(absl::string_view part,
   if (!google::protobuf::util::JsonStringToMessage(json, &object).ok()) {
     return Unauthenticated(absl::StrCat(name, " is not a JSON object"));
   }
+  if (json_out != nullptr) *json_out = std::move(json);
   return object;
 }
 
@@ -59,7 +64,25 @@ absl::StatusOr<const Value*> FindNumber(const Struct& claims,
   return &it->second;
 }
 
-absl::StatusOr<int64_t> UserId(const Struct& claims) {
+// A JSON number `user_id`, exactly. Struct holds numbers as doubles, which
+// cannot tell 2^53 + 1 from 2^53; protobuf's JSON parser reads an int64
+// field's digits exactly, and HeartbeatRequest's `user_id` is one. nullopt
+// if the payload does not parse as one (a claim of another type under one
+// of its other field names).
+std::optional<int64_t> ExactUserId(absl::string_view payload_json) {
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = true;
+  v1::HeartbeatRequest parsed;
+  if (!google::protobuf::util::JsonStringToMessage(std::string(payload_json),
+                                                   &parsed, options)
+           .ok()) {
+    return std::nullopt;
+  }
+  return parsed.user_id();
+}
+
+absl::StatusOr<int64_t> UserId(const Struct& claims,
+                               absl::string_view payload_json) {
   auto it = claims.fields().find("user_id");
   if (it == claims.fields().end()) {
     return Unauthenticated("no 'user_id' claim");
@@ -68,9 +91,8 @@ absl::StatusOr<int64_t> UserId(const Struct& claims) {
   const Value& value = it->second;
   if (value.kind_case() == Value::kNumberValue) {
     double number = value.number_value();
-    // Integers above 2^53 do not survive a JSON number; ids are far smaller.
-    if (number == std::floor(number) && number > 0 && number < 0x1p53) {
-      user_id = static_cast<int64_t>(number);
+    if (number == std::floor(number) && number > 0) {
+      user_id = ExactUserId(payload_json).value_or(0);
     }
   } else if (value.kind_case() == Value::kStringValue) {
     if (!absl::SimpleAtoi(value.string_value(), &user_id)) user_id = 0;
@@ -111,7 +133,9 @@ absl::StatusOr<TokenClaims> VerifyHs256Jwt(absl::string_view token,
   }
 
   // Only now is the payload trusted enough to read.
-  absl::StatusOr<Struct> claims = DecodeJsonPart(parts[1], "payload");
+  std::string payload_json;
+  absl::StatusOr<Struct> claims =
+      DecodeJsonPart(parts[1], "payload", &payload_json);
   if (!claims.ok()) return claims.status();
   absl::StatusOr<const Value*> exp = FindNumber(*claims, "exp");
   if (!exp.ok()) return exp.status();
@@ -131,7 +155,7 @@ absl::StatusOr<TokenClaims> VerifyHs256Jwt(absl::string_view token,
        type->second.string_value() != "access")) {
     return Unauthenticated("not an access token");
   }
-  absl::StatusOr<int64_t> user_id = UserId(*claims);
+  absl::StatusOr<int64_t> user_id = UserId(*claims, payload_json);
   if (!user_id.ok()) return user_id.status();
   return TokenClaims{*user_id, expires};
 }

@@ -39,6 +39,18 @@ ABSL_FLAG(int32_t, max_event_streams, 100'000,
           "answered 503.");
 ABSL_FLAG(absl::Duration, keepalive, absl::Seconds(15),
           "How often each event stream gets a keep-alive comment.");
+ABSL_FLAG(std::string, cors_origins, "",
+          "Origins whose pages may call presence-rest from the browser (CORS), "
+          "comma-separated, each exactly scheme://host[:port], e.g. "
+          "https://chat.example.com,http://localhost:3000. Empty: same-origin "
+          "pages only.");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "HOST:PORT to serve Prometheus metrics on, at /metrics. Empty: no "
+          "metrics.");
+ABSL_FLAG(absl::Duration, upstream_check_interval, absl::Seconds(2),
+          "While the WatchPresence stream is live, presenced must answer a "
+          "small call this often, within the same time; otherwise the stream "
+          "counts as lost (a hung presenced sends no error).");
 ABSL_FLAG(std::string, presenced_token_file, "",
           "File holding presence-rest's own bearer token for presenced's "
           "--auth_tokens_file. Empty: none.");
@@ -58,6 +70,33 @@ constexpr char kUsage[] =
     "  presence-rest --jwt_secret_file=PATH [--listen=127.0.0.1:8080] "
     "[--server=127.0.0.1:50051]\n\n"
     "SIGTERM or SIGINT ends every event stream and exits 0.";
+
+// Each browser holds a connection, and each a descriptor: the usual soft
+// limit of 1024 would refuse the 1021st browser while the hard limit allows
+// far more.
+void RaiseOpenFileLimit() {
+  struct rlimit limit;
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    presence::LogError(
+        absl::StrCat("getrlimit(RLIMIT_NOFILE): ", std::strerror(errno)));
+    return;
+  }
+  const rlim_t soft = limit.rlim_cur;
+  if (soft == limit.rlim_max) {
+    presence::LogInfo(
+        absl::StrCat("open-file limit: ", soft, " (already the hard limit)"));
+    return;
+  }
+  limit.rlim_cur = limit.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    presence::LogError(absl::StrCat("cannot raise the open-file limit from ",
+                                    soft, " to ", limit.rlim_max, ": ",
+                                    std::strerror(errno)));
+    return;
+  }
+  presence::LogInfo(absl::StrCat("open-file limit raised from ", soft,
+                                 " to the hard limit, ", limit.rlim_max));
+}
 
 int Fail(const std::string& message) {
   std::fprintf(stderr, "presence-rest: %s\n", message.c_str());
@@ -113,6 +152,13 @@ int main(int argc, char** argv) {
   if (options.keepalive <= absl::ZeroDuration()) {
     return Fail("--keepalive must be > 0");
   }
+  options.cors_origins = absl::GetFlag(FLAGS_cors_origins);
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  options.upstream_check_interval =
+      absl::GetFlag(FLAGS_upstream_check_interval);
+  if (options.upstream_check_interval <= absl::ZeroDuration()) {
+    return Fail("--upstream_check_interval must be > 0");
+  }
   const std::string secret_file = absl::GetFlag(FLAGS_jwt_secret_file);
   if (secret_file.empty()) {
     return Fail("--jwt_secret_file is required (the HS256 key of the JWTs)");
@@ -138,6 +184,8 @@ int main(int argc, char** argv) {
     options.presenced.credentials = *std::move(tls);
   }
 
+  RaiseOpenFileLimit();
+
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
@@ -151,6 +199,10 @@ int main(int argc, char** argv) {
   presence::LogInfo(absl::StrCat("serving on ", host, ":", (*server)->port(),
                                  " (presenced at ", options.presenced.target,
                                  ")"));
+  if (const std::string metrics = (*server)->metrics_address();
+      !metrics.empty()) {
+    presence::LogInfo(absl::StrCat("metrics on http://", metrics, "/metrics"));
+  }
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);

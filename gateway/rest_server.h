@@ -21,6 +21,11 @@ struct RestOptions {
   ClientOptions presenced;
   // The HS256 key of the callers' JWTs (Authorization: Bearer <JWT>).
   std::string jwt_secret;
+  // The origins whose pages may call us (CORS), comma-separated
+  // scheme://host[:port]; empty: same-origin only.
+  std::string cors_origins;
+  // HOST:PORT to serve Prometheus metrics on, at /metrics; empty: none.
+  std::string metrics_listen;
   // The most event streams at once; more are answered 503.
   size_t max_event_streams = 100'000;
   // Events queued for one slow browser; past this they are dropped and the
@@ -31,16 +36,25 @@ struct RestOptions {
   absl::Duration keepalive = absl::Seconds(15);
   // The longest a client may take to send one request.
   absl::Duration request_timeout = absl::Seconds(30);
+  // While the watch is live, presenced must answer a small call this often
+  // (see UpstreamOptions::check_interval).
+  absl::Duration upstream_check_interval = absl::Seconds(2);
 };
 
 // An HTTP server on one I/O thread (Boost.Beast): requests, responses and
 // event streams are asynchronous, so an idle event stream costs a socket and
 // a few hundred bytes, not a thread. Calls to presenced use gRPC's callback
 // API and never block that thread.
+//
+// The parts, each in a file of its own: Listener (bind and accept),
+// HttpSession (one connection's requests), Router (endpoints, CORS, the
+// caller), Upstream (every call to presenced and its JSON, and the watch),
+// PresenceFanout and EventStreams (browsers' event streams).
 class RestServer {
  public:
-  // Binds, starts the I/O thread and the WatchPresence stream. Fails if the
-  // address cannot be bound.
+  // Binds, starts the I/O thread and the WatchPresence stream. Fails if an
+  // option is invalid (INVALID_ARGUMENT, with the flag's name) or an address
+  // cannot be bound.
   static absl::StatusOr<std::unique_ptr<RestServer>> Start(
       const RestOptions& options);
   // Shutdown()s.
@@ -50,6 +64,8 @@ class RestServer {
 
   // The port actually bound.
   int port() const;
+  // The metrics address actually bound (HOST:PORT), or empty.
+  std::string metrics_address() const;
   // Stops accepting, ends every event stream, waits for the calls to
   // presenced in flight, and stops the I/O thread. Idempotent.
   void Shutdown();

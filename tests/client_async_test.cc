@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdint>
 #include <fstream>
 #include <functional>
@@ -428,6 +429,110 @@ TEST(ClientAsyncDeadlineTest, EveryCallEndsAtTheClientsDeadline) {
     EXPECT_GE(took, kDeadline - absl::Milliseconds(5));
     EXPECT_LT(took, kDeadline + kMargin);
   }
+}
+
+// A deadline given to one call wins over the client's: a liveness check can
+// fail in a fraction of the client's 60 s.
+TEST(ClientAsyncDeadlineTest, ACallsOwnDeadlineWinsOverTheClients) {
+  SilentServer silent;
+  ASSERT_FALSE(silent.address().empty());
+  Client client(Options(silent.address(), absl::Seconds(60)));
+  constexpr absl::Duration kDeadline = absl::Milliseconds(300);
+  const absl::Time start = absl::Now();
+  absl::StatusOr<v1::ListOnlineResponse> page =
+      Await<v1::ListOnlineResponse>([&](auto done) {
+        client.ListOnlineAsync({}, kDeadline, std::move(done));
+      });
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_EQ(page.status().code(), absl::StatusCode::kDeadlineExceeded)
+      << page.status();
+  EXPECT_GE(took, kDeadline - absl::Milliseconds(5));
+  EXPECT_LT(took, absl::Seconds(5));
+}
+
+// What one WatchPresenceAsync stream delivered, for the test to wait on.
+struct WatchLog {
+  absl::Mutex mu;
+  std::vector<v1::WatchPresenceResponse> messages ABSL_GUARDED_BY(mu);
+  int done_calls ABSL_GUARDED_BY(mu) = 0;
+  absl::Status status ABSL_GUARDED_BY(mu);
+
+  size_t wanted ABSL_GUARDED_BY(mu) = 0;
+
+  bool AwaitMessages(size_t count) {
+    absl::MutexLock lock(&mu);
+    wanted = count;
+    return mu.AwaitWithTimeout(
+        absl::Condition(
+            +[](WatchLog* log) ABSL_EXCLUSIVE_LOCKS_REQUIRED(log->mu) {
+              return log->messages.size() >= log->wanted;
+            },
+            this),
+        kWait);
+  }
+};
+
+// The stream delivers the snapshot and then each change, in order; cancelling
+// its context ends it with one on_done, CANCELLED.
+TEST_F(ClientAsyncTest, WatchPresenceAsyncDeliversInOrderUntilCancelled) {
+  auto log = std::make_shared<WatchLog>();
+  absl::Notification ended;
+  auto context = std::make_shared<grpc::ClientContext>();
+  v1::WatchPresenceRequest request;
+  request.set_send_snapshot(true);
+  ASSERT_TRUE(client_->Heartbeat(7).ok());
+  client_->WatchPresenceAsync(
+      context, request,
+      [log](v1::WatchPresenceResponse message) {
+        absl::MutexLock lock(&log->mu);
+        log->messages.push_back(std::move(message));
+      },
+      [log, &ended](absl::Status status) {
+        {
+          absl::MutexLock lock(&log->mu);
+          ++log->done_calls;
+          log->status = std::move(status);
+        }
+        ended.Notify();
+      });
+  ASSERT_TRUE(client_->Heartbeat(8).ok());
+  ASSERT_TRUE(log->AwaitMessages(2));
+  {
+    absl::MutexLock lock(&log->mu);
+    ASSERT_TRUE(log->messages[0].has_snapshot());
+    EXPECT_THAT(log->messages[0].snapshot().online_users(),
+                ::testing::ElementsAre(7));
+    ASSERT_TRUE(log->messages[1].has_change());
+    EXPECT_EQ(log->messages[1].change().user_id(), 8);
+  }
+  context->TryCancel();
+  ASSERT_TRUE(ended.WaitForNotificationWithTimeout(kWait));
+  absl::MutexLock lock(&log->mu);
+  EXPECT_EQ(log->done_calls, 1);
+  EXPECT_EQ(log->status.code(), absl::StatusCode::kCancelled) << log->status;
+}
+
+// Destroying the Client ends a stream nobody cancelled, and waits for its
+// on_done, as for any asynchronous call.
+TEST_F(ClientAsyncTest, DestroyingTheClientEndsItsWatchStreams) {
+  auto done_calls = std::make_shared<std::atomic<int>>(0);
+  auto status = std::make_shared<absl::Status>();
+  auto first = std::make_shared<absl::Notification>();
+  v1::WatchPresenceRequest request;
+  request.set_send_snapshot(true);
+  client_->WatchPresenceAsync(
+      std::make_shared<grpc::ClientContext>(), request,
+      [first](v1::WatchPresenceResponse) {
+        if (!first->HasBeenNotified()) first->Notify();
+      },
+      [done_calls, status](absl::Status ended) {
+        *status = std::move(ended);
+        ++*done_calls;
+      });
+  ASSERT_TRUE(first->WaitForNotificationWithTimeout(kWait));
+  client_.reset();
+  EXPECT_EQ(done_calls->load(), 1);
+  EXPECT_EQ(status->code(), absl::StatusCode::kCancelled) << *status;
 }
 
 // Calls cut short by the Client's end either finished first or report

@@ -204,5 +204,56 @@ TEST(FanoutTest, ChangeFramesAreServerSentEvents) {
                "offline", "mark_offline");
 }
 
+// Ids are exact JSON integers: a double would turn 2^53 + 1 into 2^53.
+TEST(FanoutTest, WritesIdsAsExactDigits) {
+  PresenceFanout fanout;
+  RecordingSink sink;
+  fanout.Subscribe(&sink, {});
+  fanout.ApplySnapshot(Snapshot({9007199254740993, 9223372036854775807}));
+  fanout.ApplyChange(Change(4611686018427387905, true));
+  ASSERT_EQ(sink.frames.size(), 2u);
+  EXPECT_THAT(sink.frames[0],
+              ::testing::HasSubstr(
+                  R"("online_users":[9007199254740993,9223372036854775807])"));
+  EXPECT_THAT(sink.frames[1],
+              ::testing::HasSubstr(R"("user_id":4611686018427387905)"));
+}
+
+// A lost upstream: every sink hears `stale`, a new sink gets it after its
+// snapshot, and the next snapshot goes to everyone.
+TEST(FanoutTest, StaleUntilTheNextSnapshot) {
+  PresenceFanout fanout;
+  RecordingSink before;
+  fanout.Subscribe(&before, {});
+  fanout.ApplySnapshot(Snapshot({5}));
+  fanout.MarkStale("cannot reach presenced");
+  ASSERT_EQ(before.frames.size(), 2u);
+  Event stale = Parse(before.frames[1]);
+  EXPECT_EQ(stale.name, "stale");
+  EXPECT_EQ(stale.data.fields().at("reason").string_value(),
+            "cannot reach presenced");
+  EXPECT_TRUE(fanout.stale());
+
+  RecordingSink during;
+  fanout.Subscribe(&during, {7});
+  ASSERT_EQ(during.frames.size(), 2u);
+  EXPECT_EQ(Parse(during.frames[0]).name, "snapshot");
+  EXPECT_EQ(Parse(during.frames[1]).name, "stale");
+  // A slow browser's resync while stale must not look live.
+  SseFrame resync = fanout.SnapshotFor(&during);
+  ASSERT_NE(resync, nullptr);
+  EXPECT_THAT(*resync, ::testing::HasSubstr("event: stale"));
+
+  fanout.ApplySnapshot(Snapshot({5, 7}));
+  EXPECT_FALSE(fanout.stale());
+  ASSERT_EQ(before.frames.size(), 3u);
+  EXPECT_EQ(Parse(before.frames[2]).name, "snapshot");
+  ASSERT_EQ(during.frames.size(), 3u);
+  EXPECT_EQ(Parse(during.frames[2]).name, "snapshot");
+  RecordingSink after;
+  fanout.Subscribe(&after, {});
+  ASSERT_EQ(after.frames.size(), 1u);  // live again: no stale
+}
+
 }  // namespace
 }  // namespace presence::rest

@@ -67,6 +67,26 @@ TEST(JwtTest, AcceptsUserIdAsAString) {
   EXPECT_EQ(claims->user_id, 1234567890123);
 }
 
+// A JSON number past 2^53 is read exactly, not through a double (which
+// would make 2^53 + 1 into 2^53, another user).
+TEST(JwtTest, ReadsLargeNumericUserIdsExactly) {
+  for (int64_t user : {int64_t{9007199254740993}, int64_t{9223372036854775807},
+                       int64_t{4611686018427387905}}) {
+    absl::StatusOr<TokenClaims> claims = VerifyHs256Jwt(
+        SignHs256Jwt(
+            absl::StrCat(R"({"user_id":)", user,
+                         R"(,"exp":1800000300,"token_type":"access"})"),
+            kSecret),
+        kSecret, kNow);
+    ASSERT_TRUE(claims.ok()) << claims.status();
+    EXPECT_EQ(claims->user_id, user);
+  }
+  ExpectRejected(
+      SignHs256Jwt(R"({"exp":1800000300,"user_id":9223372036854775808})",
+                   kSecret),
+      "'user_id' must be an integer > 0");
+}
+
 TEST(JwtTest, RejectsAWrongSignature) {
   ExpectRejected(
       SignHs256Jwt(R"({"user_id":42,"exp":1800000300})", "another-secret"),

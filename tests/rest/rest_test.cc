@@ -1,16 +1,22 @@
 // presence-rest end to end: a real presenced and a real presence-rest binary
 // on loopback ports, spoken to over HTTP/1.1 like a browser would.
 #include <signal.h>
+#include <unistd.h>
 
+#include <array>
 #include <cstdint>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "boost/asio/connect.hpp"
@@ -19,13 +25,13 @@
 #include "boost/asio/write.hpp"
 #include "boost/beast/core.hpp"
 #include "boost/beast/http.hpp"
+#include "gateway/jwt.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "presence/client.h"
 #include "tests/test_util.h"
-#include "gateway/jwt.h"
 
 namespace presence::rest {
 namespace {
@@ -61,6 +67,68 @@ struct HttpResult {
   http::response<http::string_body> raw;
 };
 
+// The ids of `"key":[...]` in `json`, read as the digits sent: a double
+// (as Struct holds numbers) could not tell 2^53 + 1 from 2^53.
+std::vector<int64_t> ExactIds(absl::string_view json, absl::string_view key) {
+  std::vector<int64_t> ids;
+  const std::string start = absl::StrCat("\"", key, "\":[");
+  size_t at = json.find(start);
+  EXPECT_NE(at, absl::string_view::npos) << key << " in " << json;
+  if (at == absl::string_view::npos) return ids;
+  absl::string_view list = json.substr(at + start.size());
+  list = list.substr(0, list.find(']'));
+  for (absl::string_view item : absl::StrSplit(list, ',', absl::SkipEmpty())) {
+    int64_t id = 0;
+    EXPECT_TRUE(absl::SimpleAtoi(item, &id)) << item << " in " << json;
+    ids.push_back(id);
+  }
+  return ids;
+}
+
+// The digits of `"key":N` in `json`.
+std::string ExactNumber(absl::string_view json, absl::string_view key) {
+  const std::string start = absl::StrCat("\"", key, "\":");
+  size_t at = json.find(start);
+  if (at == absl::string_view::npos) return "";
+  absl::string_view rest = json.substr(at + start.size());
+  return std::string(rest.substr(0, rest.find_first_not_of("0123456789-")));
+}
+
+// Polls `condition` until it holds or `timeout` passes; true if it held.
+bool Eventually(const std::function<bool()>& condition,
+                absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    if (condition()) return true;
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+}
+
+// `bytes` sent as they are on a fresh connection; everything the server
+// sends back until it closes (or `timeout`).
+std::string RawExchange(int port, const std::string& bytes,
+                        absl::Duration timeout = absl::Seconds(5)) {
+  asio::io_context io;
+  tcp::socket socket(io);
+  socket.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"),
+                               static_cast<uint16_t>(port)));
+  beast::error_code error;
+  asio::write(socket, asio::buffer(bytes), error);
+  std::string answer;
+  std::array<char, 4096> chunk;
+  std::function<void()> read_more = [&] {
+    socket.async_read_some(asio::buffer(chunk),
+                           [&](beast::error_code e, size_t n) {
+                             answer.append(chunk.data(), n);
+                             if (!e) read_more();
+                           });
+  };
+  read_more();
+  io.run_for(absl::ToChronoNanoseconds(timeout));
+  return answer;
+}
+
 std::vector<int64_t> Ids(const google::protobuf::Value& list) {
   std::vector<int64_t> ids;
   for (const auto& value : list.list_value().values()) {
@@ -69,21 +137,19 @@ std::vector<int64_t> Ids(const google::protobuf::Value& list) {
   return ids;
 }
 
-// One request on a fresh connection, with `authorization` as the whole
-// Authorization header (none if empty).
-HttpResult HttpWithAuthorization(int port, http::verb verb,
-                                 const std::string& target,
-                                 const std::string& authorization,
-                                 const std::string& body = "") {
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+// One request on a fresh connection, with `headers`.
+HttpResult HttpWithHeaders(int port, http::verb verb, const std::string& target,
+                           const Headers& headers,
+                           const std::string& body = "") {
   asio::io_context io;
   beast::tcp_stream stream(io);
   stream.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"),
                                static_cast<uint16_t>(port)));
   http::request<http::string_body> request{verb, target, 11};
   request.set(http::field::host, "127.0.0.1");
-  if (!authorization.empty()) {
-    request.set(http::field::authorization, authorization);
-  }
+  for (const auto& [name, value] : headers) request.set(name, value);
   if (!body.empty()) {
     request.set(http::field::content_type, "application/json");
     request.body() = body;
@@ -104,6 +170,18 @@ HttpResult HttpWithAuthorization(int port, http::verb verb,
   return result;
 }
 
+// One request with `authorization` as the whole Authorization header (none
+// if empty).
+HttpResult HttpWithAuthorization(int port, http::verb verb,
+                                 const std::string& target,
+                                 const std::string& authorization,
+                                 const std::string& body = "") {
+  Headers headers;
+  if (!authorization.empty())
+    headers.emplace_back("Authorization", authorization);
+  return HttpWithHeaders(port, verb, target, headers, body);
+}
+
 // The same with `Authorization: Bearer <token>` (none if `token` is empty).
 HttpResult Http(int port, http::verb verb, const std::string& target,
                 const std::string& token = "", const std::string& body = "") {
@@ -117,15 +195,19 @@ class EventStream {
   struct Event {
     std::string name;
     Struct data;
+    std::string raw;  // the data line's JSON as sent (ids exact)
   };
 
-  EventStream(int port, const std::string& target) : socket_(io_) {
+  EventStream(int port, const std::string& target,
+              const std::string& extra_headers = "")
+      : socket_(io_) {
     socket_.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"),
                                   static_cast<uint16_t>(port)));
-    asio::write(socket_, asio::buffer(absl::StrCat(
-                             "GET ", target,
-                             " HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                             "Accept: text/event-stream\r\n\r\n")));
+    asio::write(socket_,
+                asio::buffer(absl::StrCat("GET ", target,
+                                          " HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                          "Accept: text/event-stream\r\n",
+                                          extra_headers, "\r\n")));
   }
 
   // The status line and headers.
@@ -147,6 +229,7 @@ class EventStream {
       event.name = frame->substr(7, newline - 7);
       std::string data = frame->substr(newline + 1);
       EXPECT_EQ(data.rfind("data: ", 0), 0u) << *frame;
+      event.raw = data.substr(6, data.size() - 8);
       EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(
                       data.substr(6, data.size() - 8), &event.data)
                       .ok())
@@ -461,8 +544,13 @@ TEST_F(RestTest, EventStreamsGetAFreshSnapshotAfterPresencedRestarts) {
   EXPECT_EQ(down.status, 503) << down.body;
   EXPECT_THAT(down.body, HasSubstr("presence service unavailable"));
 
-  // Same address, same database: a new epoch, so the proxy's watcher gets a
-  // snapshot, and so does the browser, without reconnecting.
+  // The browser hears that what it shows may be out of date.
+  event = stream.Next(absl::Seconds(5));
+  ASSERT_TRUE(event.has_value());
+  EXPECT_EQ(event->name, "stale");
+
+  // Same address, same database: the proxy's watcher gets a snapshot, and
+  // so does the browser, without reconnecting.
   presenced_ = StartPresenced(
       {"--listen=" + presenced_.address, "--db=" + dir_.File("presence.db")});
   ASSERT_FALSE(presenced_.address.empty());
@@ -515,7 +603,7 @@ TEST_F(RestTest, ServesTheStatusPageAndPresenceJs) {
   HttpResult page = Http(port_, http::verb::get, "/");
   EXPECT_EQ(page.status, 200);
   EXPECT_THAT(page.raw[http::field::content_type], HasSubstr("text/html"));
-  EXPECT_THAT(page.body, HasSubstr("import { Presence } from '/presence.js'"));
+  EXPECT_THAT(page.body, HasSubstr("from '/presence.js'"));
   HttpResult script = Http(port_, http::verb::get, "/presence.js");
   EXPECT_EQ(script.status, 200);
   EXPECT_THAT(script.raw[http::field::content_type],
@@ -529,6 +617,539 @@ TEST_F(RestTest, ServesTheStatusPageAndPresenceJs) {
   HttpResult health = Http(port_, http::verb::get, "/healthz");
   EXPECT_EQ(health.status, 200) << health.body;
   EXPECT_EQ(health.body, R"({"watching":true})");
+}
+
+// Ids past 2^53 cannot go through a double: 2^53 + 1 would come back as
+// 2^53, another user. They travel as exact digits from the JWT to presenced
+// and back into online-users and the event stream.
+TEST_F(RestTest, IdsBeyondDoublePrecisionRoundTripExactly) {
+  for (const int64_t user : {int64_t{9007199254740993},        // 2^53 + 1
+                             int64_t{9223372036854775807}}) {  // 2^63 - 1
+    SCOPED_TRACE(user);
+    EventStream stream(port_,
+                       "/api/chat/presence/stream?access_token=" + Token(1));
+    std::optional<EventStream::Event> snapshot = stream.Next();
+    ASSERT_TRUE(snapshot.has_value());
+    HttpResult beat =
+        Http(port_, http::verb::post, "/api/chat/heartbeat/", Token(user));
+    ASSERT_EQ(beat.status, 200) << beat.body;
+    std::optional<EventStream::Event> change = stream.Next();
+    ASSERT_TRUE(change.has_value());
+    EXPECT_EQ(change->name, "change");
+    EXPECT_EQ(ExactNumber(change->raw, "user_id"), absl::StrCat(user));
+
+    HttpResult online =
+        Http(port_, http::verb::get, "/api/chat/online-users/", Token(1));
+    EXPECT_THAT(ExactIds(online.body, "online_users"),
+                ::testing::Contains(user));
+    HttpResult only =
+        Http(port_, http::verb::get,
+             absl::StrCat("/api/chat/online-users/?user_ids=", user), Token(1));
+    EXPECT_EQ(only.body, absl::StrCat(R"({"online_users":[)", user, "]}"));
+
+    EventStream filtered(
+        port_, absl::StrCat("/api/chat/presence/stream?user_ids=", user,
+                            "&access_token=", Token(1)));
+    snapshot = filtered.Next();
+    ASSERT_TRUE(snapshot.has_value());
+    EXPECT_THAT(ExactIds(snapshot->raw, "online_users"), ElementsAre(user));
+  }
+}
+
+TEST_F(RestTest, QueryParametersArePercentDecodedThenParsedStrictly) {
+  ASSERT_EQ(
+      Http(port_, http::verb::post, "/api/chat/heartbeat/", Token(42)).status,
+      200);
+  ASSERT_EQ(
+      Http(port_, http::verb::post, "/api/chat/heartbeat/", Token(202)).status,
+      200);
+  struct Case {
+    std::string query;
+    int status;
+    std::string says;  // the body's ids, or a part of the error
+  } cases[] = {
+      {"user_ids=42%2C202", 200, R"({"online_users":[42,202]})"},
+      {"user_ids=42%2c7", 200, R"({"online_users":[42]})"},
+      {"user_ids=%34%32", 200, R"({"online_users":[42]})"},
+      {"user_ids=%41", 400, "'A' is not a user id"},
+      {"user_ids=1%202", 400, "'1 2' is not a user id"},
+      {"user_ids=+42", 400, "' 42' is not a user id"},
+      {"user_ids=42,", 400, "'' is not a user id"},
+      {"user_ids=-5", 400, "'-5' is not a user id"},
+      {"user_ids=9223372036854775808", 400, "is not a user id"},
+      {"user_ids=%4", 400, "invalid percent-escape '%4'"},
+      {"user_ids=%zz1", 400, "invalid percent-escape '%zz'"},
+      {"user_ids=1&user_ids=2", 400, "'user_ids' is given more than once"},
+  };
+  for (const Case& c : cases) {
+    HttpResult result = Http(port_, http::verb::get,
+                             "/api/chat/online-users/?" + c.query, Token(1));
+    EXPECT_EQ(result.status, c.status) << c.query << ": " << result.body;
+    if (c.status == 200) {
+      EXPECT_EQ(result.body, c.says) << c.query;
+    } else {
+      EXPECT_THAT(result.json.fields().at("error").string_value(),
+                  HasSubstr(c.says))
+          << c.query;
+    }
+  }
+  // The token too is decoded: a client may escape its dots.
+  std::string escaped = Token(42);
+  absl::StrReplaceAll({{".", "%2E"}}, &escaped);
+  HttpResult beacon = Http(port_, http::verb::post,
+                           "/api/chat/mark-offline/?access_token=" + escaped);
+  EXPECT_EQ(beacon.status, 200) << beacon.body;
+  HttpResult bad_escape =
+      Http(port_, http::verb::post, "/api/chat/mark-offline/?access_token=%G1");
+  EXPECT_EQ(bad_escape.status, 400) << bad_escape.body;
+  EXPECT_THAT(bad_escape.body, HasSubstr("percent-escape"));
+}
+
+// /healthz and the event streams follow the WatchPresence stream: a killed
+// presenced shows within 2 s, as 503 with the reason and as a `stale` event
+// to every stream; when it is back, every stream gets a fresh snapshot
+// within 2 s.
+TEST_F(RestTest, HealthAndStaleEventsFollowTheUpstreamWatch) {
+  ASSERT_TRUE(Eventually(
+      [&] { return Http(port_, http::verb::get, "/healthz").status == 200; },
+      absl::Seconds(10)));
+  EventStream before(port_,
+                     "/api/chat/presence/stream?access_token=" + Token(1));
+  ASSERT_TRUE(before.Next().has_value());
+  ASSERT_EQ(
+      Http(port_, http::verb::post, "/api/chat/heartbeat/", Token(42)).status,
+      200);
+  std::optional<EventStream::Event> event = before.Next();
+  ASSERT_TRUE(event.has_value());
+  ASSERT_EQ(event->name, "change");
+
+  presenced_.process->Signal(SIGKILL);
+  presenced_.process->Wait();
+  const absl::Time killed = absl::Now();
+  HttpResult health;
+  ASSERT_TRUE(Eventually(
+      [&] {
+        health = Http(port_, http::verb::get, "/healthz");
+        return health.status == 503;
+      },
+      absl::Seconds(2)))
+      << health.body;
+  EXPECT_FALSE(health.json.fields().at("watching").bool_value());
+  EXPECT_THAT(health.json.fields().at("reason").string_value(),
+              HasSubstr(presenced_.address));
+  event = before.Next(killed + absl::Seconds(2) - absl::Now());
+  ASSERT_TRUE(event.has_value()) << "no stale event within 2 s";
+  EXPECT_EQ(event->name, "stale");
+  EXPECT_THAT(event->data.fields().at("reason").string_value(),
+              HasSubstr(presenced_.address));
+
+  // A stream opened while stale: what the mirror last knew, then stale.
+  EventStream during(port_,
+                     "/api/chat/presence/stream?access_token=" + Token(1));
+  event = during.Next();
+  ASSERT_TRUE(event.has_value());
+  EXPECT_EQ(event->name, "snapshot");
+  EXPECT_THAT(ExactIds(event->raw, "online_users"), ElementsAre(42));
+  event = during.Next(absl::Seconds(1));
+  ASSERT_TRUE(event.has_value());
+  EXPECT_EQ(event->name, "stale");
+
+  // Let the watch's backoff grow to its cap before presenced returns.
+  absl::SleepFor(absl::Seconds(3));
+  presenced_ = StartPresenced(
+      {"--listen=" + presenced_.address, "--db=" + dir_.File("presence.db")});
+  ASSERT_FALSE(presenced_.address.empty());
+  const absl::Time back = absl::Now();
+  for (EventStream* stream : {&before, &during}) {
+    event = stream->Next(back + absl::Seconds(2) - absl::Now());
+    ASSERT_TRUE(event.has_value()) << "no snapshot within 2 s";
+    EXPECT_EQ(event->name, "snapshot");
+  }
+  EXPECT_EQ(Http(port_, http::verb::get, "/healthz").body,
+            R"({"watching":true})");
+}
+
+// presenced's token for presence-rest changes and changes back: the watch
+// is refused (UNAUTHENTICATED) meanwhile, and resumes once it is accepted
+// again.
+TEST_F(RestTest, WatchSurvivesATokenRotation) {
+  rest_->Signal(SIGTERM);
+  ASSERT_EQ(rest_->Wait().code, 0);
+  presenced_.process->Signal(SIGTERM);
+  ASSERT_EQ(presenced_.process->Wait().code, 0);
+  const std::string tokens = dir_.File("tokens");
+  const std::string gateway_token = "gateway-token-0123456789abcdef";
+  std::ofstream(tokens) << "presence-rest " << gateway_token << "\n";
+  std::ofstream(dir_.File("gateway_token")) << gateway_token << "\n";
+  presenced_ = StartPresenced(
+      {"--db=" + dir_.File("presence.db"), "--auth_tokens_file=" + tokens});
+  ASSERT_FALSE(presenced_.address.empty());
+  StartRest({"--presenced_token_file=" + dir_.File("gateway_token"),
+             "--upstream_check_interval=200ms"});
+  EventStream stream(port_,
+                     "/api/chat/presence/stream?access_token=" + Token(1));
+  std::optional<EventStream::Event> event = stream.Next();
+  ASSERT_TRUE(event.has_value());
+  ASSERT_EQ(event->name, "snapshot");
+
+  std::ofstream(tokens, std::ios::trunc)
+      << "presence-rest another-token-0123456789abcdef\n";
+  presenced_.process->Signal(SIGHUP);
+  event = stream.Next(absl::Seconds(5));
+  ASSERT_TRUE(event.has_value());
+  EXPECT_EQ(event->name, "stale");
+  EXPECT_THAT(event->data.fields().at("reason").string_value(),
+              HasSubstr("token"));
+  HttpResult health = Http(port_, http::verb::get, "/healthz");
+  EXPECT_EQ(health.status, 503);
+  EXPECT_THAT(health.body, HasSubstr("UNAUTHENTICATED"));
+  // Refused over and over while the token is wrong: logged at most once a
+  // second.
+  absl::SleepFor(absl::Seconds(2));
+
+  std::ofstream(tokens, std::ios::trunc)
+      << "presence-rest " << gateway_token << "\n";
+  presenced_.process->Signal(SIGHUP);
+  event = stream.Next(absl::Seconds(5));
+  ASSERT_TRUE(event.has_value());
+  EXPECT_EQ(event->name, "snapshot");
+  ASSERT_EQ(
+      Http(port_, http::verb::post, "/api/chat/heartbeat/", Token(42)).status,
+      200);
+  event = stream.Next();
+  ASSERT_TRUE(event.has_value());
+  EXPECT_EQ(event->name, "change");
+  EXPECT_EQ(ExactNumber(event->raw, "user_id"), "42");
+
+  rest_->Signal(SIGTERM);
+  Subprocess::Exit exit = rest_->Wait();
+  int refusals = 0;
+  for (absl::string_view line : absl::StrSplit(exit.err, '\n')) {
+    if (absl::StrContains(line, "refuses presence-rest's token")) ++refusals;
+  }
+  EXPECT_GE(refusals, 1) << exit.err;
+  EXPECT_LE(refusals, 5) << exit.err;  // about 2.2 s of refusals
+}
+
+TEST_F(RestTest, CorsForListedOriginsOnly) {
+  rest_->Signal(SIGTERM);
+  ASSERT_EQ(rest_->Wait().code, 0);
+  StartRest({"--cors_origins=https://chat.example.com, http://localhost:3000"});
+  const Headers preflight = {
+      {"Origin", "https://chat.example.com"},
+      {"Access-Control-Request-Method", "POST"},
+      {"Access-Control-Request-Headers", "authorization, x-presence-session"}};
+  HttpResult allowed = HttpWithHeaders(port_, http::verb::options,
+                                       "/api/chat/heartbeat/", preflight);
+  EXPECT_EQ(allowed.status, 204) << allowed.body;
+  EXPECT_EQ(allowed.raw[http::field::access_control_allow_origin],
+            "https://chat.example.com");
+  EXPECT_EQ(allowed.raw[http::field::access_control_allow_methods], "POST");
+  EXPECT_EQ(allowed.raw[http::field::access_control_allow_headers],
+            "Authorization, Content-Type, X-Presence-Session");
+  EXPECT_EQ(allowed.raw[http::field::access_control_max_age], "600");
+  EXPECT_EQ(allowed.raw[http::field::vary], "Origin");
+
+  HttpResult refused =
+      HttpWithHeaders(port_, http::verb::options, "/api/chat/heartbeat/",
+                      {{"Origin", "https://evil.example"},
+                       {"Access-Control-Request-Method", "POST"}});
+  EXPECT_EQ(refused.status, 403);
+  EXPECT_THAT(refused.json.fields().at("error").string_value(),
+              HasSubstr("--cors_origins"));
+  EXPECT_EQ(refused.raw.count(http::field::access_control_allow_origin), 0u);
+
+  HttpResult actual =
+      HttpWithHeaders(port_, http::verb::post, "/api/chat/heartbeat/",
+                      {{"Origin", "http://localhost:3000"},
+                       {"Authorization", "Bearer " + Token(42)}});
+  EXPECT_EQ(actual.status, 200);
+  EXPECT_EQ(actual.raw[http::field::access_control_allow_origin],
+            "http://localhost:3000");
+  EXPECT_EQ(actual.raw[http::field::vary], "Origin");
+  HttpResult other =
+      HttpWithHeaders(port_, http::verb::get, "/api/chat/online-users/",
+                      {{"Origin", "https://evil.example"},
+                       {"Authorization", "Bearer " + Token(42)}});
+  EXPECT_EQ(other.status, 200);
+  EXPECT_EQ(other.raw.count(http::field::access_control_allow_origin), 0u);
+
+  EventStream stream(port_,
+                     "/api/chat/presence/stream?access_token=" + Token(1),
+                     "Origin: https://chat.example.com\r\n");
+  std::optional<std::string> headers = stream.Headers(absl::Seconds(10));
+  ASSERT_TRUE(headers.has_value());
+  EXPECT_THAT(*headers, HasSubstr("Access-Control-Allow-Origin: "
+                                  "https://chat.example.com\r\n"));
+  EXPECT_THAT(*headers, HasSubstr("Vary: Origin\r\n"));
+
+  // Without the flag: no CORS at all; preflights are refused.
+  rest_->Signal(SIGTERM);
+  ASSERT_EQ(rest_->Wait().code, 0);
+  StartRest({});
+  HttpResult same_origin_only = HttpWithHeaders(
+      port_, http::verb::options, "/api/chat/heartbeat/", preflight);
+  EXPECT_EQ(same_origin_only.status, 403);
+}
+
+TEST_F(RestTest, RefusesBadCorsOriginsAtStart) {
+  for (const char* bad :
+       {"https://chat.example.com/", "chat.example.com", "ftp://x.example", "*",
+        "https://x.example:99999", "https://a.example,,https://b.example"}) {
+    Subprocess::Exit exit =
+        presence::testing::Run({PRESENCE_REST_PATH, "--listen=127.0.0.1:0",
+                                "--server=" + presenced_.address,
+                                "--jwt_secret_file=" + dir_.File("jwt_secret"),
+                                absl::StrCat("--cors_origins=", bad)});
+    EXPECT_EQ(exit.code, 1) << bad;
+    EXPECT_THAT(exit.err, HasSubstr("--cors_origins")) << bad;
+    EXPECT_THAT(exit.err, HasSubstr("scheme://host[:port]")) << bad;
+  }
+}
+
+TEST_F(RestTest, HttpFramingIsStrict) {
+  const std::string token = Token(42);
+  const std::string head = absl::StrCat(
+      "POST /api/chat/heartbeat/ HTTP/1.1\r\nHost: x\r\nAuthorization: "
+      "Bearer ",
+      token, "\r\n");
+  // Headers over 8 KiB: 431 with a JSON reason, then the connection closes.
+  std::string big = RawExchange(
+      port_, absl::StrCat("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ",
+                          std::string(9000, 'a'), "\r\n\r\n"));
+  EXPECT_THAT(big, ::testing::StartsWith("HTTP/1.1 431 "));
+  EXPECT_THAT(big,
+              HasSubstr(R"({"error":"request line and headers over 8192)"));
+
+  struct Case {
+    std::string transfer_encoding;
+    std::string status_line;
+  } cases[] = {
+      {"xchunked", "HTTP/1.1 400 "},
+      {"chunked, identity", "HTTP/1.1 400 "},
+      {"identity", "HTTP/1.1 400 "},
+      {"chunked, chunked", "HTTP/1.1 400 "},
+      {"gzip, chunked", "HTTP/1.1 501 "},
+  };
+  for (const Case& c : cases) {
+    std::string answer = RawExchange(
+        port_, absl::StrCat(head, "Transfer-Encoding: ", c.transfer_encoding,
+                            "\r\n\r\n2\r\n{}\r\n0\r\n\r\n"));
+    EXPECT_THAT(answer, ::testing::StartsWith(c.status_line))
+        << c.transfer_encoding << ": " << answer;
+    EXPECT_THAT(answer, HasSubstr("Transfer-Encoding"));
+    EXPECT_THAT(answer, HasSubstr("Connection: close"));
+  }
+  // Chunked as the only coding is fine.
+  std::string chunked = RawExchange(
+      port_, absl::StrCat(head,
+                          "Transfer-Encoding: chunked\r\nConnection: "
+                          "close\r\n\r\n2\r\n{}\r\n0\r\n\r\n"));
+  EXPECT_THAT(chunked, ::testing::StartsWith("HTTP/1.1 200 "));
+}
+
+// The chat product's bodies, and the presence session of a caller.
+TEST_F(RestTest, ProductBodiesAndPresenceSessions) {
+  Client client(PresencedOptions());
+  auto live_sessions = [&](int64_t user) {
+    absl::StatusOr<v1::GetPresenceResponse> presence =
+        client.GetPresence(std::vector<int64_t>{user});
+    EXPECT_TRUE(presence.ok()) << presence.status();
+    return presence.ok() ? presence->users(0).live_sessions() : -1;
+  };
+  const std::string timestamp = R"({"timestamp": "2026-11-28T09:00:00.120Z"})";
+  for (const char* path : {"/api/chat/heartbeat/", "/api/chat/heartbeat"}) {
+    HttpResult beat = Http(port_, http::verb::post, path, Token(42), timestamp);
+    EXPECT_EQ(beat.status, 200) << path << ": " << beat.body;
+  }
+  HttpResult unknown = Http(port_, http::verb::post, "/api/chat/heartbeat/",
+                            Token(42), R"({"tab": {"visible": true}})");
+  EXPECT_EQ(unknown.status, 200) << unknown.body;
+  EXPECT_EQ(live_sessions(42), 1);  // one default session, however often
+
+  auto with_session = [&](const char* path, const std::string& session) {
+    return HttpWithHeaders(port_, http::verb::post, path,
+                           {{"Authorization", "Bearer " + Token(42)},
+                            {"X-Presence-Session", session}},
+                           timestamp);
+  };
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(with_session("/api/chat/heartbeat/", "tab-1").status, 200);
+  }
+  EXPECT_EQ(live_sessions(42), 2);
+  // The header wins over the body's session_id.
+  ASSERT_EQ(HttpWithHeaders(port_, http::verb::post, "/api/chat/heartbeat/",
+                            {{"Authorization", "Bearer " + Token(42)},
+                             {"X-Presence-Session", "tab-2"}},
+                            R"({"session_id": "tab-1"})")
+                .status,
+            200);
+  EXPECT_EQ(live_sessions(42), 3);
+
+  HttpResult one = with_session("/api/chat/mark-offline", "tab-1");
+  ASSERT_EQ(one.status, 200) << one.body;
+  EXPECT_EQ(one.json.fields().at("sessions_ended").number_value(), 1);
+  EXPECT_TRUE(one.json.fields().at("still_online").bool_value());
+  EXPECT_EQ(live_sessions(42), 2);
+
+  for (const std::string& bad :
+       {std::string(""), std::string(129, 'x'), std::string("tab-\xc3\xa9"),
+        std::string("tab 1"), std::string("tab\"1")}) {
+    HttpResult refused = with_session("/api/chat/heartbeat/", bad);
+    EXPECT_EQ(refused.status, 400) << refused.body;
+    EXPECT_THAT(refused.json.fields().at("error").string_value(),
+                HasSubstr("X-Presence-Session"));
+  }
+
+  // Without a session: every session of the user ends.
+  HttpResult all = Http(port_, http::verb::post, "/api/chat/mark-offline/",
+                        Token(42), timestamp);
+  ASSERT_EQ(all.status, 200) << all.body;
+  EXPECT_EQ(all.json.fields().at("sessions_ended").number_value(), 2);
+  EXPECT_FALSE(all.json.fields().at("still_online").bool_value());
+}
+
+std::string Scrape(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  int port = 0;
+  EXPECT_TRUE(absl::SimpleAtoi(address.substr(colon + 1), &port)) << address;
+  return Http(port, http::verb::get, "/metrics").body;
+}
+
+// The value of the sample `series` (name and labels, as written) in a
+// scrape, or -1.
+double Sample(const std::string& scrape, const std::string& series) {
+  for (absl::string_view line : absl::StrSplit(scrape, '\n')) {
+    if (absl::ConsumePrefix(&line, series) && absl::ConsumePrefix(&line, " ")) {
+      double value = -1;
+      return absl::SimpleAtod(line, &value) ? value : -1;
+    }
+  }
+  return -1;
+}
+
+TEST_F(RestTest, ServesMetrics) {
+  rest_->Signal(SIGTERM);
+  ASSERT_EQ(rest_->Wait().code, 0);
+  StartRest({"--metrics_listen=127.0.0.1:0"});
+  std::optional<std::string> line =
+      rest_->WaitForStderr("metrics on http://", absl::Seconds(10));
+  ASSERT_TRUE(line.has_value());
+  std::string address = line->substr(line->find("metrics on http://") + 18);
+  address = address.substr(0, address.find("/metrics"));
+
+  EventStream stream(port_,
+                     "/api/chat/presence/stream?access_token=" + Token(1));
+  ASSERT_TRUE(stream.Next().has_value());
+  ASSERT_EQ(
+      Http(port_, http::verb::post, "/api/chat/heartbeat/", Token(42)).status,
+      200);
+  ASSERT_EQ(Http(port_, http::verb::get, "/api/chat/online-users/").status,
+            401);
+  std::string scrape = Scrape(address);
+  EXPECT_EQ(Sample(scrape, "presence_rest_event_streams"), 1) << scrape;
+  EXPECT_EQ(Sample(scrape, "presence_rest_upstream_live"), 1) << scrape;
+  EXPECT_EQ(Sample(scrape, "presence_rest_upstream_reconnects_total"), 0);
+  EXPECT_EQ(
+      Sample(scrape,
+             R"(presence_rest_requests_total{code="200",route="heartbeat"})"),
+      1)
+      << scrape;
+  EXPECT_EQ(
+      Sample(
+          scrape,
+          R"(presence_rest_requests_total{code="401",route="online_users"})"),
+      1)
+      << scrape;
+  EXPECT_EQ(
+      Sample(
+          scrape,
+          R"(presence_rest_requests_total{code="200",route="presence_stream"})"),
+      1)
+      << scrape;
+
+  presenced_.process->Signal(SIGKILL);
+  presenced_.process->Wait();
+  ASSERT_TRUE(Eventually(
+      [&] {
+        scrape = Scrape(address);
+        return Sample(scrape, "presence_rest_upstream_live") == 0 &&
+               Sample(scrape, "presence_rest_upstream_reconnects_total") >= 1;
+      },
+      absl::Seconds(5)))
+      << scrape;
+}
+
+// CPU time (user + system) of process `pid` so far.
+absl::Duration CpuTime(pid_t pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string stat((std::istreambuf_iterator<char>(in)),
+                   std::istreambuf_iterator<char>());
+  // Fields after the command's closing parenthesis; utime and stime are the
+  // 14th and 15th of the line.
+  std::vector<std::string> fields =
+      absl::StrSplit(stat.substr(stat.rfind(')') + 2), ' ');
+  int64_t utime = 0, stime = 0;
+  EXPECT_TRUE(absl::SimpleAtoi(fields[11], &utime));
+  EXPECT_TRUE(absl::SimpleAtoi(fields[12], &stime));
+  return absl::Seconds(static_cast<double>(utime + stime) /
+                       sysconf(_SC_CLK_TCK));
+}
+
+// Out of file descriptors, presence-rest waits before accepting again
+// instead of spinning and logging each failure; once descriptors are free,
+// it serves again at once.
+TEST_F(RestTest, BacksOffWhenOutOfFileDescriptors) {
+  rest_->Signal(SIGTERM);
+  ASSERT_EQ(rest_->Wait().code, 0);
+  rest_ = std::make_unique<Subprocess>(std::vector<std::string>{
+      "/usr/bin/prlimit", "--nofile=64:64", PRESENCE_REST_PATH,
+      "--listen=127.0.0.1:0", "--server=" + presenced_.address,
+      "--jwt_secret_file=" + dir_.File("jwt_secret")});
+  std::optional<std::string> err =
+      rest_->WaitForStderr("serving on 127.0.0.1:", absl::Seconds(30));
+  ASSERT_TRUE(err.has_value()) << rest_->Wait().err;
+  EXPECT_THAT(*err, HasSubstr("open-file limit: 64"));
+  std::string tail = err->substr(err->find("serving on 127.0.0.1:") + 21);
+  ASSERT_TRUE(absl::SimpleAtoi(tail.substr(0, tail.find(' ')), &port_));
+
+  // Idle connections past the limit: the server holds 64 descriptors at
+  // most; the rest wait in the listen queue.
+  asio::io_context io;
+  std::vector<std::unique_ptr<tcp::socket>> idle;
+  for (int i = 0; i < 120; ++i) {
+    auto socket = std::make_unique<tcp::socket>(io);
+    socket->connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"),
+                                  static_cast<uint16_t>(port_)));
+    idle.push_back(std::move(socket));
+  }
+  const absl::Duration cpu_before = CpuTime(rest_->pid());
+  const absl::Time start = absl::Now();
+  absl::SleepFor(absl::Seconds(3));  // measuring a rate over time
+  const double cpu_share =
+      (CpuTime(rest_->pid()) - cpu_before) / (absl::Now() - start);
+  EXPECT_LT(cpu_share, 0.2) << "busy while out of descriptors";
+
+  idle.clear();
+  const absl::Time freed = absl::Now();
+  HttpResult health;
+  ASSERT_TRUE(Eventually(
+      [&] {
+        health = Http(port_, http::verb::get, "/healthz");
+        return health.status == 200;
+      },
+      absl::Seconds(5)));
+  EXPECT_LT(absl::Now() - freed, absl::Seconds(3));
+
+  rest_->Signal(SIGTERM);
+  Subprocess::Exit exit = rest_->Wait();
+  int accept_lines = 0;
+  for (absl::string_view line : absl::StrSplit(exit.err, '\n')) {
+    if (absl::StrContains(line, "accept: ")) ++accept_lines;
+  }
+  EXPECT_GE(accept_lines, 1) << exit.err;
+  EXPECT_LE(accept_lines, 6) << exit.err;  // at most one a second
+  EXPECT_THAT(exit.err, HasSubstr("Too many open files"));
 }
 
 }  // namespace

@@ -113,17 +113,35 @@ class Client {
   void ListAllOnlineAsync(absl::Span<const int64_t> only,
                           Callback<std::vector<int64_t>> done);
 
+  // The same with a deadline of its own, e.g. a liveness check that must
+  // fail sooner than the client's deadline.
+  void ListOnlineAsync(v1::ListOnlineRequest request, absl::Duration deadline,
+                       Callback<v1::ListOnlineResponse> done);
+
   absl::StatusOr<v1::GetPresenceResponse> GetPresence(
       absl::Span<const int64_t> user_ids);
   void GetPresenceAsync(absl::Span<const int64_t> user_ids,
                         Callback<v1::GetPresenceResponse> done);
 
+  // A WatchPresence stream, for callers that follow it themselves (Watcher
+  // is the one that resumes and reconnects): `on_message` gets each message
+  // in order, then `on_done` the stream's end, once, both on gRPC's threads.
+  // The stream has no deadline; `context->TryCancel()` ends it (on_done then
+  // gets CANCELLED), as does destroying the Client, which waits for on_done
+  // like for any asynchronous call.
+  void WatchPresenceAsync(
+      std::shared_ptr<grpc::ClientContext> context,
+      v1::WatchPresenceRequest request,
+      absl::AnyInvocable<void(v1::WatchPresenceResponse)> on_message,
+      absl::AnyInvocable<void(absl::Status) &&> on_done);
+
   // The service config applied to channels this class creates (JSON).
   static const char* ServiceConfigJson();
 
-  // Deprecated: for the gateway until it is ported to the XxxAsync methods,
-  // then removed. Calls made on the stub directly bypass the client's
-  // deadline and status conversion, and its destructor does not wait for them.
+  // The generated stub, for what this class does not wrap (tests that read
+  // a WatchPresence stream by hand). Calls made on it bypass the client's
+  // deadline and status conversion, and its destructor does not wait for
+  // them.
   v1::PresenceService::Stub& stub() { return *stub_; }
   // The channel, e.g. to share it with a Watcher.
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }

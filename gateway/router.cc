@@ -1,0 +1,288 @@
+#include "gateway/router.h"
+
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "gateway/assets.h"
+#include "gateway/json.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
+#include "service/bearer.h"
+#include "service/request_validation.h"
+
+namespace presence::rest {
+namespace {
+
+using google::protobuf::Struct;
+
+constexpr char kSessionHeader[] = "X-Presence-Session";
+
+absl::string_view View(boost::beast::string_view text) {
+  return absl::string_view(text.data(), text.size());
+}
+
+enum class Endpoint {
+  kPage,
+  kScript,
+  kHealth,
+  kHeartbeat,
+  kMarkOffline,
+  kOnlineUsers,
+  kStream,
+};
+
+struct Route {
+  Endpoint endpoint;
+  const char* label;  // presence_rest_requests_total{route}
+  http::verb method;
+  const char* method_name;
+};
+
+std::optional<Route> FindRoute(absl::string_view path) {
+  if (!path.empty() && path != "/" && path.back() == '/') {
+    path.remove_suffix(1);  // /api/chat/heartbeat/ and .../heartbeat alike
+  }
+  if (path == "/" || path == "/index.html") {
+    return Route{Endpoint::kPage, "static", http::verb::get, "GET"};
+  }
+  if (path == "/presence.js") {
+    return Route{Endpoint::kScript, "static", http::verb::get, "GET"};
+  }
+  if (path == "/healthz") {
+    return Route{Endpoint::kHealth, "healthz", http::verb::get, "GET"};
+  }
+  if (path == "/api/chat/heartbeat") {
+    return Route{Endpoint::kHeartbeat, "heartbeat", http::verb::post, "POST"};
+  }
+  if (path == "/api/chat/mark-offline") {
+    return Route{Endpoint::kMarkOffline, "mark_offline", http::verb::post,
+                 "POST"};
+  }
+  if (path == "/api/chat/online-users") {
+    return Route{Endpoint::kOnlineUsers, "online_users", http::verb::get,
+                 "GET"};
+  }
+  if (path == "/api/chat/presence/stream") {
+    return Route{Endpoint::kStream, "presence_stream", http::verb::get, "GET"};
+  }
+  return std::nullopt;
+}
+
+// The caller's presence session: the X-Presence-Session header, else the
+// body's {"session_id": "..."}, else "" (the default session for a
+// heartbeat, every session for mark-offline). The body may carry other
+// fields, such as the chat product's {"timestamp": "..."}: the server's
+// clock decides, so they are ignored.
+absl::StatusOr<std::string> SessionOf(const Request& request) {
+  auto header = request.find(kSessionHeader);
+  if (header != request.end()) {
+    absl::string_view value = View(header->value());
+    if (value.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          kSessionHeader,
+          " is empty; send a session id, or no header for the user's "
+          "default session"));
+    }
+    // A tab or device id chosen by a frontend (a UUID, random base64url):
+    // 1 to 128 of [A-Za-z0-9._:-], the rule presence_django applies to the
+    // same header, so that both backends accept the same ids. Stricter than
+    // presenced's (printable ASCII): no spaces or quotes in logs.
+    if (value.size() > kMaxSessionIdBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(kSessionHeader, " must be at most ", kMaxSessionIdBytes,
+                       " characters, got ", value.size()));
+    }
+    for (size_t i = 0; i < value.size(); ++i) {
+      const char c = value[i];
+      if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' &&
+          c != '_' && c != ':' && c != '-') {
+        return absl::InvalidArgumentError(
+            absl::StrCat(kSessionHeader,
+                         " may hold only letters, digits and . _ : -; "
+                         "character ",
+                         i + 1, " is not one of them"));
+      }
+    }
+    return std::string(value);
+  }
+  if (absl::StripAsciiWhitespace(request.body()).empty()) return "";
+  Struct body;
+  if (!google::protobuf::util::JsonStringToMessage(request.body(), &body)
+           .ok()) {
+    return absl::InvalidArgumentError(
+        "body must be a JSON object, e.g. {\"session_id\": \"tab-1\"}");
+  }
+  auto it = body.fields().find("session_id");
+  if (it == body.fields().end()) return "";
+  if (it->second.kind_case() != google::protobuf::Value::kStringValue) {
+    return absl::InvalidArgumentError("session_id must be a string");
+  }
+  return it->second.string_value();
+}
+
+}  // namespace
+
+absl::StatusOr<TokenClaims> Router::Authenticate(const Request& request,
+                                                 const Query& query) const {
+  absl::string_view token;
+  auto header = request.find(http::field::authorization);
+  if (header != request.end()) {
+    std::optional<absl::string_view> bearer =
+        BearerToken(View(header->value()));
+    if (!bearer) {
+      return absl::UnauthenticatedError(
+          "Authorization must be 'Bearer TOKEN' (a JWT)");
+    }
+    token = *bearer;
+  } else {
+    // EventSource and navigator.sendBeacon cannot set headers (RFC 6750
+    // 2.3: the token may then come as a query parameter).
+    std::optional<absl::string_view> in_query = query.Get("access_token");
+    if (!in_query) {
+      return absl::UnauthenticatedError(
+          "missing token: send 'Authorization: Bearer TOKEN' (a JWT)");
+    }
+    token = *in_query;
+  }
+  return VerifyHs256Jwt(token, options_.jwt_secret, absl::Now());
+}
+
+void Router::Handle(const std::shared_ptr<HttpSession>& session,
+                    Request request) {
+  const absl::string_view target = View(request.target());
+  const absl::string_view path = PathOf(target);
+  const http::verb method = request.method();
+
+  // CORS: an answer for a listed origin names it; every answer says that it
+  // depends on the Origin, so that caches keep them apart.
+  absl::string_view origin;
+  if (auto it = request.find(http::field::origin); it != request.end()) {
+    origin = View(it->value());
+  }
+  const bool cross_origin_allowed =
+      !origin.empty() && options_.cors.Allows(origin);
+  if (options_.cors.enabled()) session->AddHeader(http::field::vary, "Origin");
+  if (cross_origin_allowed) {
+    session->AddHeader(http::field::access_control_allow_origin,
+                       std::string(origin));
+  }
+
+  std::optional<Route> route = FindRoute(path);
+  if (!route) {
+    return session->Reply(ErrorResponse(
+        http::status::not_found, absl::StrCat("no such endpoint: ", path)));
+  }
+  session->SetRoute(route->label);
+
+  if (method == http::verb::options &&
+      request.find(http::field::access_control_request_method) !=
+          request.end()) {
+    session->SetRoute("preflight");
+    if (!cross_origin_allowed) {
+      return session->Reply(ErrorResponse(
+          http::status::forbidden,
+          absl::StrCat("origin '", origin.empty() ? "(none)" : origin,
+                       "' may not call presence-rest: it is not in "
+                       "--cors_origins")));
+    }
+    Response response{http::status::no_content, 11};
+    response.set(http::field::access_control_allow_methods, route->method_name);
+    response.set(http::field::access_control_allow_headers,
+                 CorsPolicy::kAllowHeaders);
+    response.set(http::field::access_control_max_age,
+                 CorsPolicy::kMaxAgeSeconds);
+    return session->Reply(std::move(response));
+  }
+  if (method != route->method) {
+    Response response = ErrorResponse(
+        http::status::method_not_allowed,
+        absl::StrCat(path, " takes ", route->method_name, " only"));
+    response.set(http::field::allow, route->method_name);
+    return session->Reply(std::move(response));
+  }
+
+  switch (route->endpoint) {
+    case Endpoint::kPage:
+      return session->Reply(
+          AssetResponse("text/html; charset=utf-8", kIndexHtml));
+    case Endpoint::kScript:
+      return session->Reply(
+          AssetResponse("text/javascript; charset=utf-8", kPresenceJs));
+    case Endpoint::kHealth: {
+      // Healthy only while browsers get live presence: the stream to
+      // presenced is up and has its snapshot.
+      Struct body;
+      auto& fields = *body.mutable_fields();
+      fields["watching"].set_bool_value(upstream_->live());
+      if (!upstream_->live()) {
+        fields["reason"].set_string_value(upstream_->lost_reason());
+      }
+      return session->Reply(
+          JsonResponse(upstream_->live() ? http::status::ok
+                                         : http::status::service_unavailable,
+                       JsonObject(body)));
+    }
+    default:
+      break;
+  }
+
+  absl::StatusOr<Query> query = Query::Parse(target);
+  if (!query.ok()) {
+    return session->Reply(
+        ErrorResponse(http::status::bad_request, query.status().message()));
+  }
+  absl::StatusOr<TokenClaims> caller = Authenticate(request, *query);
+  if (!caller.ok()) {
+    return session->Reply(
+        ErrorResponse(http::status::unauthorized, caller.status().message()));
+  }
+  auto reply = [session](Response response) {
+    session->Reply(std::move(response));
+  };
+  switch (route->endpoint) {
+    case Endpoint::kHeartbeat:
+    case Endpoint::kMarkOffline: {
+      absl::StatusOr<std::string> presence_session = SessionOf(request);
+      if (!presence_session.ok()) {
+        return session->Reply(ErrorResponse(
+            http::status::bad_request, presence_session.status().message()));
+      }
+      if (route->endpoint == Endpoint::kHeartbeat) {
+        return upstream_->Heartbeat(caller->user_id,
+                                    *std::move(presence_session), reply);
+      }
+      return upstream_->MarkOffline(caller->user_id,
+                                    *std::move(presence_session), reply);
+    }
+    case Endpoint::kOnlineUsers:
+    case Endpoint::kStream: {
+      absl::StatusOr<std::vector<int64_t>> users =
+          ParseUserIds(query->Get("user_ids").value_or(""));
+      if (!users.ok()) {
+        return session->Reply(
+            ErrorResponse(http::status::bad_request, users.status().message()));
+      }
+      if (route->endpoint == Endpoint::kOnlineUsers) {
+        return upstream_->OnlineUsers(*std::move(users), reply);
+      }
+      if (streams_->size() >= options_.max_event_streams) {
+        return session->Reply(
+            ErrorResponse(http::status::service_unavailable,
+                          absl::StrCat("too many event streams (",
+                                       streams_->size(), "); retry later")));
+      }
+      std::string headers = session->HeaderLines();
+      return streams_->Open(session->TakeSocket(), std::move(headers),
+                            *std::move(users));
+    }
+    default:
+      return;
+  }
+}
+
+}  // namespace presence::rest
