@@ -2,113 +2,380 @@
 // backend serving the same /api/chat/ endpoints). No dependencies; an ES
 // module.
 //
-//   import { Presence } from '/presence.js';
-//   const presence = new Presence({ token: () => localStorage.access });
-//   presence.start();                      // heartbeats for this tab
+//   import { Presence, tokenUserId } from '/presence.js';
+//   const presence = new Presence({ token: () => localStorage.access,
+//                                   onLogout: () => location.assign('/login') });
+//   presence.start();                      // heartbeats for this browser
 //   const stream = presence.subscribe({    // live dots, no polling
-//     onSnapshot: (onlineIds) => ..., onChange: (change) => ... });
-//   await presence.logout();               // on logout: this tab offline
+//     onSnapshot: (onlineIds, serverTime) => ..., onChange: (change) => ...,
+//     onStale: (reason) => ... });          // "reconnecting" until onSnapshot
+//   await presence.logout();               // this browser offline, all tabs
 //
-// What it does that a plain setInterval does not:
-// - beats at once on start, then at the interval the server asks for
-//   (heartbeat_interval_seconds in every answer), not a hard-coded one;
-// - pauses while the tab is hidden and beats at once when it is shown again;
-// - each tab is its own session (a random id kept in sessionStorage), so
-//   logging out or closing one tab leaves the user's other tabs online;
-// - on page unload, marks the tab's session offline with
-//   navigator.sendBeacon, which the browser delivers after the page is gone;
-// - follows Server-Sent Events instead of polling the online list.
+// API
+//   new Presence(options)
+//     token          the JWT, or a function returning it (asked before every
+//                    request, so a refreshed token is picked up)
+//     baseUrl        where presence-rest is ('' = this origin; it answers no
+//                    CORS preflight, so serve it on the page's origin)
+//     sessionId      a fixed session id (default: one per browser, below)
+//     intervalSeconds  heartbeat period until the server names one (120)
+//     onHeartbeat(answer)  every successful heartbeat's answer
+//     onError(error)       failed requests (error.status: the HTTP status)
+//     onLogout({ elsewhere })  this browser was logged out (elsewhere: true
+//                    when another tab did it); heartbeats and streams stopped
+//     now, setTimeout, clearTimeout  the clock and timers (tests inject fakes)
+//   presence.start()   beat now, then every interval while the tab is visible
+//   presence.stop()    stop beating (the session runs out on its own)
+//   presence.logout({ everywhere = false })  ends this browser's session now
+//                    (everywhere: every session of the user, all devices);
+//                    resolves to the mark-offline answer
+//   presence.subscribe({ userIds, onSnapshot, onChange, onStale })  follows
+//                    /api/chat/presence/stream; returns a handle with close()
+//                    and status: 'connecting' | 'live' | 'stale'
+//   presence.sessionId  this browser's current session id
+//   tokenUserId(token)   the token's user_id claim, exact (see Ids)
+//   parseJSON(text)      JSON.parse that keeps integers beyond 2^53 exact
+//
+// Sessions: one per browser, not per tab. Its id lives in localStorage
+// ('presence.session'), so every tab of the browser beats on it (several
+// tabs beating on one session is harmless) and one mark-offline ends them
+// all, and nothing else: the user's other devices stay online. Logout leaves
+// a tombstone in that key; the other tabs see it through the `storage` event,
+// stop, and call onLogout({ elsewhere: true }). A tab whose heartbeat was in
+// flight at that moment ends the session once more after it lands, so that
+// late heartbeat cannot bring the browser back online. The next start()
+// (a new login) makes a new session id.
+//
+// Closing tabs: on pagehide, the last open tab of the browser marks the
+// session offline with navigator.sendBeacon (delivered after the page is
+// gone) and forgets the id, so a reload starts a new session that the late
+// beacon cannot end. Other tabs still open keep it online. Open tabs are
+// listed in localStorage ('presence.tabs'), each refreshed every minute
+// (hidden tabs too); an entry older than 3 minutes is a crashed tab. If a
+// crashed tab is wrongly counted, no beacon is sent and the session simply
+// expires at the end of its window. If an open tab is missed, the open tabs
+// see the session id go and beat at once on a new one.
+//
+// Hidden tabs: heartbeats pause while the tab is hidden. When it is shown
+// again it beats at once if the last successful heartbeat is more than 1
+// minute old (the product's rule); otherwise it resumes the schedule from
+// that last heartbeat (next beat at last + interval, not at show + interval).
+// A session that has been beating lives online_window >= 2 x interval past
+// its last beat, so on that schedule it never expires while the tab is
+// visible; only a mark-offline from elsewhere can end it (if that happened
+// while the tab was hidden for under a minute, the session comes back at the
+// next scheduled heartbeat, at most one interval later).
+//
+// Stale: the stream's handle is 'stale' when presence-rest lost presenced
+// (it sends `event: stale`, data {"reason": ...}) or the connection to
+// presence-rest dropped (EventSource error; it reconnects by itself).
+// onStale(reason) is called on entering that state. What is shown may be
+// out of date until the next onSnapshot, which makes the handle 'live'.
+//
+// Ids: user ids are int64 and may exceed Number.MAX_SAFE_INTEGER (2^53 - 1).
+// JSON.parse would round them, so answers are parsed with parseJSON: an
+// integer within the safe range comes as a Number, a larger one as a string
+// of its exact digits. String(id) is therefore always the exact id: key maps
+// and sets with String(id). userIds may be Numbers, digit strings or BigInts.
 
-const SESSION_KEY = 'presence.session_id';
+const SESSION_KEY = 'presence.session';
+const TABS_KEY = 'presence.tabs';
+const TAB_ALIVE_MS = 60 * 1000;
+const TAB_DEAD_MS = 3 * 60 * 1000;
+// The product's rule: a tab shown again beats at once only after this long.
+const STALE_BEAT_MS = 60 * 1000;
 
-function newSessionId() {
-  if (globalThis.crypto && crypto.randomUUID) return 'tab-' + crypto.randomUUID();
-  return 'tab-' + Math.random().toString(36).slice(2) + Date.now().toString(36);
+const UNSAFE_RUN = /\d{16}/;
+const JSON_TOKEN = /"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g;
+const INTEGER = /^-?\d+$/;
+
+// Integers beyond 2^53 are quoted before JSON.parse sees them: a reviver is
+// too late, as the number has been rounded by then. The regex walks whole
+// tokens, so digits inside strings are left alone.
+export function parseJSON(text) {
+  if (!UNSAFE_RUN.test(text)) return JSON.parse(text);
+  return JSON.parse(text.replace(JSON_TOKEN, (token) =>
+    token[0] !== '"' && INTEGER.test(token) && !Number.isSafeInteger(Number(token))
+      ? '"' + token + '"' : token));
 }
 
-function tabSessionId() {
+export function tokenUserId(token) {
   try {
-    let id = sessionStorage.getItem(SESSION_KEY);
-    if (!id) {
-      id = newSessionId();
-      sessionStorage.setItem(SESSION_KEY, id);
+    const part = String(token).split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const bytes = Uint8Array.from(atob(part), (c) => c.charCodeAt(0));
+    const id = parseJSON(new TextDecoder().decode(bytes)).user_id;
+    // A string of digits: SimpleJWT may write one, and parseJSON makes one
+    // of a number beyond 2^53.
+    if (typeof id === 'string' && /^\d+$/.test(id)) {
+      return Number.isSafeInteger(Number(id)) ? Number(id) : id;
     }
-    return id;
+    return typeof id === 'number' ? id : null;
   } catch (e) {
-    return newSessionId();  // storage disabled: one session per page load
+    return null;
+  }
+}
+
+function randomId() {
+  if (globalThis.crypto && crypto.randomUUID) return crypto.randomUUID();
+  return Math.random().toString(36).slice(2) + Date.now().toString(36);
+}
+
+// localStorage may be disabled (privacy settings): then each page load has
+// its own session, and tabs cannot coordinate.
+function load(key) {
+  try {
+    return JSON.parse(localStorage.getItem(key));
+  } catch (e) {
+    return null;
+  }
+}
+
+function save(key, value) {
+  try {
+    if (value === undefined) localStorage.removeItem(key);
+    else localStorage.setItem(key, JSON.stringify(value));
+  } catch (e) {
+    // disabled or full: this tab goes on alone
   }
 }
 
 export class Presence {
-  // options:
-  //   token: the caller's JWT, or a function returning it (called before
-  //          every request, so a refreshed token is picked up);
-  //   baseUrl: where presence-rest is ('' for the page's own origin; it
-  //            answers no CORS preflight, so serve it on the page's origin);
-  //   sessionId: this tab's session (default: a random id per tab);
-  //   intervalSeconds: heartbeat period until the server names one (120);
-  //   onHeartbeat(answer), onError(error): optional observers.
   constructor(options = {}) {
     this.token = typeof options.token === 'function' ? options.token : () => options.token;
     this.baseUrl = options.baseUrl || '';
-    this.sessionId = options.sessionId || tabSessionId();
+    this.fixedSessionId = options.sessionId || null;
     this.intervalMs = (options.intervalSeconds || 120) * 1000;
     this.onHeartbeat = options.onHeartbeat || (() => {});
     this.onError = options.onError || ((error) => console.warn('presence:', error));
+    this.onLogout = options.onLogout || (() => {});
+    this.now = options.now || (() => Date.now());
+    this.setTimeout = options.setTimeout || ((fn, ms) => setTimeout(fn, ms));
+    this.clearTimeout = options.clearTimeout || ((id) => clearTimeout(id));
+    this.tabId = randomId();
+    this.localSessionId = null;  // when localStorage is unusable
     this.timer = null;
+    this.aliveTimer = null;
     this.running = false;
-    this.lastBeat = 0;
-    this.inflight = null;  // the heartbeat being sent, if any
+    this.lastBeat = null;  // this.now() of the last successful heartbeat
+    this.inflight = null;  // {sessionId, done} of the heartbeat being sent
     this.streams = new Set();
     this.onVisibility = () => this.visibilityChanged();
-    this.onPageHide = () => this.markOfflineBeacon();
-    // A page restored from the back/forward cache was marked offline when
-    // it was hidden: online again at once.
-    this.onPageShow = (event) => { if (event.persisted && this.running) this.beat(); };
+    this.onPageHide = () => this.pageHidden();
+    this.onPageShow = (event) => this.pageShown(event);
+    this.onStorage = (event) => this.storageChanged(event);
   }
 
-  // Starts heartbeats: one now, then every interval while the tab is visible.
+  get sessionId() {
+    if (this.fixedSessionId) return this.fixedSessionId;
+    if (this.localSessionId) return this.localSessionId;
+    const stored = load(SESSION_KEY);
+    return stored && stored.id ? stored.id : null;
+  }
+
+  // A session id for this browser, made if there is none, or none since a
+  // logout (a new login gets a new session). null: logged out meanwhile.
+  currentSession({ fresh = false } = {}) {
+    if (this.fixedSessionId) return this.fixedSessionId;
+    if (this.localSessionId) return this.localSessionId;
+    const stored = load(SESSION_KEY);
+    if (stored && stored.id && !stored.loggedOut) return stored.id;
+    if (stored && stored.loggedOut && !fresh) return null;
+    const id = 'browser-' + randomId();
+    save(SESSION_KEY, { id });
+    if (!load(SESSION_KEY)) this.localSessionId = id;  // storage unusable
+    return id;
+  }
+
   start() {
     if (this.running) return;
     this.running = true;
+    this.currentSession({ fresh: true });
     document.addEventListener('visibilitychange', this.onVisibility);
     window.addEventListener('pagehide', this.onPageHide);
     window.addEventListener('pageshow', this.onPageShow);
+    window.addEventListener('storage', this.onStorage);
+    this.registerTab();
     if (document.visibilityState !== 'hidden') this.beat();
   }
 
-  // Stops heartbeats (the session stays online until its window ends).
   stop() {
     this.running = false;
-    clearTimeout(this.timer);
+    this.clearTimeout(this.timer);
     this.timer = null;
+    clearInterval(this.aliveTimer);
+    this.aliveTimer = null;
+    this.unregisterTab();
     document.removeEventListener('visibilitychange', this.onVisibility);
     window.removeEventListener('pagehide', this.onPageHide);
     window.removeEventListener('pageshow', this.onPageShow);
+    window.removeEventListener('storage', this.onStorage);
   }
 
-  // Logout: stops everything and marks this tab's session offline now
-  // (everywhere: true ends every session of the user).
   async logout({ everywhere = false } = {}) {
+    const sessionId = this.sessionId;
     this.stop();
-    for (const stream of [...this.streams]) stream.close();
+    this.closeStreams();
+    // The other tabs learn of it from this write (the storage event).
+    if (!this.fixedSessionId) save(SESSION_KEY, { id: sessionId, loggedOut: true });
     // A heartbeat still on its way could land after the logout and make the
     // session online again for a whole window: let it finish first.
-    if (this.inflight) await this.inflight.catch(() => {});
-    const body = everywhere ? {} : { session_id: this.sessionId };
+    if (this.inflight) await this.inflight.done.catch(() => {});
+    const body = everywhere ? {} : { session_id: sessionId };
     return this.post('/api/chat/mark-offline/', body, { keepalive: true });
   }
 
-  // Follows /api/chat/presence/stream. options: userIds (default: everyone),
-  // onSnapshot(onlineIds, serverTime) (first, and whenever the server could
-  // not replay what was missed: replace what you know), onChange({user_id,
-  // status: 'online'|'offline', reason, at}). Returns {close()}.
+  async storageChanged(event) {
+    if (event.key !== SESSION_KEY || !this.running || this.fixedSessionId) return;
+    if (event.newValue === null) {
+      // A closing tab took itself for the last one (the tab list is not
+      // updated atomically) and ended the session: this open tab starts a
+      // new one now rather than at its next heartbeat.
+      if (document.visibilityState !== 'hidden') this.beat();
+      return;
+    }
+    let stored = null;
+    try {
+      stored = JSON.parse(event.newValue);
+    } catch (e) {
+      // not ours
+    }
+    if (!stored || !stored.loggedOut) return;
+    const inflight = this.inflight;
+    this.stop();
+    this.closeStreams();
+    this.onLogout({ elsewhere: true });
+    if (inflight) {
+      // Sent before the logout, it may land after the other tab's
+      // mark-offline: end the session again once it has.
+      await inflight.done.catch(() => {});
+      this.post('/api/chat/mark-offline/', { session_id: inflight.sessionId })
+        .catch((error) => this.onError(error));
+    }
+  }
+
+  closeStreams() {
+    for (const stream of [...this.streams]) stream.close();
+  }
+
+  registerTab() {
+    const tabs = load(TABS_KEY) || {};
+    tabs[this.tabId] = Date.now();
+    save(TABS_KEY, tabs);
+    if (this.aliveTimer === null) {
+      this.aliveTimer = setInterval(() => this.registerTab(), TAB_ALIVE_MS);
+    }
+  }
+
+  // Returns how many other tabs of this browser are still open.
+  unregisterTab() {
+    const tabs = load(TABS_KEY) || {};
+    delete tabs[this.tabId];
+    const now = Date.now();
+    for (const [id, seen] of Object.entries(tabs)) {
+      if (now - seen > TAB_DEAD_MS) delete tabs[id];
+    }
+    save(TABS_KEY, tabs);
+    return Object.keys(tabs).length;
+  }
+
+  pageHidden() {
+    if (!this.running) return;
+    clearInterval(this.aliveTimer);
+    this.aliveTimer = null;
+    const others = this.unregisterTab();
+    if (others > 0 || !navigator.sendBeacon) return;
+    const sessionId = this.sessionId;
+    // Forgotten, so that a reload beats on a new session, which this beacon,
+    // however late, cannot end.
+    if (!this.fixedSessionId) save(SESSION_KEY, undefined);
+    // A beacon cannot carry headers: the token goes in the query (RFC 6750
+    // 2.3). text/plain keeps it a simple request; the body is JSON all the same.
+    const url = this.baseUrl + '/api/chat/mark-offline/?access_token=' +
+        encodeURIComponent(this.token() || '');
+    const body = new Blob([JSON.stringify({ session_id: sessionId })], { type: 'text/plain' });
+    navigator.sendBeacon(url, body);
+  }
+
+  // Back from the back/forward cache: its pagehide may have ended the
+  // session, so online again at once, unless this browser logged out.
+  pageShown(event) {
+    if (!event.persisted || !this.running) return;
+    const stored = this.fixedSessionId ? null : load(SESSION_KEY);
+    if (stored && stored.loggedOut) {
+      this.stop();
+      this.closeStreams();
+      this.onLogout({ elsewhere: true });
+      return;
+    }
+    this.registerTab();
+    this.beat();
+  }
+
+  visibilityChanged() {
+    if (!this.running) return;
+    this.clearTimeout(this.timer);
+    this.timer = null;
+    if (document.visibilityState === 'hidden') return;  // the window runs on
+    this.registerTab();
+    if (this.inflight) return;  // its answer schedules the next
+    const since = this.lastBeat === null ? Infinity : this.now() - this.lastBeat;
+    if (since > STALE_BEAT_MS || since >= this.intervalMs) {
+      this.beat();
+    } else {
+      this.schedule(this.intervalMs - since);
+    }
+  }
+
+  schedule(delay) {
+    this.clearTimeout(this.timer);
+    this.timer = this.setTimeout(() => this.beat(), delay);
+  }
+
+  async beat() {
+    this.clearTimeout(this.timer);
+    this.timer = null;
+    const sessionId = this.currentSession();
+    if (sessionId === null) {
+      // Logged out in another tab, and its storage event not seen yet.
+      this.stop();
+      this.closeStreams();
+      this.onLogout({ elsewhere: true });
+      return;
+    }
+    let delay = this.intervalMs;
+    const done = this.post('/api/chat/heartbeat/', { session_id: sessionId });
+    const inflight = { sessionId, done };
+    this.inflight = inflight;
+    try {
+      const answer = await done;
+      if (!this.running) return;  // logged out meanwhile
+      this.lastBeat = this.now();
+      if (answer.heartbeat_interval_seconds > 0) {
+        this.intervalMs = answer.heartbeat_interval_seconds * 1000;
+        delay = this.intervalMs;
+      }
+      this.onHeartbeat(answer);
+    } catch (error) {
+      if (!this.running) return;
+      this.onError(error);
+      if (error.status === 401) {
+        // A new token is needed; try again at the normal pace.
+      } else {
+        delay = Math.min(this.intervalMs, 15000);  // presence-rest or presenced down
+      }
+    } finally {
+      if (this.inflight === inflight) this.inflight = null;
+    }
+    if (this.running && document.visibilityState !== 'hidden') this.schedule(delay);
+  }
+
   subscribe(options = {}) {
     const presence = this;
     let source = null;
     let retry = null;
     let closed = false;
     const stream = {
+      status: 'connecting',
       close() {
         closed = true;
         clearTimeout(retry);
@@ -116,23 +383,42 @@ export class Presence {
         presence.streams.delete(stream);
       },
     };
+    const stale = (reason) => {
+      if (stream.status === 'stale') return;
+      stream.status = 'stale';
+      if (options.onStale) options.onStale(reason);
+    };
     const open = () => {
       let url = this.baseUrl + '/api/chat/presence/stream?access_token=' +
           encodeURIComponent(this.token() || '');
-      if (options.userIds && options.userIds.length) url += '&user_ids=' + options.userIds.join(',');
+      if (options.userIds && options.userIds.length) {
+        url += '&user_ids=' + options.userIds.map(String).join(',');
+      }
       source = new EventSource(url);
       source.addEventListener('snapshot', (event) => {
-        const data = JSON.parse(event.data);
+        const data = parseJSON(event.data);
+        stream.status = 'live';
         if (options.onSnapshot) options.onSnapshot(data.online_users, data.server_time);
       });
       source.addEventListener('change', (event) => {
-        if (options.onChange) options.onChange(JSON.parse(event.data));
+        if (options.onChange) options.onChange(parseJSON(event.data));
+      });
+      source.addEventListener('stale', (event) => {
+        let reason = 'presence service unavailable';
+        try {
+          reason = parseJSON(event.data).reason || reason;
+        } catch (e) {
+          // keep the generic reason
+        }
+        stale(reason);
       });
       source.onerror = () => {
+        if (closed) return;
+        stale('connection to presence-rest lost');
         // EventSource retries a dropped stream by itself; an answer other
         // than 200 (an expired token: 401) closes it for good, so open a new
         // one, which asks token() again.
-        if (source.readyState === EventSource.CLOSED && !closed) {
+        if (source.readyState === EventSource.CLOSED) {
           this.onError(new Error('event stream closed; reopening'));
           retry = setTimeout(open, 2000);
         }
@@ -143,56 +429,6 @@ export class Presence {
     return stream;
   }
 
-  async beat() {
-    clearTimeout(this.timer);
-    this.timer = null;
-    let delay = this.intervalMs;
-    try {
-      this.inflight = this.post('/api/chat/heartbeat/', { session_id: this.sessionId });
-      const answer = await this.inflight;
-      if (!this.running) return;  // logged out meanwhile
-      this.lastBeat = Date.now();
-      if (answer.heartbeat_interval_seconds > 0) {
-        this.intervalMs = answer.heartbeat_interval_seconds * 1000;
-        delay = this.intervalMs;
-      }
-      this.onHeartbeat(answer);
-    } catch (error) {
-      if (!this.running) return;  // logged out meanwhile
-      this.onError(error);
-      if (error.status === 401) {
-        // A new token is needed; try again at the normal pace.
-      } else {
-        delay = Math.min(this.intervalMs, 15000);  // presence-rest or presenced down
-      }
-    } finally {
-      this.inflight = null;
-    }
-    if (this.running && document.visibilityState !== 'hidden') {
-      this.timer = setTimeout(() => this.beat(), delay);
-    }
-  }
-
-  visibilityChanged() {
-    if (!this.running) return;
-    if (document.visibilityState === 'hidden') {
-      clearTimeout(this.timer);  // paused: the window runs out on its own
-      this.timer = null;
-    } else if (this.timer === null || Date.now() - this.lastBeat > 1000) {
-      this.beat();  // back: online again at once
-    }
-  }
-
-  markOfflineBeacon() {
-    if (!this.running || !navigator.sendBeacon) return;
-    // A beacon cannot carry headers: the token goes in the query (RFC 6750
-    // 2.3). text/plain keeps it a simple request; the body is JSON all the same.
-    const url = this.baseUrl + '/api/chat/mark-offline/?access_token=' +
-        encodeURIComponent(this.token() || '');
-    const body = new Blob([JSON.stringify({ session_id: this.sessionId })], { type: 'text/plain' });
-    navigator.sendBeacon(url, body);
-  }
-
   async post(path, body, extra = {}) {
     const response = await fetch(this.baseUrl + path, {
       method: 'POST',
@@ -200,7 +436,13 @@ export class Presence {
       body: JSON.stringify(body),
       ...extra,
     });
-    const answer = await response.json().catch(() => ({}));
+    const text = await response.text().catch(() => '');
+    let answer = {};
+    try {
+      answer = parseJSON(text);
+    } catch (e) {
+      // not JSON (a proxy's error page): the status says enough
+    }
     if (!response.ok) {
       const error = new Error(answer.error || ('HTTP ' + response.status));
       error.status = response.status;

@@ -4,18 +4,25 @@
 Starts presenced, presence-rest and chromedriver, then drives the page over
 the W3C WebDriver protocol with nothing but the standard library:
 
-- presence.js beats at once on start: the viewer's own dot turns green;
-- a heartbeat of another user (over REST) turns that user's dot green, live,
-  through the SSE stream; a logout turns it gray;
-- a tab shown again after being hidden beats at once, not at its next
-  interval; a hidden tab stops beating (with a 2 s window, it expires);
-- the page's Log out button marks the tab offline;
-- leaving the page sends the mark-offline beacon.
+- the page says who you are, shows others live through the SSE stream
+  ("online", "last seen just now" with the exact time as a title), and
+  counts who is online;
+- logout ends this browser's session in every tab, and only it: the user's
+  other device stays online; the other tabs stop beating;
+- closing one of two tabs keeps the browser online; closing the last sends
+  the mark-offline beacon;
+- a tab shown again beats by the product's rule (more than 1 minute since
+  the last heartbeat), else resumes its schedule: checked with a fake clock
+  and fake timers injected into presence.js, against the real servers;
+- a hidden tab stops beating (with a 2 s window, it expires);
+- the page shows "reconnecting" when presence-rest loses presenced (its
+  `stale` event) or the page loses presence-rest, and live again after;
+- user ids beyond 2^53 stay exact.
 
 Where only presence.js may make a user offline, presenced runs with a 60 s
 window, so that expiry cannot pass for it.
 
-Usage: page_test.py PRESENCED PRESENCE_REST
+Usage: page_test.py PRESENCED PRESENCE_REST [unittest args]
 """
 import base64
 import hashlib
@@ -77,8 +84,10 @@ def start(argv, banner, log_path, timeout=30):
 
     def address():
         if process.poll() is not None:
-            raise AssertionError(f"{argv[0]} exited: {open(log_path).read()}")
-        match = re.search(banner + r" ([0-9.]+:[0-9]+)", open(log_path).read())
+            with open(log_path) as log:
+                raise AssertionError(f"{argv[0]} exited: {log.read()}")
+        with open(log_path) as log:
+            match = re.search(banner + r" ([0-9.]+:[0-9]+)", log.read())
         return match and match.group(1)
     return process, wait_for(address, timeout, f"{argv[0]} to serve")
 
@@ -123,6 +132,25 @@ class WebDriver:
         return self.call("POST", f"/session/{self.session}/execute/sync",
                          {"script": script, "args": list(args)})
 
+    def run_async(self, script, *args):
+        """Runs `script`, which calls arguments[arguments.length - 1] when done."""
+        return self.call("POST", f"/session/{self.session}/execute/async",
+                         {"script": script, "args": list(args)})
+
+    def window(self):
+        return self.call("GET", f"/session/{self.session}/window")
+
+    def new_tab(self):
+        """Opens a tab of the same browser (same profile, same localStorage)
+        and switches to it; returns its handle."""
+        handle = self.call("POST", f"/session/{self.session}/window/new",
+                           {"type": "tab"})["handle"]
+        self.switch(handle)
+        return handle
+
+    def switch(self, handle):
+        self.call("POST", f"/session/{self.session}/window", {"handle": handle})
+
     def quit(self):
         self.call("DELETE", f"/session/{self.session}")
 
@@ -132,10 +160,57 @@ const li = document.querySelector(`li[data-user="${arguments[0]}"]`);
 return li ? getComputedStyle(li.querySelector('.dot')).backgroundColor : null;
 """
 
+ROW = """
+const li = document.querySelector(`li[data-user="${arguments[0]}"]`);
+if (!li) return null;
+const time = li.querySelector('time');
+return {name: li.querySelector('.name').textContent, seen: time.textContent,
+        datetime: time.getAttribute('datetime'), title: time.getAttribute('title')};
+"""
+
+TEXT = "return document.getElementById(arguments[0]).textContent"
+
 SET_VISIBILITY = """
 Object.defineProperty(document, 'visibilityState', {value: arguments[0], configurable: true});
 document.dispatchEvent(new Event('visibilitychange'));
 """
+
+# Counts this tab's heartbeat requests; fetch is called synchronously from
+# presence.js's beat(), so a check right after an event is not racy.
+SPY_HEARTBEATS = """
+window.heartbeatsSent = 0;
+const fetch = window.fetch;
+window.fetch = (url, ...rest) => {
+  if (String(url).includes('/heartbeat/')) window.heartbeatsSent++;
+  return fetch(url, ...rest);
+};
+"""
+
+# A Presence with a fake clock and fake timers, talking to the real servers.
+FAKE_CLOCK_PRESENCE = """
+const [token, done] = arguments;
+import('/presence.js').then(({ Presence }) => {
+  window.fakeNow = 1000000;
+  window.timers = new Map();
+  let next = 0;
+  window.beats = 0;
+  window.presence = new Presence({
+    token, sessionId: 'clock-test',
+    now: () => window.fakeNow,
+    setTimeout: (fn, ms) => { timers.set(++next, { fn, at: window.fakeNow + ms }); return next; },
+    clearTimeout: (id) => timers.delete(id),
+    onHeartbeat: () => window.beats++,
+  });
+  done(true);
+});
+"""
+
+# In one script: the heartbeat may be answered before a second one runs.
+SHOW_AND_SAY_IF_BEATING = SET_VISIBILITY.replace("arguments[0]", "'visible'") + """
+return presence.inflight !== null;
+"""
+
+PENDING_TIMERS = "return [...window.timers.values()].map((t) => t.at)"
 
 
 class PageTest(unittest.TestCase):
@@ -150,24 +225,38 @@ class PageTest(unittest.TestCase):
         with open(os.path.join(self.dir, "secret"), "wb") as f:
             f.write(SECRET)
 
-    def start_servers(self, heartbeat_interval, online_window):
-        presenced, address = start(
-            [self.presenced_path, "--listen=127.0.0.1:0", "--db=" + os.path.join(self.dir, "p.db"),
-             "--heartbeat_interval=" + heartbeat_interval, "--online_window=" + online_window],
+    def start_presenced(self, listen="127.0.0.1:0"):
+        self.presenced, self.presenced_address = start(
+            [self.presenced_path, "--listen=" + listen, "--db=" + os.path.join(self.dir, "p.db"),
+             "--heartbeat_interval=" + self.heartbeat_interval,
+             "--online_window=" + self.online_window],
             "serving on", os.path.join(self.dir, "presenced.log"))
-        self.processes.append(presenced)
-        rest, rest_address = start(
-            [self.rest_path, "--listen=127.0.0.1:0", "--server=" + address,
+        self.processes.append(self.presenced)
+
+    def start_rest(self, listen="127.0.0.1:0"):
+        self.rest_process, rest_address = start(
+            [self.rest_path, "--listen=" + listen, "--server=" + self.presenced_address,
              "--jwt_secret_file=" + os.path.join(self.dir, "secret")], "serving on",
             os.path.join(self.dir, "presence-rest.log"))
-        self.processes.append(rest)
+        self.processes.append(self.rest_process)
+        self.rest_address = rest_address
         self.rest = "http://" + rest_address
+
+    def start_servers(self, heartbeat_interval, online_window):
+        self.heartbeat_interval, self.online_window = heartbeat_interval, online_window
+        self.start_presenced()
+        self.start_rest()
         driver_port = free_port()
         self.processes.append(subprocess.Popen(
             [CHROMEDRIVER, f"--port={driver_port}"], stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL))
         wait_for(lambda: self.driver_ready(driver_port), 30, "chromedriver")
         self.browser = WebDriver(driver_port, os.path.join(self.dir, "profile"))
+
+    def stop(self, process):
+        process.terminate()
+        process.wait(timeout=30)
+        self.processes.remove(process)
 
     def driver_ready(self, port):
         try:
@@ -192,44 +281,157 @@ class PageTest(unittest.TestCase):
         self.assertEqual(status, 200, body)
         return body["online_users"]
 
+    def post(self, path, user, body=None):
+        status, answer = http("POST", self.rest + path, body or {}, bearer=token(user))
+        self.assertEqual(status, 200, answer)
+        return answer
+
     def dot(self, user):
-        return self.browser.run(DOT_COLOR, user)
+        return self.browser.run(DOT_COLOR, str(user))
+
+    def text(self, element_id):
+        return self.browser.run(TEXT, element_id)
 
     def test_page_shows_live_presence_with_presence_js(self):
         # A long window: only presence.js's own calls can make anyone offline.
         self.start_servers("20s", "60s")
         self.browser.get(f"{self.rest}/#token={token(7)}")
+        self.assertEqual(self.text("me-name"), "user 7")
         # presence.js beat at once: the viewer is online, and sees it.
         wait_for(lambda: self.dot(7) == GREEN, 10, "the viewer's dot to turn green")
         self.assertIn(7, self.online_users())
+        self.assertEqual(self.browser.run(ROW, "7")["name"], "user 7 (you)")
+        wait_for(lambda: self.text("status") == "You are online.", 10, "the viewer's status")
+        wait_for(lambda: self.text("count") == "1 person online", 10, "the count of 1")
 
         # Someone else's heartbeat turns their dot green, live; their logout
-        # turns it gray.
+        # turns it gray, "last seen just now", with the exact time on hover.
         self.assertIsNone(self.dot(42))
-        status, body = http("POST", self.rest + "/api/chat/heartbeat/", {}, bearer=token(42))
-        self.assertEqual(status, 200, body)
+        self.post("/api/chat/heartbeat/", 42)
         wait_for(lambda: self.dot(42) == GREEN, 10, "user 42's dot to turn green")
-        status, body = http("POST", self.rest + "/api/chat/mark-offline/", bearer=token(42))
-        self.assertEqual(status, 200, body)
+        row = self.browser.run(ROW, "42")
+        self.assertEqual(row["seen"], "online")
+        self.assertTrue(row["title"].startswith("online since "), row)
+        self.assertEqual(self.text("count"), "2 people online")
+        self.post("/api/chat/mark-offline/", 42)
         wait_for(lambda: self.dot(42) == GRAY, 10, "user 42's dot to turn gray")
+        row = self.browser.run(ROW, "42")
+        self.assertEqual(row["seen"], "last seen just now")
+        self.assertTrue(row["title"].startswith("last seen "), row)
+        self.assertRegex(row["datetime"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+        self.assertEqual(self.text("count"), "1 person online")
+        self.assertEqual(self.text("connection"), "· live")
 
-        # Shown again after being hidden, the tab beats at once, not at its
-        # next interval (20 s away): end the viewer's sessions while the tab
-        # is hidden, and it must come back within seconds when shown.
-        self.browser.run(SET_VISIBILITY, "hidden")
-        status, body = http("POST", self.rest + "/api/chat/mark-offline/", bearer=token(7))
-        self.assertEqual(status, 200, body)
-        wait_for(lambda: self.dot(7) == GRAY, 10, "the viewer gray while hidden")
-        self.browser.run(SET_VISIBILITY, "visible")
-        wait_for(lambda: self.dot(7) == GREEN, 5, "the viewer back online at once")
-
-        # The Log out button marks this tab's session offline now (and stops
-        # the page's heartbeats and stream).
+        # The Log out button marks this browser's session offline now (and
+        # stops the page's heartbeats and stream).
         self.browser.run("document.getElementById('logout').click();")
         wait_for(lambda: 7 not in self.online_users(), 10, "user 7 offline after logout")
-        wait_for(lambda: self.browser.run(
-            "return document.getElementById('status').textContent") == "Logged out.",
-            10, "the page to say it logged out")
+        wait_for(lambda: self.text("status") == "Logged out.", 10, "the page to say it logged out")
+
+    def test_logout_ends_every_tab_of_this_browser_and_no_other_device(self):
+        self.start_servers("20s", "60s")
+        first = self.browser.window()
+        self.browser.get(f"{self.rest}/#token={token(7)}")
+        wait_for(lambda: self.text("status") == "You are online.", 10, "tab 1 online")
+        session = self.browser.run("return JSON.parse(localStorage['presence.session']).id")
+        second = self.browser.new_tab()
+        self.browser.get(f"{self.rest}/#token={token(7)}")
+        wait_for(lambda: self.text("status") == "You are online.", 10, "tab 2 online")
+        # One session for the browser: tab 2 beats on tab 1's.
+        self.assertEqual(
+            self.browser.run("return JSON.parse(localStorage['presence.session']).id"), session)
+        self.browser.run(SPY_HEARTBEATS)
+        # The user's phone.
+        self.post("/api/chat/heartbeat/", 7, {"session_id": "phone"})
+
+        self.browser.switch(first)
+        self.browser.run("document.getElementById('logout').click();")
+        wait_for(lambda: self.text("status") == "Logged out.", 10, "tab 1 logged out")
+        # The phone keeps the user online.
+        self.assertIn(7, self.online_users())
+
+        # Tab 2 heard of it, and stopped: shown again, it does not beat.
+        self.browser.switch(second)
+        wait_for(lambda: self.text("status") == "Logged out in another tab.", 10,
+                 "tab 2 to learn of the logout")
+        self.browser.run(SET_VISIBILITY, "hidden")
+        self.browser.run(SET_VISIBILITY, "visible")
+        self.assertEqual(self.browser.run("return window.heartbeatsSent"), 0)
+
+        # Without the phone, the user is offline: the browser's session
+        # (both tabs) was ended, and the 60 s window cannot have passed.
+        answer = self.post("/api/chat/mark-offline/", 7, {"session_id": "phone"})
+        self.assertEqual(answer["sessions_ended"], 1, answer)
+        self.assertFalse(answer["still_online"], answer)
+        self.assertNotIn(7, self.online_users())
+
+    def test_leaving_the_last_tab_marks_the_browser_offline(self):
+        # A long window: user 8 goes offline within the test only if the
+        # pagehide beacon arrives.
+        self.start_servers("20s", "60s")
+        first = self.browser.window()
+        self.browser.get(f"{self.rest}/#token={token(8)}")
+        wait_for(lambda: self.text("status") == "You are online.", 10, "tab 1 online")
+        self.browser.new_tab()
+        self.browser.get(f"{self.rest}/#token={token(8)}")
+        wait_for(lambda: self.text("status") == "You are online.", 10, "tab 2 online")
+        # Leaving tab 2 while tab 1 is open: no beacon (pagehide runs before
+        # the navigation ends, so the mark is there when get() returns).
+        self.browser.run("""
+            const send = navigator.sendBeacon.bind(navigator);
+            navigator.sendBeacon = (...args) => {
+              localStorage.setItem('test.beacon', 'sent');
+              return send(...args);
+            };""")
+        self.browser.get(f"{self.rest}/nothing-here")
+        self.assertIsNone(self.browser.run("return localStorage.getItem('test.beacon')"))
+        self.assertIn(8, self.online_users())
+        # Leaving tab 1, the last: the beacon ends the session.
+        self.browser.switch(first)
+        self.browser.get("about:blank")
+        wait_for(lambda: 8 not in self.online_users(), 10, "user 8 offline by the beacon")
+
+    def test_a_tab_shown_again_beats_by_the_products_rule(self):
+        # The product's timings, on a fake clock: nothing waits for them.
+        self.start_servers("2m", "5m")
+        self.browser.get(f"{self.rest}/")
+        self.assertTrue(self.browser.run_async(FAKE_CLOCK_PRESENCE, token(9)))
+        self.browser.run("presence.start()")
+        wait_for(lambda: self.browser.run("return beats") == 1, 10, "the first heartbeat")
+        self.assertIn(9, self.online_users())
+        # The server's interval (120 s) sets the next beat.
+        self.assertEqual(self.browser.run(PENDING_TIMERS), [1000000 + 120000])
+
+        self.browser.run(SET_VISIBILITY, "hidden")
+        self.assertEqual(self.browser.run(PENDING_TIMERS), [])
+
+        # Shown 30 s after the last heartbeat: no heartbeat now, the next one
+        # where it was due.
+        self.browser.run("fakeNow += 30000")
+        self.assertFalse(self.browser.run(SHOW_AND_SAY_IF_BEATING))
+        self.assertEqual(self.browser.run("return beats"), 1)
+        self.assertEqual(self.browser.run(PENDING_TIMERS), [1000000 + 120000])
+
+        # Shown 61 s after it: a heartbeat at once. The session was ended
+        # meanwhile, so only that heartbeat can bring the user back.
+        self.browser.run(SET_VISIBILITY, "hidden")
+        self.browser.run("fakeNow += 31000")
+        self.post("/api/chat/mark-offline/", 9)
+        self.assertNotIn(9, self.online_users())
+        self.assertTrue(self.browser.run(SHOW_AND_SAY_IF_BEATING))
+        wait_for(lambda: self.browser.run("return beats") == 2, 10, "the heartbeat on show")
+        self.assertIn(9, self.online_users())
+        self.assertEqual(self.browser.run(PENDING_TIMERS), [1061000 + 120000])
+
+        # The timer, when due, beats.
+        self.post("/api/chat/mark-offline/", 9)
+        self.browser.run("""
+            fakeNow = 1061000 + 120000;
+            const [id, timer] = [...timers.entries()][0];
+            timers.delete(id);
+            timer.fn();""")
+        wait_for(lambda: self.browser.run("return beats") == 3, 10, "the scheduled heartbeat")
+        self.assertIn(9, self.online_users())
 
     def test_a_hidden_tab_stops_beating(self):
         # A short window, so that a tab that stopped beating expires in the test.
@@ -242,14 +444,66 @@ class PageTest(unittest.TestCase):
         self.browser.run(SET_VISIBILITY, "visible")
         wait_for(lambda: self.dot(7) == GREEN, 10, "the viewer back online")
 
-    def test_leaving_the_page_marks_the_tab_offline(self):
-        # A long window: user 8 goes offline within the test only if the
-        # pagehide beacon arrives.
+    def connection(self):
+        return self.browser.run("""
+            const c = document.getElementById('connection');
+            return c.dataset.state + ' ' + c.textContent;""")
+
+    def test_reconnecting_while_presence_rest_has_lost_presenced(self):
         self.start_servers("20s", "60s")
-        self.browser.get(f"{self.rest}/#token={token(8)}")
-        wait_for(lambda: 8 in self.online_users(), 10, "user 8 online")
-        self.browser.get("about:blank")
-        wait_for(lambda: 8 not in self.online_users(), 10, "user 8 offline by the beacon")
+        self.browser.get(f"{self.rest}/#token={token(7)}")
+        wait_for(lambda: self.dot(7) == GREEN, 10, "the viewer online")
+        self.assertEqual(self.connection(), "live · live")
+        self.stop(self.presenced)
+        # presence-rest's `event: stale` on losing its upstream.
+        wait_for(lambda: self.connection() == "stale · reconnecting…", 15,
+                 "the page to show reconnecting (is presence-rest sending `event: stale`?)")
+        self.assertIn("stale", self.browser.run("return document.body.className"))
+        self.start_presenced(self.presenced_address)
+        wait_for(lambda: self.connection() == "live · live", 30, "the page live again")
+        self.assertEqual(self.dot(7), GREEN)
+
+    def test_reconnecting_while_the_page_has_lost_presence_rest(self):
+        self.start_servers("20s", "60s")
+        self.browser.get(f"{self.rest}/#token={token(7)}")
+        wait_for(lambda: self.dot(7) == GREEN, 10, "the viewer online")
+        self.stop(self.rest_process)
+        wait_for(lambda: self.connection() == "stale · reconnecting…", 15,
+                 "the page to show reconnecting")
+        self.start_rest(self.rest_address)
+        # EventSource reconnects by itself and gets a fresh snapshot.
+        wait_for(lambda: self.connection() == "live · live", 30, "the page live again")
+        self.post("/api/chat/heartbeat/", 42)
+        wait_for(lambda: self.dot(42) == GREEN, 10, "changes flowing again")
+
+    def test_ids_beyond_2_53_stay_exact(self):
+        self.start_servers("20s", "60s")
+        self.browser.get(f"{self.rest}/")
+        # presence.js's parser, on the text presence-rest writes.
+        parsed = self.browser.run_async("""
+            const done = arguments[0];
+            import('/presence.js').then(({ parseJSON }) => done(parseJSON(
+                '{"online_users":[5,9007199254740993,9223372036854775807],"at":"12345678901234567"}')));
+        """)
+        self.assertEqual(parsed, {"online_users": [5, "9007199254740993", "9223372036854775807"],
+                                  "at": "12345678901234567"})
+        # End to end: 2^53 + 1 as a string claim (a JSON number would be
+        # rounded by any JSON parser on the way).
+        big = "9007199254740993"
+        self.browser.get("about:blank")  # else only the fragment changes: no reload
+        self.browser.get(f"{self.rest}/#token={token(big)}")
+        self.assertEqual(self.text("me-name"), "user " + big)
+        wait_for(lambda: self.text("status") == "You are online.", 10, "the big id online")
+        status, body = urllib_raw(self.rest + "/api/chat/online-users/", token(1))
+        self.assertIn(big.encode(), body, "presence-rest rounds ids beyond 2^53 in JSON")
+        wait_for(lambda: self.dot(big) == GREEN, 10,
+                 "the row of user 9007199254740993 (does presence-rest write exact ids?)")
+
+
+def urllib_raw(url, bearer):
+    request = urllib.request.Request(url, headers={"Authorization": "Bearer " + bearer})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, response.read()
 
 
 if __name__ == "__main__":
