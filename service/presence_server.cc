@@ -302,11 +302,17 @@ absl::Status PresenceServer::Listen() {
           credentials);
   builder.SetOption(std::make_unique<ReflectionOption>(options_.reflection));
   builder.RegisterService(service_.get());
+  // v1 with v1alpha, which answers it: a client sees both or neither.
+  if (options_.reflection) {
+    reflection_v1_ = std::make_unique<ReflectionV1Service>();
+    builder.RegisterService(reflection_v1_.get());
+  }
   server_ = builder.BuildAndStart();
   if (server_ == nullptr) {
     return absl::UnavailableError(
         absl::StrCat("cannot start the gRPC server for ", options_.listen));
   }
+  if (reflection_v1_ != nullptr) reflection_v1_->Attach(server_.get());
   address_ = absl::StrCat(options_.listen.substr(0, options_.listen.rfind(':')),
                           ":", listener_->port());
   // Registers our service's name; UpdateHealth() then sets every name.

@@ -24,6 +24,7 @@
 #include "service/presence_registry.h"
 #include "service/presence_service.h"
 #include "service/presence_store.h"
+#include "service/reflection_v1.h"
 #include "service/request_validation.h"
 #include "service/store_writer.h"
 #include "service/tls_files.h"
@@ -53,7 +54,9 @@ struct ServerOptions {
   // needs a caller's token, checked on its headers before its message is
   // read; must outlive the server.
   const CallerAuth* auth = nullptr;
-  // Serve grpc.reflection.v1alpha.
+  // Serve server reflection: grpc.reflection.v1alpha (gRPC's) and
+  // grpc.reflection.v1 (relayed to it), both or neither. With `auth` they
+  // need a token like every call.
   bool reflection = true;
   // A new session beyond this many of one user ends the user's oldest one.
   int max_sessions_per_user = 32;
@@ -140,6 +143,7 @@ class PresenceServer {
   std::unique_ptr<EventHub> hub_;
   std::unique_ptr<PresenceRegistry> registry_;
   std::unique_ptr<PresenceServiceImpl> service_;
+  std::unique_ptr<ReflectionV1Service> reflection_v1_;  // null without
   std::unique_ptr<ConnectionListener> listener_;
   std::unique_ptr<grpc::Server> server_;
   std::string address_;
