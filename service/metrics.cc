@@ -248,6 +248,16 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
     out.push_back(std::move(calls));
   }
 
+  if (sources_.serving) {
+    // The health service is what load balancers and orchestrators see; a
+    // gauge of it lets an alert fire on NOT_SERVING without a gRPC prober.
+    out.push_back(
+        Single("presence_serving",
+               "1 while grpc.health.v1 says SERVING (the store is healthy and "
+               "presenced is not shutting down), 0 while it says NOT_SERVING.",
+               MetricType::Gauge, sources_.serving() ? 1.0 : 0.0));
+  }
+
   MetricFamily build =
       Family("presence_build_info", "Always 1; the version of presenced.",
              MetricType::Gauge);

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <tuple>
 #include <vector>
@@ -133,6 +134,8 @@ struct MetricsSources {
   const StoreWriter* writer = nullptr;
   // Null without --auth_tokens_file.
   const CallerAuth* auth = nullptr;
+  // Whether the health service says SERVING; null: not exported.
+  std::function<bool()> serving;
 };
 
 // Every metric of presenced, for the MetricsServer: what

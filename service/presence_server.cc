@@ -243,6 +243,11 @@ absl::Status PresenceServer::ServeMetrics() {
   sources.hub = hub_.get();
   sources.writer = writer_.get();
   sources.auth = options_.auth;
+  // The metrics server stops before this object goes (Shutdown).
+  sources.serving = [this] {
+    absl::MutexLock lock(&health_mu_);
+    return Serving();
+  };
   PRESENCE_ASSIGN_OR_RETURN(
       metrics_server_,
       MetricsServer::Start(options_.metrics_listen,
@@ -338,7 +343,7 @@ void PresenceServer::UpdateHealth() {
   // A check that ignored the store would send traffic to a presenced that
   // answers every change UNAVAILABLE (commit mode) or cannot keep it
   // (async mode). Reads alone would still be served.
-  health_->SetServingStatus(store_healthy_ && !shutting_down_);
+  health_->SetServingStatus(Serving());
 }
 
 void PresenceServer::SweepLoop() {

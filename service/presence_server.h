@@ -133,6 +133,10 @@ class PresenceServer {
   // Called by the writer thread when commits start failing or succeed again.
   void OnStoreHealthChange(const absl::Status& status);
   void UpdateHealth() ABSL_EXCLUSIVE_LOCKS_REQUIRED(health_mu_);
+  // What the health service says: SERVING or not.
+  bool Serving() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(health_mu_) {
+    return store_healthy_ && !shutting_down_;
+  }
 
   const ServerOptions options_;
   const Clock& clock_;

@@ -567,6 +567,25 @@ TEST_F(MetricsInProcessTest, PendingChangesWaitForTheAsyncCommit) {
   EXPECT_THAT(s.Get(kRequests, Call("Heartbeat", "OK")), Optional(2));
 }
 
+// presence_serving follows the health service: 1, then 0 once the database
+// is deleted under presenced (health NOT_SERVING, changes refused), so an
+// alert can fire on it without a gRPC prober.
+TEST_F(MetricsInProcessTest, ServingFollowsTheHealthService) {
+  Start();
+  ASSERT_TRUE(client_->Heartbeat(1).ok());
+  EXPECT_THAT(Get().Get("presence_serving"), Optional(1));
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    const std::string file = dir_.File("presence.db") + suffix;
+    ASSERT_EQ(unlink(file.c_str()), 0) << file;
+  }
+  Scrape s = ScrapeUntil(server_->metrics_address(), [](const Scrape& s) {
+    return s.Get("presence_serving") == 0;
+  });
+  EXPECT_THAT(s.Get("presence_serving"), Optional(0));
+  EXPECT_EQ(client_->Heartbeat(2).status().code(),
+            absl::StatusCode::kUnavailable);
+}
+
 TEST(MetricsTest, OffByDefault) {
   TempDir dir;
   RunningPresenced server = StartPresenced({"--db=" + dir.File("p.db")});
