@@ -28,7 +28,10 @@ packages=(
   faketime  # tests/clock_step_test: libfaketime steps the wall clock of a running presenced
   python3-hyperframe python3-hpack  # tests/hostile: raw HTTP/2 frames past the stream limit
   util-linux  # tests/hostile: prlimit, presenced under a low open-file limit
-  prometheus python3-yaml  # tests/ops: promtool checks and unit-tests the alert rules; the test reads YAML
+  # tests/ops: promtool checks and unit-tests the alert rules; the test reads
+  # YAML. On a machine with systemd the package also starts a Prometheus
+  # service (on :9090); the tests do not use it.
+  prometheus python3-yaml
 )
 if [ "${1:-}" = "--bench" ]; then
   # load generators, the Redis baseline, the chart, the classic-SQL script

@@ -1100,6 +1100,12 @@ absl::Duration CpuTime(pid_t pid) {
 // instead of spinning and logging each failure; once descriptors are free,
 // it serves again at once.
 TEST_F(RestTest, BacksOffWhenOutOfFileDescriptors) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  // Sanitizer runtimes need descriptors of their own: UBSan's vptr check
+  // probes memory through a pipe and, unable to make one, reports a valid
+  // object (a Boost.System error category) as invalid and aborts.
+  GTEST_SKIP() << "needs a build without sanitizers";
+#endif
   rest_->Signal(SIGTERM);
   ASSERT_EQ(rest_->Wait().code, 0);
   rest_ = std::make_unique<Subprocess>(std::vector<std::string>{
