@@ -23,7 +23,6 @@ class CorsPolicy {
   bool Allows(absl::string_view origin) const;
   bool enabled() const { return !origins_.empty(); }
 
-  static constexpr char kAllowMethods[] = "GET, POST";
   static constexpr char kAllowHeaders[] =
       "Authorization, Content-Type, X-Presence-Session";
   // How long a browser may cache a preflight's answer. Browsers cap it

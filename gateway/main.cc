@@ -47,7 +47,7 @@ ABSL_FLAG(std::string, cors_origins, "",
 ABSL_FLAG(std::string, metrics_listen, "",
           "HOST:PORT to serve Prometheus metrics on, at /metrics. Empty: no "
           "metrics.");
-ABSL_FLAG(absl::Duration, upstream_check_interval, absl::Seconds(2),
+ABSL_FLAG(absl::Duration, upstream_check_interval, absl::Seconds(1),
           "While the WatchPresence stream is live, presenced must answer a "
           "small call this often, within the same time; otherwise the stream "
           "counts as lost (a hung presenced sends no error).");

@@ -22,6 +22,10 @@
 
 namespace presence::rest {
 
+// What event streams are told while presenced is out of reach.
+constexpr char kStaleReason[] =
+    "the presence service is unreachable; reconnecting";
+
 namespace asio = boost::asio;
 
 class RestServer::Impl {
@@ -108,8 +112,11 @@ class RestServer::Impl {
     callbacks.on_change = [this](const v1::PresenceChange& change) {
       fanout_.ApplyChange(change);
     };
-    callbacks.on_lost = [this](const std::string& reason) {
-      fanout_.MarkStale(reason);
+    // Browsers learn that the view is stale, not why: the reason names
+    // presenced's address and presence-rest's flags, which is for the log
+    // and /healthz (an operator's endpoint), not for every page.
+    callbacks.on_lost = [this](const std::string&) {
+      fanout_.MarkStale(kStaleReason);
     };
     return callbacks;
   }

@@ -38,7 +38,7 @@ struct RestOptions {
   absl::Duration request_timeout = absl::Seconds(30);
   // While the watch is live, presenced must answer a small call this often
   // (see UpstreamOptions::check_interval).
-  absl::Duration upstream_check_interval = absl::Seconds(2);
+  absl::Duration upstream_check_interval = absl::Seconds(1);
 };
 
 // An HTTP server on one I/O thread (Boost.Beast): requests, responses and

@@ -14,6 +14,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "service/bearer.h"
 #include "service/request_validation.h"
+#include "service/status_macros.h"
 
 namespace presence::rest {
 namespace {
@@ -73,6 +74,31 @@ std::optional<Route> FindRoute(absl::string_view path) {
   return std::nullopt;
 }
 
+// A session id chosen by a frontend (a UUID, random base64url): 1 to 128 of
+// [A-Za-z0-9._:-], the rule presence_django applies to the same header, so
+// that both backends accept the same ids. Stricter than presenced's
+// (printable ASCII): no spaces or quotes reach its logs. `where` names the
+// header or the body field in the error.
+absl::Status CheckSessionId(absl::string_view value, absl::string_view where) {
+  if (value.empty() || value.size() > kMaxSessionIdBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, " must be 1 to ", kMaxSessionIdBytes, " characters, got ",
+        value.size(), "; send none for the user's default session"));
+  }
+  for (size_t i = 0; i < value.size(); ++i) {
+    const char c = value[i];
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' &&
+        c != '_' && c != ':' && c != '-') {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where,
+                       " may hold only letters, digits and . _ : -; "
+                       "character ",
+                       i + 1, " is not one of them"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // The caller's presence session: the X-Presence-Session header, else the
 // body's {"session_id": "..."}, else "" (the default session for a
 // heartbeat, every session for mark-offline). The body may carry other
@@ -82,32 +108,7 @@ absl::StatusOr<std::string> SessionOf(const Request& request) {
   auto header = request.find(kSessionHeader);
   if (header != request.end()) {
     absl::string_view value = View(header->value());
-    if (value.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          kSessionHeader,
-          " is empty; send a session id, or no header for the user's "
-          "default session"));
-    }
-    // A tab or device id chosen by a frontend (a UUID, random base64url):
-    // 1 to 128 of [A-Za-z0-9._:-], the rule presence_django applies to the
-    // same header, so that both backends accept the same ids. Stricter than
-    // presenced's (printable ASCII): no spaces or quotes in logs.
-    if (value.size() > kMaxSessionIdBytes) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(kSessionHeader, " must be at most ", kMaxSessionIdBytes,
-                       " characters, got ", value.size()));
-    }
-    for (size_t i = 0; i < value.size(); ++i) {
-      const char c = value[i];
-      if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' &&
-          c != '_' && c != ':' && c != '-') {
-        return absl::InvalidArgumentError(
-            absl::StrCat(kSessionHeader,
-                         " may hold only letters, digits and . _ : -; "
-                         "character ",
-                         i + 1, " is not one of them"));
-      }
-    }
+    PRESENCE_RETURN_IF_ERROR(CheckSessionId(value, kSessionHeader));
     return std::string(value);
   }
   if (absl::StripAsciiWhitespace(request.body()).empty()) return "";
@@ -122,6 +123,8 @@ absl::StatusOr<std::string> SessionOf(const Request& request) {
   if (it->second.kind_case() != google::protobuf::Value::kStringValue) {
     return absl::InvalidArgumentError("session_id must be a string");
   }
+  PRESENCE_RETURN_IF_ERROR(
+      CheckSessionId(it->second.string_value(), "session_id"));
   return it->second.string_value();
 }
 

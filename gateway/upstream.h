@@ -34,7 +34,7 @@ struct UpstreamOptions {
   // While the watch is live, presenced answers a small ListOnline this
   // often, within the same time: a presenced that hangs, or whose host died
   // without closing the connection, sends no error on the stream.
-  absl::Duration check_interval = absl::Seconds(2);
+  absl::Duration check_interval = absl::Seconds(1);
 };
 
 // Calls presenced with gRPC's callback API and follows one WatchPresence

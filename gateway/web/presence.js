@@ -15,8 +15,8 @@
 //   new Presence(options)
 //     token          the JWT, or a function returning it (asked before every
 //                    request, so a refreshed token is picked up)
-//     baseUrl        where presence-rest is ('' = this origin; it answers no
-//                    CORS preflight, so serve it on the page's origin)
+//     baseUrl        where presence-rest is ('' = this origin; another
+//                    origin must be in presence-rest's --cors_origins)
 //     sessionId      a fixed session id (default: one per browser, below)
 //     intervalSeconds  heartbeat period until the server names one (120)
 //     onHeartbeat(answer)  every successful heartbeat's answer
@@ -54,7 +54,13 @@
 // (hidden tabs too); an entry older than 3 minutes is a crashed tab. If a
 // crashed tab is wrongly counted, no beacon is sent and the session simply
 // expires at the end of its window. If an open tab is missed, the open tabs
-// see the session id go and beat at once on a new one.
+// see the session id go and beat at once on a new one. A page going into
+// the back/forward cache (pagehide with persisted) sends nothing. In a
+// multi-page app every navigation of the last tab is a close: the session
+// ends and the next page starts another (watchers see offline, then online).
+// The beacon carries the token in the query, which presence-rest accepts
+// and the Django app (SimpleJWT reads headers only) does not: there the
+// session ends at the end of its window instead.
 //
 // Hidden tabs: heartbeats pause while the tab is hidden. When it is shown
 // again it beats at once if the last successful heartbeat is more than 1
@@ -160,7 +166,7 @@ export class Presence {
     this.inflight = null;  // {sessionId, done} of the heartbeat being sent
     this.streams = new Set();
     this.onVisibility = () => this.visibilityChanged();
-    this.onPageHide = () => this.pageHidden();
+    this.onPageHide = (event) => this.pageHidden(event);
     this.onPageShow = (event) => this.pageShown(event);
     this.onStorage = (event) => this.storageChanged(event);
   }
@@ -278,11 +284,15 @@ export class Presence {
     return Object.keys(tabs).length;
   }
 
-  pageHidden() {
+  pageHidden(event) {
     if (!this.running) return;
     clearInterval(this.aliveTimer);
     this.aliveTimer = null;
     const others = this.unregisterTab();
+    // Into the back/forward cache, the page may come back (pageshow
+    // registers it again and beats): no beacon; if it never comes back, the
+    // session runs out at the end of its window.
+    if (event && event.persisted) return;
     if (others > 0 || !navigator.sendBeacon) return;
     const sessionId = this.sessionId;
     // Forgotten, so that a reload beats on a new session, which this beacon,
@@ -373,6 +383,7 @@ export class Presence {
     const presence = this;
     let source = null;
     let retry = null;
+    let reopenMs = 2000;
     let closed = false;
     const stream = {
       status: 'connecting',
@@ -398,6 +409,7 @@ export class Presence {
       source.addEventListener('snapshot', (event) => {
         const data = parseJSON(event.data);
         stream.status = 'live';
+        reopenMs = 2000;
         if (options.onSnapshot) options.onSnapshot(data.online_users, data.server_time);
       });
       source.addEventListener('change', (event) => {
@@ -419,8 +431,12 @@ export class Presence {
         // than 200 (an expired token: 401) closes it for good, so open a new
         // one, which asks token() again.
         if (source.readyState === EventSource.CLOSED) {
-          this.onError(new Error('event stream closed; reopening'));
-          retry = setTimeout(open, 2000);
+          this.onError(new Error('event stream closed; reopening in ' +
+                                 reopenMs / 1000 + ' s'));
+          retry = setTimeout(open, reopenMs);
+          // A token that stays expired must not cost a request every 2 s
+          // for ever: 2 s doubling to a minute, back to 2 s on a snapshot.
+          reopenMs = Math.min(reopenMs * 2, 60000);
         }
       };
     };
@@ -430,9 +446,13 @@ export class Presence {
   }
 
   async post(path, body, extra = {}) {
+    const headers = { 'Authorization': 'Bearer ' + (this.token() || ''), 'Content-Type': 'application/json' };
+    // The session in a header too: the Django app (presence_django) reads
+    // only the header, presence-rest either (the header first).
+    if (body && body.session_id) headers['X-Presence-Session'] = body.session_id;
     const response = await fetch(this.baseUrl + path, {
       method: 'POST',
-      headers: { 'Authorization': 'Bearer ' + (this.token() || ''), 'Content-Type': 'application/json' },
+      headers,
       body: JSON.stringify(body),
       ...extra,
     });

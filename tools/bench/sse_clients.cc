@@ -36,6 +36,7 @@
 #include "boost/beast/core.hpp"
 #include "boost/beast/http.hpp"
 #include "gateway/jwt.h"
+#include "service/host_port.h"
 
 ABSL_FLAG(std::string, rest, "127.0.0.1:8080", "presence-rest's HOST:PORT");
 ABSL_FLAG(int, rest_pid, 0, "presence-rest's pid, for /proc/PID/status");
@@ -199,11 +200,10 @@ int main(int argc, char** argv) {
   while (!secret.empty() && secret.back() == '\n') secret.pop_back();
 
   std::string rest = absl::GetFlag(FLAGS_rest);
-  int port = 0;
-  if (!absl::SimpleAtoi(rest.substr(rest.rfind(':') + 1), &port)) return 2;
-  tcp::endpoint endpoint(
-      asio::ip::make_address(rest.substr(0, rest.rfind(':'))),
-      static_cast<uint16_t>(port));
+  absl::StatusOr<presence::HostPort> address = presence::ParseHostPort(rest);
+  if (!address.ok()) return 2;
+  tcp::endpoint endpoint(asio::ip::make_address(address->host),
+                         static_cast<uint16_t>(address->port));
   const int pid = absl::GetFlag(FLAGS_rest_pid);
   const int count = absl::GetFlag(FLAGS_clients);
 

@@ -70,6 +70,7 @@
 #include "absl/time/time.h"
 #include "presence/client.h"
 #include "presence/watcher.h"
+#include "service/host_port.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051",
           "presenced's HOST:PORT (the proxy resolves HOST itself).");
@@ -113,6 +114,8 @@ ABSL_FLAG(absl::Duration, warmup, absl::ZeroDuration(),
 
 namespace {
 
+using presence::HostPort;
+using presence::ParseHostPort;
 using presence::v1::PresenceChange;
 using presence::v1::Snapshot;
 using presence::v1::WatchPresenceResponse;
@@ -210,13 +213,13 @@ class TcpProxy {
 
 absl::StatusOr<std::unique_ptr<TcpProxy>> TcpProxy::Start(
     const std::string& upstream) {
-  const size_t colon = upstream.rfind(':');
-  if (colon == std::string::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--server must be HOST:PORT, got ", upstream));
+  absl::StatusOr<HostPort> server = ParseHostPort(upstream);
+  if (!server.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--server: ", server.status().message(), ", got ", upstream));
   }
-  const std::string host = upstream.substr(0, colon);
-  const std::string port = upstream.substr(colon + 1);
+  const std::string& host = server->host;
+  const std::string port = std::to_string(server->port);
   addrinfo hints = {};
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* resolved = nullptr;

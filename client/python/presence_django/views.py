@@ -161,8 +161,9 @@ class PresenceView(APIView):
         """The presence session of this call ("" is the user's default
         session, or for mark-offline every session of the user)."""
         if isinstance(request.successful_authenticator, SessionAuthentication):
-            # A heartbeat creates the Django session if there is none yet,
-            # so that each browser is a session of its own.
+            # A session login always has a key; a custom backend that
+            # authenticated without one gets one, so that each browser
+            # is still a session of its own.
             django_session = request._request.session
             if not django_session.session_key:
                 django_session.save()
