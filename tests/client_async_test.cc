@@ -495,6 +495,9 @@ TEST_F(ClientAsyncTest, WatchPresenceAsyncDeliversInOrderUntilCancelled) {
         }
         ended.Notify();
       });
+  // The snapshot first: a heartbeat sent before presenced has registered
+  // the watcher would be in the snapshot, not a change of its own.
+  ASSERT_TRUE(log->AwaitMessages(1));
   ASSERT_TRUE(client_->Heartbeat(8).ok());
   ASSERT_TRUE(log->AwaitMessages(2));
   {
