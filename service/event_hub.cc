@@ -1,11 +1,11 @@
 #include "service/event_hub.h"
 
 #include <algorithm>
+#include <iterator>
 #include <utility>
 
 #include "absl/random/random.h"
 #include "absl/strings/str_format.h"
-#include "service/proto_time.h"
 
 namespace presence {
 namespace {
@@ -15,25 +15,24 @@ std::string NewEpoch() {
   return absl::StrFormat("%016x", absl::Uniform<uint64_t>(gen));
 }
 
-v1::Reason ToProto(PresenceEvent::Reason reason) {
-  switch (reason) {
-    case PresenceEvent::Reason::kHeartbeat:
-      return v1::REASON_HEARTBEAT;
-    case PresenceEvent::Reason::kMarkOffline:
-      return v1::REASON_MARK_OFFLINE;
-    case PresenceEvent::Reason::kExpired:
-      return v1::REASON_EXPIRED;
-  }
-  return v1::REASON_UNSPECIFIED;
+int DispatchThreads(int wanted) {
+  if (wanted > 0) return wanted;
+  return std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
 }
+
+// Wakes a dispatcher takes at once: small enough that a round of thousands
+// is shared between the dispatchers, large enough to take the lock rarely.
+constexpr size_t kWakeSlice = 32;
 
 }  // namespace
 
 EventHub::EventHub(const Clock& clock, Options options)
-    : clock_(clock),
-      options_(options),
-      epoch_(NewEpoch()),
-      dispatcher_([this] { DispatchLoop(); }) {}
+    : clock_(clock), options_(options), epoch_(NewEpoch()) {
+  const int threads = DispatchThreads(options_.dispatch_threads);
+  for (int i = 0; i < threads; ++i) {
+    dispatchers_.emplace_back([this] { DispatchLoop(); });
+  }
+}
 
 EventHub::~EventHub() { Stop(); }
 
@@ -42,23 +41,43 @@ void EventHub::SeedOnline(int64_t user_id) {
   online_.insert(user_id);
 }
 
+uint64_t EventHub::OldestKeptLocked() const {
+  const uint64_t size = static_cast<uint64_t>(options_.ring_size);
+  return last_sequence_ > size ? last_sequence_ - size + 1 : 1;
+}
+
+const SequencedEvent& EventHub::RingAt(uint64_t sequence) const {
+  return ring_[(sequence - 1) % static_cast<uint64_t>(options_.ring_size)];
+}
+
 void EventHub::Publish(const PresenceEvent& event) {
   absl::MutexLock lock(&mu_);
   const SequencedEvent e{++last_sequence_, event};
   ++events_[static_cast<size_t>(event.reason)];
-  ring_.push_back(e);
-  if (ring_.size() > static_cast<size_t>(options_.ring_size)) {
-    ring_.pop_front();
+  if (ring_.size() < static_cast<size_t>(options_.ring_size)) {
+    ring_.push_back(e);
+  } else {
+    ring_[(e.sequence - 1) % ring_.size()] = e;
   }
   if (event.online) {
     online_.insert(event.user_id);
   } else {
     online_.erase(event.user_id);
   }
-  for (WatchState* watch : everyone_) Deliver(*watch, e);
+  // Watches of everyone read the ring themselves: only the sleeping ones
+  // need this event's news, all of them in one move.
+  WakeParked();
   if (auto it = by_user_.find(event.user_id); it != by_user_.end()) {
     for (WatchState* watch : it->second) Deliver(*watch, e);
   }
+}
+
+void EventHub::WakeParked() {
+  if (parked_.empty()) return;
+  ++parked_round_;
+  absl::MutexLock lock(&wake_mu_);
+  ready_rounds_.push_back(std::move(parked_));
+  parked_.clear();  // a moved-from vector is valid but unspecified
 }
 
 void EventHub::Deliver(WatchState& watch, const SequencedEvent& e) {
@@ -77,7 +96,8 @@ void EventHub::Deliver(WatchState& watch, const SequencedEvent& e) {
 void EventHub::Wake(WatchState& watch) {
   if (watch.wake_pending) return;
   watch.wake_pending = true;
-  ready_.push_back(watch.sink);
+  absl::MutexLock lock(&wake_mu_);
+  ready_singles_.push_back(watch.sink);
 }
 
 absl::StatusOr<EventHub::WatchId> EventHub::Watch(
@@ -97,22 +117,25 @@ absl::StatusOr<EventHub::WatchId> EventHub::Watch(
       std::unique(watch->user_ids.begin(), watch->user_ids.end()),
       watch->user_ids.end());
   watch->sink = std::move(sink);
+  const bool everyone = watch->user_ids.empty();
+  watch->cursor = last_sequence_ + 1;
 
   const bool resuming = request.resume_after > 0 || !request.epoch.empty();
   if (resuming) {
     // Resumable if nothing after resume_after has left the ring.
-    const uint64_t oldest_kept =
-        ring_.empty() ? last_sequence_ + 1 : ring_.front().sequence;
     const bool resumable = request.epoch == epoch_ &&
                            request.resume_after <= last_sequence_ &&
-                           request.resume_after + 1 >= oldest_kept;
-    if (resumable) {
-      for (auto it = ring_.begin() + (request.resume_after + 1 - oldest_kept);
-           it != ring_.end(); ++it) {
-        if (watch->user_ids.empty() ||
-            std::binary_search(watch->user_ids.begin(), watch->user_ids.end(),
-                               it->event.user_id)) {
-          watch->queue.push_back(*it);
+                           request.resume_after + 1 >= OldestKeptLocked();
+    if (!resumable) {
+      watch->needs_snapshot = true;
+    } else if (everyone) {
+      watch->cursor = request.resume_after + 1;
+    } else {
+      for (uint64_t s = request.resume_after + 1; s <= last_sequence_; ++s) {
+        const SequencedEvent& e = RingAt(s);
+        if (std::binary_search(watch->user_ids.begin(), watch->user_ids.end(),
+                               e.event.user_id)) {
+          watch->queue.push_back(e);
         }
       }
       if (watch->queue.size() > static_cast<size_t>(options_.queue_size)) {
@@ -120,8 +143,6 @@ absl::StatusOr<EventHub::WatchId> EventHub::Watch(
         watch->needs_snapshot = true;
         ++overflows_;
       }
-    } else {
-      watch->needs_snapshot = true;
     }
   } else {
     watch->needs_snapshot = request.send_snapshot;
@@ -130,45 +151,44 @@ absl::StatusOr<EventHub::WatchId> EventHub::Watch(
   WatchState* raw = watch.get();
   const WatchId id = next_id_++;
   watches_.emplace(id, std::move(watch));
-  if (raw->user_ids.empty()) {
-    everyone_.insert(raw);
-  } else {
-    for (int64_t user : raw->user_ids) by_user_[user].push_back(raw);
-  }
+  for (int64_t user : raw->user_ids) by_user_[user].push_back(raw);
   return id;
 }
 
-void EventHub::FillSnapshot(const WatchState& watch,
-                            v1::WatchPresenceResponse* out) {
-  out->set_sequence(last_sequence_);
-  out->set_epoch(epoch_);
-  v1::Snapshot* snapshot = out->mutable_snapshot();
-  *snapshot->mutable_server_time() = ToProto(clock_.Now());
+void EventHub::FillSnapshot(WatchState& watch, WatchMessage* out) {
+  watch.needs_snapshot = false;
+  watch.queue.clear();
+  watch.cursor = last_sequence_ + 1;
+  out->kind = WatchMessage::Kind::kSnapshot;
+  out->sequence = last_sequence_;
+  out->snapshot_time = clock_.Now();
   if (watch.user_ids.empty()) {
     // Sorted by Pop() after the hub's mutex is released.
-    snapshot->mutable_online_users()->Add(online_.begin(), online_.end());
+    out->online_users.assign(online_.begin(), online_.end());
   } else {
     for (int64_t user : watch.user_ids) {
-      if (online_.contains(user)) snapshot->add_online_users(user);
+      if (online_.contains(user)) out->online_users.push_back(user);
     }
   }
 }
 
-EventHub::PopResult EventHub::Pop(WatchId id, v1::WatchPresenceResponse* out,
-                                  absl::Status* status) {
-  const PopResult result = PopLocked(id, out, status);
-  if (result == PopResult::kMessage && out->has_snapshot()) {
+EventHub::PopResult EventHub::Pop(WatchId id, int max_changes,
+                                  WatchMessage* out, absl::Status* status) {
+  out->online_users.clear();
+  out->changes.clear();
+  const PopResult result = PopLocked(id, std::max(1, max_changes), out, status);
+  if (result == PopResult::kMessage &&
+      out->kind == WatchMessage::Kind::kSnapshot) {
     // Sorting a snapshot of everyone is the costly part: not under mu_,
     // where it would hold up every Publish (and so every heartbeat that
     // changes a user's status).
-    auto* users = out->mutable_snapshot()->mutable_online_users();
-    std::sort(users->begin(), users->end());
+    std::sort(out->online_users.begin(), out->online_users.end());
   }
   return result;
 }
 
-EventHub::PopResult EventHub::PopLocked(WatchId id,
-                                        v1::WatchPresenceResponse* out,
+EventHub::PopResult EventHub::PopLocked(WatchId id, int max_changes,
+                                        WatchMessage* out,
                                         absl::Status* status) {
   absl::MutexLock lock(&mu_);
   auto it = watches_.find(id);
@@ -177,14 +197,45 @@ EventHub::PopResult EventHub::PopLocked(WatchId id,
     return PopResult::kClosed;
   }
   WatchState& watch = *it->second;
-  out->Clear();
   if (watch.closed) {
     *status = watch.closed_status;
     return PopResult::kClosed;
   }
+  out->kind = WatchMessage::Kind::kChanges;
+  if (watch.user_ids.empty()) {
+    if (!watch.needs_snapshot && watch.cursor < OldestKeptLocked()) {
+      // Fell off the ring: what it missed is gone.
+      watch.needs_snapshot = true;
+      ++overflows_;
+    }
+    if (watch.needs_snapshot) {
+      FillSnapshot(watch, out);
+      return PopResult::kMessage;
+    }
+    if (watch.cursor > last_sequence_) {
+      if (watch.parked_round != parked_round_) {
+        watch.parked_round = parked_round_;
+        parked_.push_back(watch.sink);
+      }
+      return PopResult::kEmpty;
+    }
+    const uint64_t end =
+        std::min(last_sequence_ + 1,
+                 watch.cursor + static_cast<uint64_t>(max_changes));
+    // The ring's slots from cursor to end, in at most two runs.
+    const size_t size = ring_.size();
+    size_t from = (watch.cursor - 1) % size;
+    size_t count = static_cast<size_t>(end - watch.cursor);
+    const size_t first_run = std::min(count, size - from);
+    out->changes.insert(out->changes.end(), ring_.begin() + from,
+                        ring_.begin() + from + first_run);
+    out->changes.insert(out->changes.end(), ring_.begin(),
+                        ring_.begin() + (count - first_run));
+    watch.cursor = end;
+    out->sequence = end - 1;
+    return PopResult::kMessage;
+  }
   if (watch.needs_snapshot) {
-    watch.needs_snapshot = false;
-    watch.queue.clear();
     FillSnapshot(watch, out);
     return PopResult::kMessage;
   }
@@ -192,15 +243,11 @@ EventHub::PopResult EventHub::PopLocked(WatchId id,
     watch.wake_pending = false;
     return PopResult::kEmpty;
   }
-  const SequencedEvent e = watch.queue.front();
-  watch.queue.pop_front();
-  out->set_sequence(e.sequence);
-  out->set_epoch(epoch_);
-  v1::PresenceChange* change = out->mutable_change();
-  change->set_user_id(e.event.user_id);
-  change->set_status(e.event.online ? v1::STATUS_ONLINE : v1::STATUS_OFFLINE);
-  *change->mutable_at() = ToProto(e.event.at);
-  change->set_reason(ToProto(e.event.reason));
+  const size_t count =
+      std::min(watch.queue.size(), static_cast<size_t>(max_changes));
+  out->changes.assign(watch.queue.begin(), watch.queue.begin() + count);
+  watch.queue.erase(watch.queue.begin(), watch.queue.begin() + count);
+  out->sequence = out->changes.back().sequence;
   return PopResult::kMessage;
 }
 
@@ -209,16 +256,14 @@ void EventHub::Unwatch(WatchId id) {
   auto it = watches_.find(id);
   if (it == watches_.end()) return;
   WatchState* watch = it->second.get();
-  if (watch->user_ids.empty()) {
-    everyone_.erase(watch);
-  } else {
-    for (int64_t user : watch->user_ids) {
-      auto users = by_user_.find(user);
-      auto& list = users->second;
-      list.erase(std::find(list.begin(), list.end(), watch));
-      if (list.empty()) by_user_.erase(users);
-    }
+  for (int64_t user : watch->user_ids) {
+    auto users = by_user_.find(user);
+    auto& list = users->second;
+    list.erase(std::find(list.begin(), list.end(), watch));
+    if (list.empty()) by_user_.erase(users);
   }
+  // A parked sink stays in parked_ until the next round: waking it then
+  // finds the watch gone (or the sink too).
   watches_.erase(it);
 }
 
@@ -230,34 +275,49 @@ void EventHub::Close(const absl::Status& status) {
     watch->closed = true;
     watch->closed_status = status;
     watch->queue.clear();
-    Wake(*watch);
+    // Watches of everyone that are awake pop again and see the end.
+    if (!watch->user_ids.empty()) Wake(*watch);
   }
+  WakeParked();
 }
 
 void EventHub::Stop() {
   absl::MutexLock stop_lock(&stop_mu_);
+  if (stopped_) return;
+  stopped_ = true;
   {
-    absl::MutexLock lock(&mu_);
-    if (stopping_) return;
+    absl::MutexLock lock(&wake_mu_);
     stopping_ = true;
   }
-  dispatcher_.join();
+  for (std::thread& dispatcher : dispatchers_) dispatcher.join();
 }
 
 void EventHub::DispatchLoop() {
+  std::vector<std::weak_ptr<WatchSink>> slice;
   for (;;) {
-    std::vector<std::weak_ptr<WatchSink>> ready;
+    slice.clear();
     {
-      absl::MutexLock lock(&mu_);
-      auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return !ready_.empty() || stopping_;
+      absl::MutexLock lock(&wake_mu_);
+      auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(wake_mu_) {
+        return !ready_singles_.empty() || !ready_rounds_.empty() || stopping_;
       };
-      mu_.Await(absl::Condition(&has_work));
-      if (ready_.empty()) return;  // stopping
-      ready.swap(ready_);
+      wake_mu_.Await(absl::Condition(&has_work));
+      std::vector<std::weak_ptr<WatchSink>>& from =
+          !ready_singles_.empty()  ? ready_singles_
+          : !ready_rounds_.empty() ? ready_rounds_.back()
+                                   : slice;
+      if (&from == &slice) return;  // stopping, nothing left to wake
+      // The tail of the list: taking it leaves the rest for the others.
+      const size_t take = std::min(from.size(), kWakeSlice);
+      slice.insert(slice.end(), std::make_move_iterator(from.end() - take),
+                   std::make_move_iterator(from.end()));
+      from.resize(from.size() - take);
+      if (!ready_rounds_.empty() && ready_rounds_.back().empty()) {
+        ready_rounds_.pop_back();
+      }
     }
     // No lock held: the sink pulls with Pop() and may call into gRPC.
-    for (const std::weak_ptr<WatchSink>& weak : ready) {
+    for (const std::weak_ptr<WatchSink>& weak : slice) {
       if (std::shared_ptr<WatchSink> sink = weak.lock()) sink->OnReady();
     }
   }

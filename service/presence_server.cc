@@ -120,10 +120,11 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
     return absl::InvalidArgumentError("max_ids_per_request must be > 0");
   }
   if (options.watch.max_watchers < 0 || options.watch.ring_size < 1 ||
-      options.watch.queue_size < 1) {
+      options.watch.queue_size < 1 || options.watch.dispatch_threads < 0 ||
+      options.watch.dispatch_threads > 256) {
     return absl::InvalidArgumentError(
         "max_watchers must be >= 0, watch_ring_size and watcher_queue_size "
-        ">= 1");
+        ">= 1, watch_dispatch_threads 0..256");
   }
   if (options.max_sessions_per_user < 0) {
     return absl::InvalidArgumentError("max_sessions_per_user must be >= 0");

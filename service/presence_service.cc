@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/arena.h"
 #include "google/protobuf/stubs/logging.h"
 #include "service/log.h"
 #include "service/proto_time.h"
@@ -82,10 +83,74 @@ class RejectedWatch : public WatchWriteReactor {
   CallCounter* const calls_;
 };
 
+// The most changes a stream that asks for batches gets in one message
+// (WatchPresenceRequest.max_batch is capped to it): at 40 bytes a change at
+// most, a message stays under 40 KiB, so a slow stream holds little.
+constexpr int kMaxBatch = 1'000;
+
+v1::Reason ReasonToProto(PresenceEvent::Reason reason) {
+  switch (reason) {
+    case PresenceEvent::Reason::kHeartbeat:
+      return v1::REASON_HEARTBEAT;
+    case PresenceEvent::Reason::kMarkOffline:
+      return v1::REASON_MARK_OFFLINE;
+    case PresenceEvent::Reason::kExpired:
+      return v1::REASON_EXPIRED;
+  }
+  return v1::REASON_UNSPECIFIED;
+}
+
+void FillChange(const SequencedEvent& e, v1::PresenceChange* change) {
+  change->set_user_id(e.event.user_id);
+  change->set_status(e.event.online ? v1::STATUS_ONLINE : v1::STATUS_OFFLINE);
+  *change->mutable_at() = ToProto(e.event.at);
+  change->set_reason(ReasonToProto(e.event.reason));
+  change->set_sequence(e.sequence);
+}
+
+// Encodes one hub message as the stream asked: changes one per message, or
+// in a ChangeBatch.
+void EncodeWatchMessage(const WatchMessage& message, const std::string& epoch,
+                        bool batches, grpc::ByteBuffer* out) {
+  // The messages are built on this thread's arena and gone after the
+  // encoding: no stream keeps a message (up to kMaxBatch changes) between
+  // writes, and a batch costs no allocation per change.
+  constexpr size_t kBlock = 64 * 1024;
+  thread_local std::unique_ptr<char[]> block(new char[kBlock]);
+  thread_local google::protobuf::Arena arena([] {
+    google::protobuf::ArenaOptions options;
+    options.initial_block = block.get();
+    options.initial_block_size = kBlock;
+    return options;
+  }());
+  auto* response =
+      google::protobuf::Arena::CreateMessage<v1::WatchPresenceResponse>(&arena);
+  response->set_sequence(message.sequence);
+  response->set_epoch(epoch);
+  if (message.kind == WatchMessage::Kind::kSnapshot) {
+    v1::Snapshot* snapshot = response->mutable_snapshot();
+    *snapshot->mutable_server_time() = ToProto(message.snapshot_time);
+    snapshot->mutable_online_users()->Add(message.online_users.begin(),
+                                          message.online_users.end());
+  } else if (!batches) {
+    FillChange(message.changes.front(), response->mutable_change());
+  } else {
+    auto* changes = response->mutable_changes()->mutable_changes();
+    changes->Reserve(static_cast<int>(message.changes.size()));
+    for (const SequencedEvent& e : message.changes) {
+      FillChange(e, changes->Add());
+    }
+  }
+  Serialize(*response, out);
+  arena.Reset();
+}
+
 // One WatchPresence stream. It pulls messages from the hub and keeps exactly
 // one write in flight: MaybeWrite() starts the next write (or the Finish)
 // only when none is in flight, OnWriteDone() calls it again, and the hub's
-// dispatcher calls it (OnReady) when a message arrives for an idle stream.
+// dispatchers call it (OnReady) when changes arrive for an idle stream.
+// Each write carries every change waiting, up to the stream's max_batch, so
+// a stream that falls behind catches up in few messages.
 //
 // Lifetime: owned by shared_ptrs, self_ until OnDone(); the hub holds a
 // weak_ptr, so a wake that races with OnDone() finds the stream alive or
@@ -93,10 +158,10 @@ class RejectedWatch : public WatchWriteReactor {
 class WatchReactor : public WatchWriteReactor, public WatchSink {
  public:
   static WatchWriteReactor* Start(EventHub* hub, CallCounter* calls,
-                                  const WatchRequest& request,
+                                  const WatchRequest& request, int max_batch,
                                   const RpcTimer& timer) {
-    auto reactor =
-        std::shared_ptr<WatchReactor>(new WatchReactor(hub, calls, timer));
+    auto reactor = std::shared_ptr<WatchReactor>(
+        new WatchReactor(hub, calls, max_batch, timer));
     absl::StatusOr<EventHub::WatchId> id = hub->Watch(request, reactor);
     if (!id.ok()) return new RejectedWatch(calls, id.status(), timer);
     calls->Enter();
@@ -114,6 +179,7 @@ class WatchReactor : public WatchWriteReactor, public WatchSink {
     {
       absl::MutexLock lock(&mu_);
       write_in_flight_ = false;
+      current_bytes_.Clear();  // an idle stream holds no message
       if (!ok) broken_ = true;  // the client is gone or the call was cancelled
     }
     MaybeWrite();
@@ -135,23 +201,36 @@ class WatchReactor : public WatchWriteReactor, public WatchSink {
   }
 
  private:
-  WatchReactor(EventHub* hub, CallCounter* calls, const RpcTimer& timer)
-      : hub_(hub), calls_(calls), timer_(timer) {}
+  WatchReactor(EventHub* hub, CallCounter* calls, int max_batch,
+               const RpcTimer& timer)
+      : hub_(hub),
+        calls_(calls),
+        timer_(timer),
+        max_changes_(std::clamp(max_batch, 1, kMaxBatch)),
+        batches_(max_batch > 1) {}
 
   void MaybeWrite() {
+    // This thread's: a stream keeps no hub message between its writes.
+    thread_local WatchMessage message;
     bool finishing = false;
     grpc::Status finish;
     {
       absl::MutexLock lock(&mu_);
       if (write_in_flight_ || finished_) return;
       absl::Status closed;
-      EventHub::PopResult next = broken_ ? EventHub::PopResult::kClosed
-                                         : hub_->Pop(id_, &current_, &closed);
+      EventHub::PopResult next =
+          broken_ ? EventHub::PopResult::kClosed
+                  : hub_->Pop(id_, max_changes_, &message, &closed);
       switch (next) {
         case EventHub::PopResult::kEmpty:
           return;
         case EventHub::PopResult::kMessage:
-          Serialize(current_, &current_bytes_);
+          EncodeWatchMessage(message, hub_->epoch(), batches_,
+                             &current_bytes_);
+          if (message.online_users.capacity() > 65'536) {
+            // A snapshot of everyone: don't keep its memory on this thread.
+            std::vector<int64_t>().swap(message.online_users);
+          }
           write_in_flight_ = true;
           break;
         case EventHub::PopResult::kClosed:
@@ -173,11 +252,12 @@ class WatchReactor : public WatchWriteReactor, public WatchSink {
   EventHub* const hub_;
   CallCounter* const calls_;
   const RpcTimer timer_;
+  const int max_changes_;
+  const bool batches_;
   EventHub::WatchId id_ = 0;
   std::shared_ptr<WatchReactor> self_;
 
   absl::Mutex mu_;
-  v1::WatchPresenceResponse current_ ABSL_GUARDED_BY(mu_);
   grpc::ByteBuffer current_bytes_ ABSL_GUARDED_BY(mu_);
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
@@ -481,7 +561,10 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* PresenceServiceImpl::WatchPresence(
   watch.send_snapshot = request.send_snapshot();
   watch.resume_after = request.resume_after();
   watch.epoch = request.epoch();
-  return WatchReactor::Start(hub_, &calls_, watch, timer);
+  return WatchReactor::Start(hub_, &calls_, watch,
+                             static_cast<int>(std::min<uint32_t>(
+                                 request.max_batch(), kMaxBatch)),
+                             timer);
 }
 
 }  // namespace presence

@@ -59,12 +59,16 @@ ABSL_FLAG(int32_t, max_watchers, 10'000,
           "The most WatchPresence streams at once; more are refused with "
           "RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int32_t, watch_ring_size, 65'536,
-          "Presence changes kept in memory so that a watcher can resume "
-          "after a disconnect (resume_after + epoch) without a new snapshot.");
+          "Presence changes kept in memory, shared by every watcher: a "
+          "watcher of everyone that falls further behind than this (or "
+          "resumes after a gap this long) gets one fresh snapshot instead.");
 ABSL_FLAG(int32_t, watcher_queue_size, 1'024,
-          "Changes queued for one watcher that reads too slowly; past this "
-          "its queue is replaced by one fresh snapshot, so a stuck watcher "
-          "cannot grow presenced's memory.");
+          "Changes queued for one watcher of a list of users that reads too "
+          "slowly; past this its queue is replaced by one fresh snapshot, so "
+          "a stuck watcher cannot grow presenced's memory.");
+ABSL_FLAG(int32_t, watch_dispatch_threads, 0,
+          "Threads that wake idle WatchPresence streams when changes arrive; "
+          "0: one per core, at least 2.");
 
 ABSL_FLAG(int32_t, max_sessions_per_user, 32,
           "A user's sessions at most; a heartbeat of a new session beyond it "
@@ -226,6 +230,7 @@ int main(int argc, char** argv) {
   options.watch.max_watchers = absl::GetFlag(FLAGS_max_watchers);
   options.watch.ring_size = absl::GetFlag(FLAGS_watch_ring_size);
   options.watch.queue_size = absl::GetFlag(FLAGS_watcher_queue_size);
+  options.watch.dispatch_threads = absl::GetFlag(FLAGS_watch_dispatch_threads);
   options.max_sessions_per_user = absl::GetFlag(FLAGS_max_sessions_per_user);
   options.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
   options.max_connections = absl::GetFlag(FLAGS_max_connections);

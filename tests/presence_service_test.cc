@@ -458,8 +458,10 @@ class WatchTest : public ServiceTest {
 
   std::unique_ptr<Stream> Watch(const std::vector<int64_t>& users,
                                 bool snapshot = true, uint64_t resume_after = 0,
-                                const std::string& epoch = "") {
+                                const std::string& epoch = "",
+                                uint32_t max_batch = 0) {
     v1::WatchPresenceRequest request;
+    request.set_max_batch(max_batch);
     request.mutable_user_ids()->Add(users.begin(), users.end());
     request.set_send_snapshot(snapshot);
     request.set_resume_after(resume_after);
@@ -475,6 +477,13 @@ class WatchTest : public ServiceTest {
   static std::vector<int64_t> Users(const v1::WatchPresenceResponse& m) {
     return {m.snapshot().online_users().begin(),
             m.snapshot().online_users().end()};
+  }
+
+  // The server's current (epoch, sequence), from the stream's snapshot.
+  static std::pair<std::string, uint64_t> Head(Stream* stream) {
+    v1::WatchPresenceResponse snapshot = stream->Next();
+    EXPECT_TRUE(snapshot.has_snapshot());
+    return {snapshot.epoch(), snapshot.sequence()};
   }
 };
 
@@ -583,6 +592,92 @@ TEST_F(WatchTest, EveryChangeOfManyUsersArrivesInOrder) {
     }
     last = m.sequence();
   }
+}
+
+TEST_F(WatchTest, WaitingChangesComeInBatchesOfAtMostMaxBatch) {
+  auto probe = Watch({});
+  const auto [epoch, start] = Head(probe.get());
+  for (int64_t user = 1; user <= 10; ++user) {
+    ASSERT_TRUE(client_->Heartbeat(user).ok());
+  }
+  // Resuming from before them: all ten are waiting when the stream starts.
+  auto stream = Watch({}, false, start, epoch, /*max_batch=*/4);
+  uint64_t expected = start + 1;
+  for (size_t size : {4u, 4u, 2u}) {
+    v1::WatchPresenceResponse m = stream->Next();
+    ASSERT_TRUE(m.has_changes()) << m.DebugString();
+    ASSERT_EQ(static_cast<size_t>(m.changes().changes_size()), size);
+    for (const v1::PresenceChange& change : m.changes().changes()) {
+      EXPECT_EQ(change.sequence(), expected);
+      EXPECT_EQ(change.user_id(), static_cast<int64_t>(expected - start));
+      EXPECT_EQ(change.status(), v1::STATUS_ONLINE);
+      ++expected;
+    }
+    EXPECT_EQ(m.sequence(), expected - 1);
+    EXPECT_EQ(m.epoch(), epoch);
+  }
+  // Idle now: the next change comes alone, still in the batch form.
+  ASSERT_TRUE(client_->MarkOffline(3).ok());
+  v1::WatchPresenceResponse m = stream->Next();
+  ASSERT_EQ(m.changes().changes_size(), 1);
+  EXPECT_EQ(m.changes().changes(0).user_id(), 3);
+  EXPECT_EQ(m.changes().changes(0).status(), v1::STATUS_OFFLINE);
+  EXPECT_EQ(m.sequence(), start + 11);
+}
+
+TEST_F(WatchTest, AStreamThatDoesNotAskForBatchesGetsOneChangePerMessage) {
+  auto probe = Watch({});
+  const auto [epoch, start] = Head(probe.get());
+  for (int64_t user = 1; user <= 5; ++user) {
+    ASSERT_TRUE(client_->Heartbeat(user).ok());
+  }
+  for (uint32_t max_batch : {0u, 1u}) {
+    auto stream = Watch({}, false, start, epoch, max_batch);
+    for (uint64_t s = start + 1; s <= start + 5; ++s) {
+      v1::WatchPresenceResponse m = stream->Next();
+      ASSERT_TRUE(m.has_change()) << m.DebugString();
+      EXPECT_EQ(m.sequence(), s);
+      EXPECT_EQ(m.change().sequence(), s);
+    }
+  }
+}
+
+TEST_F(WatchTest, MaxBatchIsCappedAtAThousand) {
+  auto probe = Watch({});
+  const auto [epoch, start] = Head(probe.get());
+  v1::BatchHeartbeatRequest request;
+  for (int64_t user = 1; user <= 1500; ++user) {
+    request.add_heartbeats()->set_user_id(user);
+  }
+  grpc::ClientContext context;
+  v1::BatchHeartbeatResponse response;
+  ASSERT_TRUE(
+      client_->stub().BatchHeartbeat(&context, request, &response).ok());
+  auto stream = Watch({}, false, start, epoch, 1'000'000);
+  v1::WatchPresenceResponse first = stream->Next();
+  ASSERT_EQ(first.changes().changes_size(), 1000);
+  EXPECT_LT(first.ByteSizeLong(), 40u * 1024);
+  v1::WatchPresenceResponse second = stream->Next();
+  ASSERT_EQ(second.changes().changes_size(), 500);
+  EXPECT_EQ(second.sequence(), start + 1500);
+}
+
+TEST_F(WatchTest, AFilteredStreamBatchesOnlyItsUsers) {
+  auto probe = Watch({});
+  const auto [epoch, start] = Head(probe.get());
+  for (int64_t user = 1; user <= 6; ++user) {
+    ASSERT_TRUE(client_->Heartbeat(user).ok());
+  }
+  auto stream = Watch({2, 5, 6}, false, start, epoch, 100);
+  v1::WatchPresenceResponse m = stream->Next();
+  ASSERT_EQ(m.changes().changes_size(), 3);
+  std::vector<uint64_t> sequences;
+  for (const auto& change : m.changes().changes()) {
+    sequences.push_back(change.sequence());
+  }
+  EXPECT_EQ(sequences,
+            (std::vector<uint64_t>{start + 2, start + 5, start + 6}));
+  EXPECT_EQ(m.sequence(), start + 6);
 }
 
 TEST_F(WatchTest, ShutdownEndsEveryStreamPromptlyWithUnavailable) {
