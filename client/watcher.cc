@@ -44,6 +44,7 @@ grpc::Status Watcher::Follow(grpc::ClientContext* context) {
   v1::WatchPresenceRequest request;
   request.mutable_user_ids()->Add(options_.user_ids.begin(),
                                   options_.user_ids.end());
+  request.set_max_batch(options_.max_batch);
   if (epoch_.empty()) {
     request.set_send_snapshot(true);
   } else {
@@ -54,18 +55,41 @@ grpc::Status Watcher::Follow(grpc::ClientContext* context) {
   std::unique_ptr<grpc::ClientReader<v1::WatchPresenceResponse>> reader =
       stub_->WatchPresence(context, request);
   v1::WatchPresenceResponse message;
-  while (reader->Read(&message)) {
-    epoch_ = message.epoch();
-    sequence_ = message.sequence();
-    delivered_since_connect_ = true;
-    if (callbacks_.on_message) callbacks_.on_message(message);
-    if (message.has_snapshot()) {
-      if (callbacks_.on_snapshot) callbacks_.on_snapshot(message.snapshot());
-    } else if (message.has_change()) {
-      if (callbacks_.on_change) callbacks_.on_change(message.change());
-    }
-  }
+  while (reader->Read(&message)) Deliver(message);
   return reader->Finish();
+}
+
+void Watcher::Deliver(const v1::WatchPresenceResponse& message) {
+  // A message is delivered whole before the next Read(), so its sequence,
+  // which is its last change's, is where a new stream resumes.
+  epoch_ = message.epoch();
+  sequence_ = message.sequence();
+  delivered_since_connect_ = true;
+  if (callbacks_.on_message) callbacks_.on_message(message);
+  switch (message.event_case()) {
+    case v1::WatchPresenceResponse::kSnapshot:
+      if (callbacks_.on_snapshot) callbacks_.on_snapshot(message.snapshot());
+      break;
+    case v1::WatchPresenceResponse::kChange:
+      if (!callbacks_.on_change) break;
+      if (message.change().sequence() != 0) {
+        callbacks_.on_change(message.change());
+      } else {
+        // From a presenced older than PresenceChange.sequence.
+        v1::PresenceChange change = message.change();
+        change.set_sequence(message.sequence());
+        callbacks_.on_change(change);
+      }
+      break;
+    case v1::WatchPresenceResponse::kChanges:
+      if (!callbacks_.on_change) break;
+      for (const v1::PresenceChange& change : message.changes().changes()) {
+        callbacks_.on_change(change);
+      }
+      break;
+    default:  // a kind newer than this client
+      break;
+  }
 }
 
 void Watcher::Run() {

@@ -16,6 +16,10 @@ namespace asio = boost::asio;
 using google::protobuf::Struct;
 using google::protobuf::util::TimeUtil;
 
+// Changes per WatchPresence message (presenced's cap): after a burst, or
+// when this proxy fell behind, the stream catches up in few messages.
+constexpr uint32_t kWatchMaxBatch = 1'000;
+
 // How a failed call to presenced looks to the browser.
 Response ErrorFromPresenced(const absl::Status& status) {
   switch (status.code()) {
@@ -145,6 +149,7 @@ void Upstream::StartAttempt() {
   watch_context_ = std::make_shared<grpc::ClientContext>();
   v1::WatchPresenceRequest request;
   request.set_send_snapshot(true);  // everyone: browsers filter in fanout
+  request.set_max_batch(kWatchMaxBatch);
   // Everything the stream says is posted to the I/O thread, tagged with its
   // attempt, so that a stream given up on cannot act any more.
   client_->WatchPresenceAsync(
@@ -186,8 +191,14 @@ void Upstream::OnWatchMessage(uint64_t attempt,
       ScheduleCheck();
     }
     callbacks_.on_snapshot(message.snapshot());
-  } else if (message.has_change() && state_ == State::kLive) {
-    callbacks_.on_change(message.change());
+  } else if (state_ == State::kLive) {
+    if (message.has_change()) {
+      callbacks_.on_change(message.change());
+    } else if (message.has_changes()) {
+      for (const v1::PresenceChange& change : message.changes().changes()) {
+        callbacks_.on_change(change);
+      }
+    }
   }
 }
 

@@ -46,12 +46,15 @@ struct UpstreamOptions {
 // act on, and retried with backoff whatever the error (presenced's tokens
 // can be fixed and reloaded with SIGHUP, so even UNAUTHENTICATED is worth
 // retrying). Each new stream asks for a snapshot: a browser must get a fresh
-// one when the watch is live again.
+// one when the watch is live again. The stream asks for changes in batches
+// (WatchPresenceRequest.max_batch); each reaches on_change on its own.
 class Upstream {
  public:
   struct WatchCallbacks {
     // The watch is live (again), or presenced resent who is online.
     std::function<void(const v1::Snapshot& snapshot)> on_snapshot;
+    // One transition while the watch is live: once per change, in order,
+    // whether presenced sent it alone or in a batch.
     std::function<void(const v1::PresenceChange& change)> on_change;
     // The watch was lost (it was live, or had never been).
     std::function<void(const std::string& reason)> on_lost;

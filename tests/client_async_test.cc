@@ -1,7 +1,8 @@
 // presence::Client's asynchronous calls against a real presenced: they answer
 // like the blocking ones, carry presenced's errors, keep the client's
 // deadline, and run every callback exactly once, even when the Client is
-// destroyed before its calls end.
+// destroyed before its calls end. And presence::Watcher's reading of
+// batched streams, with a proxy that breaks them.
 
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -14,10 +15,12 @@
 #include <memory>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -28,6 +31,7 @@
 #include "google/protobuf/util/time_util.h"
 #include "gtest/gtest.h"
 #include "presence/client.h"
+#include "presence/watcher.h"
 #include "tests/test_util.h"
 
 namespace presence {
@@ -705,6 +709,279 @@ TEST(ClientAsyncAuthTest, AsyncCallsSendTheClientsToken) {
       [&](auto done) { anonymous.HeartbeatAsync(1, "", std::move(done)); });
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnauthenticated)
       << refused.status();
+}
+
+// A TCP proxy on 127.0.0.1 in front of presenced: CutAll() breaks every
+// connection through it, as a network failure would, and while Refuse(true)
+// new connections are closed at once. A stream broken this way resumes in
+// the same epoch, which a restart of presenced would not give.
+class CuttableProxy {
+ public:
+  explicit CuttableProxy(const std::string& upstream) {
+    const std::string port = upstream.substr(upstream.rfind(':') + 1);
+    int parsed = 0;
+    if (!absl::SimpleAtoi(port, &parsed)) {
+      ADD_FAILURE() << "no port in " << upstream;
+      return;
+    }
+    upstream_port_ = static_cast<uint16_t>(parsed);
+    listener_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr = Loopback(0);
+    socklen_t len = sizeof(addr);
+    if (listener_ < 0 ||
+        bind(listener_, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
+        listen(listener_, 64) != 0 ||
+        getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      ADD_FAILURE() << "cannot listen on 127.0.0.1";
+      return;
+    }
+    address_ = absl::StrCat("127.0.0.1:", ntohs(addr.sin_port));
+    acceptor_ = std::thread([this] { AcceptLoop(); });
+  }
+
+  ~CuttableProxy() {
+    if (listener_ >= 0) shutdown(listener_, SHUT_RDWR);  // ends accept()
+    if (acceptor_.joinable()) acceptor_.join();
+    CutAll();
+    std::vector<std::thread> pumps;
+    {
+      absl::MutexLock lock(&mu_);
+      pumps.swap(pumps_);
+    }
+    for (std::thread& pump : pumps) pump.join();
+    absl::MutexLock lock(&mu_);
+    for (int fd : sockets_) close(fd);
+    if (listener_ >= 0) close(listener_);
+  }
+  CuttableProxy(const CuttableProxy&) = delete;
+  CuttableProxy& operator=(const CuttableProxy&) = delete;
+
+  const std::string& address() const { return address_; }
+
+  void Refuse(bool refusing) {
+    absl::MutexLock lock(&mu_);
+    refusing_ = refusing;
+  }
+
+  void CutAll() {
+    absl::MutexLock lock(&mu_);
+    for (int fd : sockets_) shutdown(fd, SHUT_RDWR);
+  }
+
+ private:
+  static sockaddr_in Loopback(uint16_t port) {
+    sockaddr_in addr = {};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(port);
+    return addr;
+  }
+
+  void AcceptLoop() {
+    for (;;) {
+      const int client = accept(listener_, nullptr, nullptr);
+      if (client < 0) return;  // shut down
+      absl::MutexLock lock(&mu_);
+      sockets_.push_back(client);
+      if (refusing_) {
+        shutdown(client, SHUT_RDWR);
+        continue;
+      }
+      const int server = socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in addr = Loopback(upstream_port_);
+      if (server < 0 || connect(server, reinterpret_cast<sockaddr*>(&addr),
+                                sizeof(addr)) != 0) {
+        if (server >= 0) close(server);
+        shutdown(client, SHUT_RDWR);
+        continue;
+      }
+      sockets_.push_back(server);
+      pumps_.emplace_back([client, server] { Pump(client, server); });
+      pumps_.emplace_back([client, server] { Pump(server, client); });
+    }
+  }
+
+  // Copies `from` to `to` until either fails, then breaks both.
+  static void Pump(int from, int to) {
+    char buffer[16 * 1024];
+    for (;;) {
+      const ssize_t n = read(from, buffer, sizeof(buffer));
+      if (n <= 0) break;
+      ssize_t sent = 0;
+      while (sent < n) {
+        const ssize_t w = send(to, buffer + sent, n - sent, MSG_NOSIGNAL);
+        if (w <= 0) break;
+        sent += w;
+      }
+      if (sent < n) break;
+    }
+    shutdown(from, SHUT_RDWR);
+    shutdown(to, SHUT_RDWR);
+  }
+
+  uint16_t upstream_port_ = 0;
+  int listener_ = -1;
+  std::string address_;
+  absl::Mutex mu_;
+  bool refusing_ ABSL_GUARDED_BY(mu_) = false;
+  // Every socket accepted or opened, closed only in the destructor (after
+  // the pumps), so that no pump touches a reused descriptor.
+  std::vector<int> sockets_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread> pumps_ ABSL_GUARDED_BY(mu_);
+  std::thread acceptor_;
+};
+
+// What a Watcher's callbacks saw, in order.
+struct WatcherLog {
+  absl::Mutex mu;
+  std::vector<v1::WatchPresenceResponse> messages ABSL_GUARDED_BY(mu);
+  std::vector<v1::PresenceChange> changes ABSL_GUARDED_BY(mu);
+  // For each change, how many messages on_message had seen before it.
+  std::vector<size_t> messages_before ABSL_GUARDED_BY(mu);
+  int snapshots ABSL_GUARDED_BY(mu) = 0;
+  int disconnects ABSL_GUARDED_BY(mu) = 0;
+
+  WatcherCallbacks Callbacks() {
+    WatcherCallbacks callbacks;
+    callbacks.on_message = [this](const v1::WatchPresenceResponse& message) {
+      absl::MutexLock lock(&mu);
+      messages.push_back(message);
+    };
+    callbacks.on_snapshot = [this](const v1::Snapshot&) {
+      absl::MutexLock lock(&mu);
+      ++snapshots;
+    };
+    callbacks.on_change = [this](const v1::PresenceChange& change) {
+      absl::MutexLock lock(&mu);
+      changes.push_back(change);
+      messages_before.push_back(messages.size());
+    };
+    callbacks.on_disconnect = [this](const absl::Status&, absl::Duration) {
+      absl::MutexLock lock(&mu);
+      ++disconnects;
+    };
+    return callbacks;
+  }
+
+  bool Await(const std::function<bool(WatcherLog&)>& done) {
+    absl::MutexLock lock(&mu);
+    auto ready = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return done(*this); };
+    return mu.AwaitWithTimeout(absl::Condition(&ready), kWait);
+  }
+};
+
+class WatcherBatchTest : public ClientAsyncTest {
+ protected:
+  void SetUp() override {
+    ClientAsyncTest::SetUp();
+    proxy_ = std::make_unique<CuttableProxy>(server_.address);
+    ASSERT_FALSE(proxy_->address().empty());
+  }
+
+  // A Watcher of everyone through the proxy, after its snapshot; the
+  // snapshot's sequence in *base.
+  std::unique_ptr<Watcher> StartWatcher(uint32_t max_batch, WatcherLog* log,
+                                        uint64_t* base) {
+    watching_ = std::make_unique<Client>(Options(proxy_->address()));
+    WatcherOptions options;
+    options.max_batch = max_batch;
+    options.initial_backoff = absl::Milliseconds(20);
+    options.max_backoff = absl::Milliseconds(200);
+    auto watcher = std::make_unique<Watcher>(watching_->channel(), options,
+                                             log->Callbacks());
+    EXPECT_TRUE(log->Await([](WatcherLog& l) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      return l.snapshots == 1;
+    }));
+    absl::MutexLock lock(&log->mu);
+    *base = log->messages.empty() ? 0 : log->messages.front().sequence();
+    return watcher;
+  }
+
+  // Runs `changes` while the watcher is cut off from presenced, then lets
+  // it reconnect: presenced finds them all waiting when the stream resumes.
+  void WhileCutOff(const std::function<void()>& changes) {
+    proxy_->Refuse(true);
+    proxy_->CutAll();
+    changes();
+    proxy_->Refuse(false);
+  }
+
+  std::unique_ptr<CuttableProxy> proxy_;
+  std::unique_ptr<Client> watching_;
+};
+
+// Changes missed while cut off come back in one message, and on_change gets
+// each once, in order, with its own sequence; the next stream resumes after
+// the last of them.
+TEST_F(WatcherBatchTest, ABatchReachesOnChangeOneChangeAtATime) {
+  WatcherLog log;
+  uint64_t base = 0;
+  std::unique_ptr<Watcher> watcher = StartWatcher(1000, &log, &base);
+  WhileCutOff(
+      [&] { ASSERT_TRUE(client_->BatchHeartbeat(Batch(Range(60, 64))).ok()); });
+  ASSERT_TRUE(log.Await([](WatcherLog& l) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return l.changes.size() == 5;
+  }));
+  WhileCutOff([&] {
+    ASSERT_TRUE(client_->MarkOffline(60).ok());
+    ASSERT_TRUE(client_->Heartbeat(65).ok());
+  });
+  ASSERT_TRUE(log.Await([](WatcherLog& l) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return l.changes.size() == 7;
+  }));
+  watcher->Stop();
+
+  absl::MutexLock lock(&log.mu);
+  std::vector<std::string> changes;
+  std::vector<uint64_t> sequences;
+  for (const v1::PresenceChange& change : log.changes) {
+    changes.push_back(absl::StrCat(
+        change.user_id(),
+        change.status() == v1::STATUS_ONLINE ? " online" : " offline"));
+    sequences.push_back(change.sequence());
+  }
+  EXPECT_THAT(changes,
+              ElementsAre("60 online", "61 online", "62 online", "63 online",
+                          "64 online", "60 offline", "65 online"));
+  EXPECT_THAT(sequences, ElementsAre(base + 1, base + 2, base + 3, base + 4,
+                                     base + 5, base + 6, base + 7));
+  EXPECT_EQ(log.snapshots, 1);  // resumed, never resnapshotted
+  EXPECT_GE(log.disconnects, 2);
+  // On the wire: the snapshot, then one batch per resumed stream, each seen
+  // by on_message before its changes reach on_change.
+  ASSERT_EQ(log.messages.size(), 3u);
+  const v1::WatchPresenceResponse& first = log.messages[1];
+  const v1::WatchPresenceResponse& second = log.messages[2];
+  ASSERT_TRUE(first.has_changes());
+  EXPECT_EQ(first.changes().changes_size(), 5);
+  EXPECT_EQ(first.sequence(), base + 5);
+  ASSERT_TRUE(second.has_changes());
+  EXPECT_EQ(second.changes().changes_size(), 2);
+  EXPECT_EQ(second.sequence(), base + 7);
+  EXPECT_THAT(log.messages_before, ElementsAre(2, 2, 2, 2, 2, 3, 3));
+}
+
+// max_batch 0 asks for the original form, one change per message.
+TEST_F(WatcherBatchTest, MaxBatchZeroGetsSingleChanges) {
+  WatcherLog log;
+  uint64_t base = 0;
+  std::unique_ptr<Watcher> watcher = StartWatcher(0, &log, &base);
+  WhileCutOff(
+      [&] { ASSERT_TRUE(client_->BatchHeartbeat(Batch(Range(70, 72))).ok()); });
+  ASSERT_TRUE(log.Await([](WatcherLog& l) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return l.changes.size() == 3;
+  }));
+  watcher->Stop();
+
+  absl::MutexLock lock(&log.mu);
+  ASSERT_EQ(log.messages.size(), 4u);
+  for (size_t i = 0; i < 3; ++i) {
+    const v1::WatchPresenceResponse& message = log.messages[i + 1];
+    ASSERT_TRUE(message.has_change()) << i;
+    EXPECT_EQ(message.sequence(), base + 1 + i);
+    EXPECT_EQ(log.changes[i].user_id(), static_cast<int64_t>(70 + i));
+    EXPECT_EQ(log.changes[i].sequence(), base + 1 + i);
+  }
 }
 
 }  // namespace

@@ -1,14 +1,20 @@
 // presencectl as a user runs it, against a real presenced.
 
+#include <grpcpp/grpcpp.h>
 #include <signal.h>
 
+#include <memory>
 #include <optional>
 #include <regex>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
+#include "presence/v1/presence.grpc.pb.h"
 #include "presence/v1/presence.pb.h"
 #include "tests/test_util.h"
 
@@ -155,6 +161,77 @@ TEST_F(PresencectlTest, WatchJsonCarriesEpochAndSequence) {
   EXPECT_EQ(change.change().user_id(), 42);
   EXPECT_EQ(change.epoch().size(), 16u);
   EXPECT_GT(change.sequence(), 0u);
+}
+
+// A burst of changes (one BatchHeartbeat, published at once, which the
+// watch's stream may take in batches) is still one line per change, in
+// order, in text and in JSON; each JSON line is one change with its own
+// sequence.
+TEST_F(PresencectlTest, WatchPrintsOneLinePerChangeOfABurst) {
+  Subprocess text({PRESENCECTL_PATH, "--server=" + server_.address, "watch"});
+  Subprocess json(
+      {PRESENCECTL_PATH, "--server=" + server_.address, "watch", "--json"});
+  ASSERT_TRUE(text.WaitForStdout(" snapshot: 0 online\n", absl::Seconds(20)));
+  ASSERT_TRUE(json.WaitForStdout("\"snapshot\"", absl::Seconds(20)));
+
+  constexpr int kUsers = 200;
+  constexpr int64_t kFirst = 1000;
+  std::unique_ptr<v1::PresenceService::Stub> stub =
+      v1::PresenceService::NewStub(grpc::CreateChannel(
+          server_.address, grpc::InsecureChannelCredentials()));
+  v1::BatchHeartbeatRequest burst;
+  for (int i = 0; i < kUsers; ++i) {
+    burst.add_heartbeats()->set_user_id(kFirst + i);
+  }
+  grpc::ClientContext context;
+  v1::BatchHeartbeatResponse answer;
+  ASSERT_TRUE(stub->BatchHeartbeat(&context, burst, &answer).ok());
+
+  const int64_t last = kFirst + kUsers - 1;
+  std::optional<std::string> text_out = text.WaitForStdout(
+      absl::StrCat(" ", last, " online\n"), absl::Seconds(20));
+  ASSERT_TRUE(text_out.has_value());
+  // The last line may still be on its way when its user id shows.
+  const std::string needle = absl::StrCat("\"userId\":\"", last, "\"");
+  std::optional<std::string> json_out;
+  const absl::Time give_up = absl::Now() + absl::Seconds(20);
+  do {
+    json_out = json.WaitForStdout(needle, absl::Seconds(1));
+  } while ((!json_out.has_value() || json_out->back() != '\n') &&
+           absl::Now() < give_up);
+  ASSERT_TRUE(json_out.has_value());
+  text.Signal(SIGTERM);
+  json.Signal(SIGTERM);
+  EXPECT_EQ(text.Wait().code, 0);
+  EXPECT_EQ(json.Wait().code, 0);
+
+  std::vector<std::string> lines =
+      absl::StrSplit(*text_out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), kUsers + 1u) << *text_out;
+  for (int i = 0; i < kUsers; ++i) {
+    EXPECT_TRUE(std::regex_match(
+        lines[i + 1],
+        std::regex(absl::StrCat(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ )",
+                                kFirst + i, " online"))))
+        << lines[i + 1];
+  }
+
+  lines = absl::StrSplit(*json_out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), kUsers + 1u) << *json_out;
+  v1::WatchPresenceResponse snapshot;
+  ASSERT_TRUE(
+      google::protobuf::util::JsonStringToMessage(lines[0], &snapshot).ok());
+  for (int i = 0; i < kUsers; ++i) {
+    v1::WatchPresenceResponse event;
+    ASSERT_TRUE(
+        google::protobuf::util::JsonStringToMessage(lines[i + 1], &event).ok())
+        << lines[i + 1];
+    ASSERT_TRUE(event.has_change()) << lines[i + 1];
+    EXPECT_EQ(event.epoch(), snapshot.epoch());
+    EXPECT_EQ(event.change().user_id(), kFirst + i);
+    EXPECT_EQ(event.sequence(), snapshot.sequence() + 1 + i);
+    EXPECT_EQ(event.change().sequence(), event.sequence());
+  }
 }
 
 // End to end on the real clock: a 1 s window ends, and watch says so.

@@ -219,9 +219,13 @@ int Watch(presence::Client& client) {
   options.user_ids = *users;
   presence::WatcherCallbacks callbacks;
   if (json) {
+    // One line per event: a batch of changes is printed change by change.
     callbacks.on_message =
         [](const presence::v1::WatchPresenceResponse& message) {
-          PrintJson(message);
+          for (const presence::v1::WatchPresenceResponse& event :
+               presence::WatchEventsOf(message)) {
+            PrintJson(event);
+          }
           std::fflush(stdout);
         };
   }

@@ -59,4 +59,24 @@ std::string FormatPresenceTable(const v1::GetPresenceResponse& response) {
   return out;
 }
 
+std::vector<v1::WatchPresenceResponse> WatchEventsOf(
+    const v1::WatchPresenceResponse& message) {
+  std::vector<v1::WatchPresenceResponse> events;
+  if (!message.has_changes()) {
+    events.push_back(message);
+    if (message.has_change() && message.change().sequence() == 0) {
+      events.back().mutable_change()->set_sequence(message.sequence());
+    }
+    return events;
+  }
+  events.reserve(message.changes().changes_size());
+  for (const v1::PresenceChange& change : message.changes().changes()) {
+    v1::WatchPresenceResponse& event = events.emplace_back();
+    event.set_epoch(message.epoch());
+    event.set_sequence(change.sequence());
+    *event.mutable_change() = change;
+  }
+  return events;
+}
+
 }  // namespace presence

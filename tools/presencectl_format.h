@@ -2,6 +2,7 @@
 #define PRESENCE_TOOLS_PRESENCECTL_FORMAT_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/time/time.h"
 #include "presence/v1/presence.pb.h"
@@ -19,6 +20,15 @@ std::string FormatAgo(absl::Time then, absl::Time now);
 // A human-readable table of a GetPresence answer: user, online/offline, last
 // seen ("3m ago (ISO time)", relative to the server's time), live sessions.
 std::string FormatPresenceTable(const v1::GetPresenceResponse& response);
+
+// What `presencectl watch --json` prints of a WatchPresence message, one
+// line each: a ChangeBatch becomes one message per change, in order, each in
+// the single `change` form with the change's own sequence (also as the
+// message's), so that every line is one event, whatever the stream's
+// batching. Any other message stays as it is (a change without its own
+// sequence, from an older presenced, gets the message's).
+std::vector<v1::WatchPresenceResponse> WatchEventsOf(
+    const v1::WatchPresenceResponse& message);
 
 }  // namespace presence
 

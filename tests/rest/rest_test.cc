@@ -525,6 +525,61 @@ TEST_F(RestTest, EventStreamSendsASnapshotThenEveryChange) {
   expect_change(only_7, 7, "offline", "mark_offline");
 }
 
+// presence-rest's stream to presenced takes changes in batches: a burst
+// (one BatchHeartbeat, whose transitions presenced publishes at once)
+// reaches every browser as one `change` event per transition, in order. The
+// burst stays below a browser's queue (RestOptions::event_queue_limit, 256),
+// past which a slow browser would get a snapshot instead.
+TEST_F(RestTest, EveryChangeOfABurstIsOneEventInOrder) {
+  EventStream everyone(port_,
+                       "/api/chat/presence/stream?access_token=" + Token(1));
+  EventStream some(port_,
+                   "/api/chat/presence/stream?user_ids=1003,1050,1099&"
+                   "access_token=" +
+                       Token(1));
+  for (EventStream* stream : {&everyone, &some}) {
+    std::optional<EventStream::Event> snapshot = stream->Next();
+    ASSERT_TRUE(snapshot.has_value());
+    ASSERT_EQ(snapshot->name, "snapshot");
+  }
+  constexpr int kUsers = 100;
+  Client client(PresencedOptions());
+  v1::BatchHeartbeatRequest burst;
+  for (int i = 0; i < kUsers; ++i)
+    burst.add_heartbeats()->set_user_id(1000 + i);
+  ASSERT_TRUE(client.BatchHeartbeat(burst).ok());
+  ASSERT_TRUE(client.MarkOffline(1050).ok());
+
+  std::vector<std::string> seen;
+  for (int i = 0; i <= kUsers; ++i) {
+    std::optional<EventStream::Event> event = everyone.Next();
+    ASSERT_TRUE(event.has_value()) << "after " << i << " changes";
+    ASSERT_EQ(event->name, "change");
+    seen.push_back(
+        absl::StrCat(ExactNumber(event->raw, "user_id"), " ",
+                     event->data.fields().at("status").string_value()));
+  }
+  std::vector<std::string> expected;
+  for (int i = 0; i < kUsers; ++i) {
+    expected.push_back(absl::StrCat(1000 + i, " online"));
+  }
+  expected.push_back("1050 offline");
+  EXPECT_EQ(seen, expected);
+
+  seen.clear();
+  for (int i = 0; i < 4; ++i) {
+    std::optional<EventStream::Event> event = some.Next();
+    ASSERT_TRUE(event.has_value()) << "after " << i << " changes";
+    seen.push_back(
+        absl::StrCat(ExactNumber(event->raw, "user_id"), " ",
+                     event->data.fields().at("status").string_value()));
+  }
+  EXPECT_THAT(seen, ElementsAre("1003 online", "1050 online", "1099 online",
+                                "1050 offline"));
+  // Nothing twice.
+  EXPECT_FALSE(everyone.Next(absl::Milliseconds(300)).has_value());
+}
+
 TEST_F(RestTest, EventStreamsGetAFreshSnapshotAfterPresencedRestarts) {
   EventStream stream(port_,
                      "/api/chat/presence/stream?access_token=" + Token(1));

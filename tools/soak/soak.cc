@@ -7,10 +7,11 @@
 // Heartbeat for --unary_fraction of the users. Churn: users leave (half stop
 // beating and expire, half MarkOffline every session), as many arrive (new
 // ids or returning ones), and tabs close (MarkOffline of one session) and
-// open. --watchers presence::Watcher streams, some watching everyone and the
-// others a random subset, reach presenced through a TCP proxy in this
-// process, which cuts their connections from time to time so that Watcher's
-// own reconnect-and-resume path runs; a few watchers are also destroyed and
+// open. --watchers presence::Watcher streams (changes come in batches and
+// are checked one at a time), some watching everyone and the others a
+// random subset, reach presenced through a TCP proxy in this process, which
+// cuts their connections from time to time so that Watcher's own
+// reconnect-and-resume path runs; a few watchers are also destroyed and
 // recreated (a fresh snapshot).
 //
 // Phases: fill (one heartbeat of every session, before the watchers start),
@@ -393,23 +394,18 @@ class View {
   }
 
  private:
+  // Sequences of changes are checked in OnChange, one change at a time: a
+  // message may carry a batch of them, and then has its last one's.
   void OnMessage(const WatchPresenceResponse& message) {
-    if (!epoch_.empty() && message.epoch() != epoch_) ++totals_->epoch_changes;
-    if (message.has_change() && !epoch_.empty() &&
-        (everyone_ ? message.sequence() != sequence_ + 1
-                   : message.sequence() <= sequence_)) {
-      // Everyone's stream has every sequence number; a filtered one gaps.
-      ++totals_->sequence_errors;
-    }
-    if (message.has_snapshot() && !epoch_.empty() &&
-        message.sequence() < sequence_) {
-      ++totals_->sequence_errors;
-    }
-    if (message.has_change() && message.change().user_id() == kSentinelUser) {
-      totals_->sentinel_sequence = message.sequence();
+    const bool same_epoch = !epoch_.empty() && message.epoch() == epoch_;
+    if (!epoch_.empty() && !same_epoch) ++totals_->epoch_changes;
+    if (message.has_snapshot()) {
+      if (same_epoch && message.sequence() < sequence_) {
+        ++totals_->sequence_errors;
+      }
+      sequence_ = message.sequence();
     }
     epoch_ = message.epoch();
-    sequence_ = message.sequence();
     if (reconnected_) {
       reconnected_ = false;
       ++(message.has_snapshot() ? totals_->resnapshotted : totals_->resumed);
@@ -425,6 +421,17 @@ class View {
   }
   void OnChange(const PresenceChange& change) {
     ++totals_->changes;
+    // The change's own sequence (presence::Watcher sets it for a presenced
+    // that sends none). Everyone's stream has every sequence number; a
+    // filtered one gaps.
+    if (everyone_ ? change.sequence() != sequence_ + 1
+                  : change.sequence() <= sequence_) {
+      ++totals_->sequence_errors;
+    }
+    sequence_ = change.sequence();
+    if (change.user_id() == kSentinelUser) {
+      totals_->sentinel_sequence = change.sequence();
+    }
     absl::MutexLock lock(&mu_);
     const bool changed = change.status() == presence::v1::STATUS_ONLINE
                              ? online_.insert(change.user_id()).second

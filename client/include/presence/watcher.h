@@ -23,6 +23,11 @@ namespace presence {
 struct WatcherOptions {
   // Only these users; empty watches everyone.
   std::vector<int64_t> user_ids;
+  // Up to this many changes per message (WatchPresenceRequest.max_batch;
+  // presenced caps it at 1,000): a stream that falls behind catches up in
+  // few messages. 0 or 1: one change per message. on_change sees each change
+  // on its own either way.
+  uint32_t max_batch = 1000;
   // Reconnect backoff: doubles from initial to max after each failed attempt,
   // back to initial once a stream delivers a message.
   absl::Duration initial_backoff = absl::Milliseconds(100);
@@ -35,10 +40,15 @@ struct WatcherCallbacks {
   // Comes first, and again whenever changes could not be replayed (presenced
   // restarted, or this watcher fell too far behind).
   std::function<void(const v1::Snapshot& snapshot)> on_snapshot;
-  // One transition, in order, after the latest snapshot.
+  // One transition, after the latest snapshot: once per change, in order,
+  // whether presenced sent it alone or in a ChangeBatch. `change.sequence()`
+  // is the change's own (a presenced older than PresenceChange.sequence
+  // leaves it 0; the Watcher then sets it to the message's).
   std::function<void(const v1::PresenceChange& change)> on_change;
-  // Every message as received (with its epoch and sequence), before
-  // on_snapshot or on_change. Optional.
+  // Every message as received, raw (with its epoch and sequence), before the
+  // on_snapshot or on_change calls it makes. A message may be a ChangeBatch
+  // (`changes`) of several changes, and its sequence is then its last
+  // change's: follow changes with on_change, not here. Optional.
   std::function<void(const v1::WatchPresenceResponse& message)> on_message;
   // The stream ended with `status`; the watcher reconnects after `retry_in`.
   // For an error that a retry cannot fix (INVALID_ARGUMENT, UNAUTHENTICATED,
@@ -50,8 +60,9 @@ struct WatcherCallbacks {
 
 // Follows WatchPresence for as long as it lives. On a broken stream it
 // reconnects with backoff and resumes after the last (epoch, sequence) it
-// delivered, so the consumer sees every change exactly once, or a fresh
-// snapshot where presenced could not replay them: it never silently
+// delivered (a whole message is delivered before the next is read, so that
+// of its last change), so the consumer sees every change exactly once, or a
+// fresh snapshot where presenced could not replay them: it never silently
 // diverges from presenced.
 class Watcher {
  public:
@@ -71,6 +82,8 @@ class Watcher {
   void Run();
   // Reads one stream until it ends; returns its status.
   grpc::Status Follow(grpc::ClientContext* context);
+  // Hands one message to the callbacks and advances (epoch_, sequence_).
+  void Deliver(const v1::WatchPresenceResponse& message);
 
   const WatcherOptions options_;
   const WatcherCallbacks callbacks_;

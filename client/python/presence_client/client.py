@@ -14,7 +14,7 @@ from ._proto import pb, pb_grpc
 from .errors import from_rpc_error
 from .model import (HeartbeatResult, MarkOfflineResult, OnlinePage,
                     PresenceLookup, to_datetime, user_presence)
-from .watch import DisconnectCallback, PresenceWatch
+from .watch import DEFAULT_MAX_BATCH, DisconnectCallback, PresenceWatch
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 5.0
@@ -214,13 +214,19 @@ class PresenceClient:
 
     def watch(self, user_ids: Iterable[int] = (), *,
               initial_backoff: float = 0.1, max_backoff: float = 5.0,
-              on_disconnect: Optional[DisconnectCallback] = None
-              ) -> PresenceWatch:
+              on_disconnect: Optional[DisconnectCallback] = None,
+              max_batch: int = DEFAULT_MAX_BATCH) -> PresenceWatch:
         """Follows presence changes of `user_ids` (empty: everyone): an
         iterator of a Snapshot, then PresenceChanges, resuming by itself
-        after a broken stream (see PresenceWatch). Close it when done."""
+        after a broken stream (see PresenceWatch). Close it when done.
+
+        `max_batch`: how many changes presenced may send in one message
+        (it caps this at 1,000; 0 or 1: one per message, as presenced sent
+        them before batches). Batches let a watch of many users keep up
+        with a busy server; the iterator yields one PresenceChange per
+        change either way."""
         return PresenceWatch(self._stub, list(user_ids), initial_backoff,
-                             max_backoff, on_disconnect)
+                             max_backoff, on_disconnect, max_batch=max_batch)
 
     def close(self) -> None:
         """Closes the channel; calls in flight are cancelled."""

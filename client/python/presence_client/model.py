@@ -115,6 +115,7 @@ class PresenceChange:
     at: datetime.datetime
     reason: Reason
     epoch: str
+    # This change's own sequence, also when it came in a batch of several.
     sequence: int
 
 
@@ -140,18 +141,30 @@ def user_presence(message) -> UserPresence:
         online_until=optional_datetime(message, "online_until"))
 
 
-def watch_event(message) -> Optional[WatchEvent]:
-    """The event of a WatchPresenceResponse; None for an unknown kind."""
+def _change(change, epoch: str, sequence: int) -> PresenceChange:
+    return PresenceChange(
+        user_id=change.user_id, status=Status(change.status),
+        at=to_datetime(change.at), reason=Reason(change.reason),
+        epoch=epoch, sequence=sequence)
+
+
+def watch_events(message) -> List[WatchEvent]:
+    """The events of a WatchPresenceResponse, in order: its Snapshot, its one
+    change, or each change of its ChangeBatch. Each change has its own
+    sequence (a presenced older than PresenceChange.sequence sends only
+    single changes, with the message's). Empty for a kind newer than this
+    client."""
     kind = message.WhichOneof("event")
     if kind == "snapshot":
-        return Snapshot(
+        return [Snapshot(
             online_users=list(message.snapshot.online_users),
             server_time=to_datetime(message.snapshot.server_time),
-            epoch=message.epoch, sequence=message.sequence)
+            epoch=message.epoch, sequence=message.sequence)]
     if kind == "change":
-        change = message.change
-        return PresenceChange(
-            user_id=change.user_id, status=Status(change.status),
-            at=to_datetime(change.at), reason=Reason(change.reason),
-            epoch=message.epoch, sequence=message.sequence)
-    return None
+        return [_change(message.change, message.epoch,
+                        message.change.sequence or message.sequence)]
+    if kind == "changes":
+        return [_change(change, message.epoch,
+                        change.sequence or message.sequence)
+                for change in message.changes.changes]
+    return []

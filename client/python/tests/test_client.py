@@ -18,9 +18,12 @@ import presence_client
 from presence_client import (DeadlineExceeded, InvalidArgument,
                              PresenceChange, PresenceClient, PresenceError,
                              Reason, Snapshot, Status, Unavailable)
+from presence_client._proto import pb
+from presence_client.model import watch_events
 from presenced import Presenced, Proxy, SilentServer, closed_port_address
 
 WAIT = 30  # seconds: the longest any expected event may take
+WATCH_METHOD = "/presence.v1.PresenceService/WatchPresence"
 
 
 class WatchRecorder:
@@ -76,6 +79,232 @@ class WatchRecorder:
         self.thread.join(WAIT)
         if self.thread.is_alive():
             raise AssertionError("the watch did not end after close()")
+
+
+class RecordingChannel:
+    """A grpc.Channel that records WatchPresence's requests and every
+    message its streams receive, to see what went over the wire."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self._channel = channel
+        self.requests: list = []
+        self.messages: list = []
+
+    def unary_stream(self, method, *args, **kwargs):
+        call = self._channel.unary_stream(method, *args, **kwargs)
+        if method != WATCH_METHOD:
+            return call
+
+        def watch(request, *call_args, **call_kwargs):
+            self.requests.append(request)
+            return _RecordedStream(call(request, *call_args, **call_kwargs),
+                                   self.messages)
+        return watch
+
+    def __getattr__(self, name):
+        return getattr(self._channel, name)
+
+
+class _RecordedStream:
+    def __init__(self, call, messages: list) -> None:
+        self._call = call
+        self._messages = messages
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        message = next(self._call)
+        self._messages.append(message)
+        return message
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
+class FakeRpcError(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str = "") -> None:
+        super().__init__()
+        self._code = code
+        self._details = details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+class _ScriptedStream:
+    """Its messages, then its error (or the end of the stream)."""
+
+    def __init__(self, messages: list, error: Optional[Exception]) -> None:
+        self._messages = iter(messages)
+        self._error = error
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            return next(self._messages)
+        except StopIteration:
+            if self._error is not None:
+                raise self._error
+            raise
+
+    def cancel(self) -> None:
+        pass
+
+
+class ScriptedChannel:
+    """A grpc.Channel whose WatchPresence calls answer with `streams` in
+    turn, each (messages, error), recording their requests. Other calls
+    fail the test."""
+
+    def __init__(self, streams: list) -> None:
+        self._streams = list(streams)
+        self.requests: list = []
+
+    def _watch(self, request, *args, **kwargs):
+        self.requests.append(request)
+        if not self._streams:
+            raise AssertionError("a WatchPresence call beyond the script")
+        return _ScriptedStream(*self._streams.pop(0))
+
+    @staticmethod
+    def _unexpected(*args, **kwargs):
+        raise AssertionError("only WatchPresence is scripted")
+
+    def unary_stream(self, method, *args, **kwargs):
+        return self._watch if method == WATCH_METHOD else self._unexpected
+
+    def unary_unary(self, *args, **kwargs):
+        return self._unexpected
+
+    def close(self) -> None:
+        pass
+
+
+def snapshot_message(epoch: str, sequence: int, online: List[int]):
+    return pb.WatchPresenceResponse(
+        epoch=epoch, sequence=sequence,
+        snapshot=pb.Snapshot(online_users=online))
+
+
+def change_message(epoch: str, user_id: int, sequence: int,
+                   own_sequence: bool = True):
+    """The single form; without `own_sequence` as an older presenced sends
+    it."""
+    return pb.WatchPresenceResponse(
+        epoch=epoch, sequence=sequence,
+        change=pb.PresenceChange(
+            user_id=user_id, status=pb.STATUS_ONLINE,
+            reason=pb.REASON_HEARTBEAT,
+            sequence=sequence if own_sequence else 0))
+
+
+def batch_message(epoch: str, changes: List[tuple]):
+    """A ChangeBatch of (user_id, sequence), oldest first."""
+    return pb.WatchPresenceResponse(
+        epoch=epoch, sequence=changes[-1][1],
+        changes=pb.ChangeBatch(changes=[
+            pb.PresenceChange(user_id=user_id, status=pb.STATUS_OFFLINE,
+                              reason=pb.REASON_EXPIRED, sequence=sequence)
+            for user_id, sequence in changes]))
+
+
+class WatchMessagesTest(unittest.TestCase):
+    """PresenceWatch over scripted streams: what it makes of each form of
+    message, and where it resumes."""
+
+    def watch(self, streams: list, **kwargs):
+        channel = ScriptedChannel(streams)
+        client = PresenceClient.from_channel(channel)
+        disconnects: List[tuple] = []
+        watch = client.watch(
+            initial_backoff=0.001, max_backoff=0.001,
+            on_disconnect=lambda error, retry_in: disconnects.append(
+                (error, watch.sequence)),
+            **kwargs)
+        self.addCleanup(watch.close)
+        return watch, channel, disconnects
+
+    def test_each_change_of_a_batch_once_in_order(self) -> None:
+        watch, channel, _ = self.watch([([
+            snapshot_message("e1", 4, [1]),
+            batch_message("e1", [(1, 5), (2, 6), (3, 7)]),
+            change_message("e1", 9, 8),
+        ], None)])
+        events = [next(watch) for _ in range(5)]
+        self.assertIsInstance(events[0], Snapshot)
+        self.assertEqual([(e.user_id, e.sequence) for e in events[1:]],
+                         [(1, 5), (2, 6), (3, 7), (9, 8)])
+        self.assertEqual(events[1].status, Status.OFFLINE)
+        self.assertEqual(events[1].reason, Reason.EXPIRED)
+        self.assertEqual({e.epoch for e in events}, {"e1"})
+        self.assertEqual((watch.epoch, watch.sequence), ("e1", 8))
+        self.assertEqual(len(channel.requests), 1)
+        self.assertEqual(channel.requests[0].max_batch, 1000)
+        self.assertTrue(channel.requests[0].send_snapshot)
+
+    def test_old_single_changes_take_the_messages_sequence(self) -> None:
+        watch, channel, _ = self.watch([([
+            snapshot_message("e1", 10, []),
+            change_message("e1", 5, 11, own_sequence=False),
+            change_message("e1", 6, 12, own_sequence=False),
+        ], None)], max_batch=0)
+        events = [next(watch) for _ in range(3)]
+        self.assertEqual([(e.user_id, e.sequence) for e in events[1:]],
+                         [(5, 11), (6, 12)])
+        self.assertEqual(channel.requests[0].max_batch, 0)
+
+    def test_a_break_after_a_batch_loses_none_of_it(self) -> None:
+        unavailable = FakeRpcError(grpc.StatusCode.UNAVAILABLE, "cut")
+        watch, channel, disconnects = self.watch([
+            ([snapshot_message("e1", 10, []),
+              batch_message("e1", [(1, 11), (2, 12), (3, 13)])], unavailable),
+            ([batch_message("e1", [(4, 14), (5, 15)])], None),
+        ], max_batch=50)
+        self.assertIsInstance(next(watch), Snapshot)
+        self.assertEqual(next(watch).sequence, 11)
+        self.assertEqual((watch.epoch, watch.sequence), ("e1", 11))
+        self.assertEqual([next(watch).sequence for _ in range(4)],
+                         [12, 13, 14, 15])
+        # The break was seen once the batch had been yielded, and the next
+        # stream resumed after its last change.
+        self.assertEqual([(type(e), at) for e, at in disconnects],
+                         [(Unavailable, 13)])
+        self.assertEqual(len(channel.requests), 2)
+        resumed = channel.requests[1]
+        self.assertEqual((resumed.epoch, resumed.resume_after,
+                          resumed.send_snapshot, resumed.max_batch),
+                         ("e1", 13, False, 50))
+
+    def test_close_ends_the_iteration_with_changes_pending(self) -> None:
+        watch, _, _ = self.watch([([
+            snapshot_message("e1", 1, []),
+            batch_message("e1", [(1, 2), (2, 3)]),
+        ], None)])
+        next(watch)
+        self.assertEqual(next(watch).sequence, 2)
+        watch.close()
+        with self.assertRaises(StopIteration):
+            next(watch)
+
+    def test_max_batch_must_fit_the_field(self) -> None:
+        with self.assertRaises(ValueError):
+            self.watch([], max_batch=-1)
+
+    def test_watch_events_of_each_kind(self) -> None:
+        batch = watch_events(batch_message("e2", [(7, 20), (8, 21)]))
+        self.assertEqual([(e.user_id, e.epoch, e.sequence) for e in batch],
+                         [(7, "e2", 20), (8, "e2", 21)])
+        single = watch_events(change_message("e2", 9, 22))
+        self.assertEqual([(e.user_id, e.sequence) for e in single],
+                         [(9, 22)])
+        self.assertEqual(watch_events(pb.WatchPresenceResponse(sequence=3)),
+                         [])  # a kind newer than this client
 
 
 class PresencedTestCase(unittest.TestCase):
@@ -294,6 +523,90 @@ class WatchTest(PresencedTestCase):
         self.assertEqual([(e.epoch, e.sequence) for e in replayed],
                          [(first.epoch, first.sequence + 1),
                           (first.epoch, first.sequence + 2)])
+
+    def recording_client(self, proxy: Proxy):
+        channel = RecordingChannel(grpc.insecure_channel(
+            proxy.address, options=presence_client.CHANNEL_OPTIONS))
+        client = PresenceClient.from_channel(channel)
+        self.addCleanup(client.close)
+        return client, channel
+
+    def test_changes_missed_while_cut_off_come_as_one_batch(self) -> None:
+        proxy = Proxy(self.server.address)
+        self.addCleanup(proxy.close)
+        watching, channel = self.recording_client(proxy)
+        # Read on this thread: the test decides when the watch reads.
+        watch = watching.watch(initial_backoff=0.05, max_backoff=0.5)
+        self.addCleanup(watch.close)
+        snapshot = next(watch)
+        self.assertIsInstance(snapshot, Snapshot)
+        base = snapshot.sequence
+
+        # Five changes while the watcher is cut off: the resumed stream
+        # finds them waiting, and presenced sends them in one batch.
+        proxy.refuse(True)
+        proxy.break_connections()
+        for user_id in (60, 61, 62, 63, 64):
+            self.client.heartbeat(user_id)
+        proxy.refuse(False)
+        changes = [next(watch) for _ in range(3)]
+        self.assertEqual((watch.epoch, watch.sequence),
+                         (snapshot.epoch, base + 3))
+
+        # Cut off again with two of that batch not yet yielded: they still
+        # come, then what happened meanwhile, once.
+        proxy.refuse(True)
+        proxy.break_connections()
+        self.client.mark_offline(60)
+        self.client.heartbeat(65)
+        proxy.refuse(False)
+        changes += [next(watch) for _ in range(4)]
+
+        self.assertEqual(
+            [(c.user_id, c.status) for c in changes],
+            [(60, Status.ONLINE), (61, Status.ONLINE), (62, Status.ONLINE),
+             (63, Status.ONLINE), (64, Status.ONLINE), (60, Status.OFFLINE),
+             (65, Status.ONLINE)])
+        self.assertEqual([(c.epoch, c.sequence) for c in changes],
+                         [(snapshot.epoch, base + i) for i in range(1, 8)])
+        self.assertEqual((watch.epoch, watch.sequence),
+                         (snapshot.epoch, base + 7))
+
+        # On the wire: every request asked for batches; the streams resumed
+        # after the snapshot, then after the first batch's last change.
+        self.assertTrue(channel.requests[0].send_snapshot)
+        self.assertEqual({r.max_batch for r in channel.requests}, {1000})
+        resumed = [(r.epoch, r.resume_after) for r in channel.requests[1:]]
+        self.assertEqual(sorted(set(resumed)), [(snapshot.epoch, base),
+                                                (snapshot.epoch, base + 5)])
+        batches = [m for m in channel.messages
+                   if m.WhichOneof("event") == "changes"]
+        self.assertEqual(
+            [[c.sequence for c in m.changes.changes] for m in batches],
+            [list(range(base + 1, base + 6)), [base + 6, base + 7]])
+        self.assertEqual([m.sequence for m in batches], [base + 5, base + 7])
+
+    def test_max_batch_0_gets_single_changes(self) -> None:
+        proxy = Proxy(self.server.address)
+        self.addCleanup(proxy.close)
+        watching, channel = self.recording_client(proxy)
+        watch = watching.watch(initial_backoff=0.05, max_backoff=0.5,
+                               max_batch=0)
+        self.addCleanup(watch.close)
+        snapshot = next(watch)
+        proxy.refuse(True)
+        proxy.break_connections()
+        for user_id in (70, 71, 72):
+            self.client.heartbeat(user_id)
+        proxy.refuse(False)
+        changes = [next(watch) for _ in range(3)]
+        self.assertEqual([(c.user_id, c.sequence) for c in changes],
+                         [(70 + i, snapshot.sequence + 1 + i)
+                          for i in range(3)])
+        self.assertEqual({r.max_batch for r in channel.requests}, {0})
+        self.assertEqual(
+            [m.WhichOneof("event") for m in channel.messages],
+            ["snapshot", "change", "change", "change"])
 
     def test_fresh_snapshot_after_presenced_restarts(self) -> None:
         recorder = self.record_watch([])
