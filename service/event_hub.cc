@@ -263,8 +263,17 @@ void EventHub::Unwatch(WatchId id) {
     if (list.empty()) by_user_.erase(users);
   }
   // A parked sink stays in parked_ until the next round: waking it then
-  // finds the watch gone (or the sink too).
+  // finds the watch gone (or the sink too). Without changes there is no
+  // next round, so watchers that come and go would pile up there: past
+  // twice the watches, drop the sinks that are gone (amortised O(1)).
   watches_.erase(it);
+  if (parked_.size() > 2 * watches_.size() + 64) {
+    parked_.erase(std::remove_if(parked_.begin(), parked_.end(),
+                                 [](const std::weak_ptr<WatchSink>& sink) {
+                                   return sink.expired();
+                                 }),
+                  parked_.end());
+  }
 }
 
 void EventHub::Close(const absl::Status& status) {
@@ -321,6 +330,11 @@ void EventHub::DispatchLoop() {
       if (std::shared_ptr<WatchSink> sink = weak.lock()) sink->OnReady();
     }
   }
+}
+
+size_t EventHub::parked() const {
+  absl::MutexLock lock(&mu_);
+  return parked_.size();
 }
 
 int EventHub::watchers() const {

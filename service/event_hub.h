@@ -129,6 +129,8 @@ class EventHub : public EventSink {
   void Stop();
 
   int watchers() const;
+  // Sinks waiting in the current round of sleeping watches of everyone.
+  size_t parked() const;
   uint64_t last_sequence() const;
   // Times a watch fell too far behind and was given a Snapshot instead.
   int64_t overflows() const;

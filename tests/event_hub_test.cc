@@ -254,6 +254,17 @@ TEST_F(EventHubTest, PublishingWakesEverySleepingWatchOfEveryone) {
   for (auto& sink : sinks) EXPECT_EQ(sink->wakes(), 1);
 }
 
+TEST_F(EventHubTest, WatchersThatComeAndGoWithoutChangesDoNotPileUp) {
+  for (int i = 0; i < 10'000; ++i) {
+    auto sink = std::make_shared<CountingSink>();
+    absl::StatusOr<EventHub::WatchId> id = hub_->Watch({}, sink);
+    ASSERT_TRUE(id.ok());
+    ASSERT_TRUE(Drain(*id).empty());  // asleep, in parked_
+    hub_->Unwatch(*id);
+  }  // each sink is gone with its watch
+  EXPECT_LE(hub_->parked(), 2u * hub_->watchers() + 65);
+}
+
 class SmallHubTest : public EventHubTest {
  protected:
   SmallHubTest() : EventHubTest(EventHub::Options{3, 2, 2}) {}
