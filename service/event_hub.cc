@@ -83,12 +83,12 @@ void EventHub::WakeParked() {
 void EventHub::Deliver(WatchState& watch, const SequencedEvent& e) {
   // A watch waiting for a Snapshot gets this event inside it.
   if (watch.closed || watch.needs_snapshot) return;
-  if (watch.queue.size() >= static_cast<size_t>(options_.queue_size)) {
-    watch.queue.clear();
+  if (watch.queue->size() >= static_cast<size_t>(options_.queue_size)) {
+    watch.queue->clear();
     watch.needs_snapshot = true;
     ++overflows_;
   } else {
-    watch.queue.push_back(e);
+    watch.queue->push_back(e);
   }
   Wake(watch);
 }
@@ -119,6 +119,7 @@ absl::StatusOr<EventHub::WatchId> EventHub::Watch(
   watch->sink = std::move(sink);
   const bool everyone = watch->user_ids.empty();
   watch->cursor = last_sequence_ + 1;
+  if (!everyone) watch->queue = std::make_unique<std::deque<SequencedEvent>>();
 
   const bool resuming = request.resume_after > 0 || !request.epoch.empty();
   if (resuming) {
@@ -135,11 +136,11 @@ absl::StatusOr<EventHub::WatchId> EventHub::Watch(
         const SequencedEvent& e = RingAt(s);
         if (std::binary_search(watch->user_ids.begin(), watch->user_ids.end(),
                                e.event.user_id)) {
-          watch->queue.push_back(e);
+          watch->queue->push_back(e);
         }
       }
-      if (watch->queue.size() > static_cast<size_t>(options_.queue_size)) {
-        watch->queue.clear();
+      if (watch->queue->size() > static_cast<size_t>(options_.queue_size)) {
+        watch->queue->clear();
         watch->needs_snapshot = true;
         ++overflows_;
       }
@@ -157,7 +158,7 @@ absl::StatusOr<EventHub::WatchId> EventHub::Watch(
 
 void EventHub::FillSnapshot(WatchState& watch, WatchMessage* out) {
   watch.needs_snapshot = false;
-  watch.queue.clear();
+  if (watch.queue) watch.queue->clear();
   watch.cursor = last_sequence_ + 1;
   out->kind = WatchMessage::Kind::kSnapshot;
   out->sequence = last_sequence_;
@@ -239,14 +240,15 @@ EventHub::PopResult EventHub::PopLocked(WatchId id, int max_changes,
     FillSnapshot(watch, out);
     return PopResult::kMessage;
   }
-  if (watch.queue.empty()) {
+  std::deque<SequencedEvent>& queue = *watch.queue;
+  if (queue.empty()) {
     watch.wake_pending = false;
     return PopResult::kEmpty;
   }
   const size_t count =
-      std::min(watch.queue.size(), static_cast<size_t>(max_changes));
-  out->changes.assign(watch.queue.begin(), watch.queue.begin() + count);
-  watch.queue.erase(watch.queue.begin(), watch.queue.begin() + count);
+      std::min(queue.size(), static_cast<size_t>(max_changes));
+  out->changes.assign(queue.begin(), queue.begin() + count);
+  queue.erase(queue.begin(), queue.begin() + count);
   out->sequence = out->changes.back().sequence;
   return PopResult::kMessage;
 }
@@ -283,7 +285,7 @@ void EventHub::Close(const absl::Status& status) {
   for (auto& [id, watch] : watches_) {
     watch->closed = true;
     watch->closed_status = status;
-    watch->queue.clear();
+    if (watch->queue) watch->queue->clear();
     // Watches of everyone that are awake pop again and see the end.
     if (!watch->user_ids.empty()) Wake(*watch);
   }
