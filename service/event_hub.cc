@@ -76,7 +76,7 @@ void EventHub::WakeParked() {
   if (parked_.empty()) return;
   ++parked_round_;
   absl::MutexLock lock(&wake_mu_);
-  ready_rounds_.push_back(std::move(parked_));
+  ready_rounds_.push_back(WakeRound{std::move(parked_), 0});
   parked_.clear();  // a moved-from vector is valid but unspecified
 }
 
@@ -313,19 +313,19 @@ void EventHub::DispatchLoop() {
         return !ready_singles_.empty() || !ready_rounds_.empty() || stopping_;
       };
       wake_mu_.Await(absl::Condition(&has_work));
-      std::vector<std::weak_ptr<WatchSink>>& from =
-          !ready_singles_.empty()  ? ready_singles_
-          : !ready_rounds_.empty() ? ready_rounds_.back()
-                                   : slice;
-      if (&from == &slice) return;  // stopping, nothing left to wake
-      // The tail of the list: taking it leaves the rest for the others.
-      const size_t take = std::min(from.size(), kWakeSlice);
-      slice.insert(slice.end(), std::make_move_iterator(from.end() - take),
-                   std::make_move_iterator(from.end()));
-      from.resize(from.size() - take);
-      if (!ready_rounds_.empty() && ready_rounds_.back().empty()) {
-        ready_rounds_.pop_back();
+      if (!ready_singles_.empty()) {
+        // The filtered wakes so far queue behind the rounds before them.
+        ready_rounds_.push_back(WakeRound{std::move(ready_singles_), 0});
+        ready_singles_.clear();
       }
+      if (ready_rounds_.empty()) return;  // stopping, nothing left to wake
+      WakeRound& round = ready_rounds_.front();
+      const size_t take = std::min(round.sinks.size() - round.next, kWakeSlice);
+      const auto from = round.sinks.begin() + round.next;
+      slice.insert(slice.end(), std::make_move_iterator(from),
+                   std::make_move_iterator(from + take));
+      round.next += take;
+      if (round.next == round.sinks.size()) ready_rounds_.pop_front();
     }
     // No lock held: the sink pulls with Pop() and may call into gRPC.
     for (const std::weak_ptr<WatchSink>& weak : slice) {

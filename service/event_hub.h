@@ -200,12 +200,17 @@ class EventHub : public EventSink {
   std::array<int64_t, PresenceEvent::kNumReasons> events_
       ABSL_GUARDED_BY(mu_) = {};
 
-  // Sinks to wake: whole rounds of parked_ and single filtered watches. The
-  // dispatchers take them a slice at a time, so thousands of wakes are
-  // shared between them.
+  // Sinks to wake, oldest first: whole rounds of parked_, and single
+  // filtered watches gathered into rounds of their own. The dispatchers
+  // take them a slice at a time from the front, so thousands of wakes are
+  // shared between them, and a sink woken earlier is served earlier (taking
+  // the newest first let a busy server starve the oldest round).
+  struct WakeRound {
+    std::vector<std::weak_ptr<WatchSink>> sinks;
+    size_t next = 0;  // sinks before it are taken
+  };
   absl::Mutex wake_mu_ ABSL_ACQUIRED_AFTER(mu_);
-  std::vector<std::vector<std::weak_ptr<WatchSink>>> ready_rounds_
-      ABSL_GUARDED_BY(wake_mu_);
+  std::deque<WakeRound> ready_rounds_ ABSL_GUARDED_BY(wake_mu_);
   std::vector<std::weak_ptr<WatchSink>> ready_singles_
       ABSL_GUARDED_BY(wake_mu_);
   bool stopping_ ABSL_GUARDED_BY(wake_mu_) = false;
