@@ -559,5 +559,76 @@ TEST(EventHubFanOutTest, ThousandsOfWakesAreSharedByTheDispatchers) {
   EXPECT_EQ(meeting.most_inside, 2u);
 }
 
+// Logs the order of wakes; the blocker holds the one dispatcher until
+// released.
+class OrderSink : public WatchSink {
+ public:
+  struct Log {
+    absl::Mutex mu;
+    std::vector<int> order ABSL_GUARDED_BY(mu);
+    bool blocker_in ABSL_GUARDED_BY(mu) = false;
+    bool released ABSL_GUARDED_BY(mu) = false;
+  };
+  OrderSink(Log* log, int id, bool blocker)
+      : log_(log), id_(id), blocker_(blocker) {}
+  void OnReady() override {
+    absl::MutexLock lock(&log_->mu);
+    if (blocker_) {
+      log_->blocker_in = true;
+      log_->mu.Await(absl::Condition(&log_->released));
+      return;
+    }
+    log_->order.push_back(id_);
+  }
+
+ private:
+  Log* const log_;
+  const int id_;
+  const bool blocker_;
+};
+
+TEST(EventHubFanOutTest, TheOldestRoundOfWakesIsServedFirst) {
+  FakeClock clock;
+  EventHub::Options options;
+  options.dispatch_threads = 1;
+  EventHub hub(clock, options);
+  OrderSink::Log log;
+  WatchMessage message;
+  absl::Status status;
+  std::vector<std::shared_ptr<OrderSink>> sinks;
+  // Parks a watch of everyone behind a new sink.
+  auto park = [&](int id, bool blocker) {
+    sinks.push_back(std::make_shared<OrderSink>(&log, id, blocker));
+    absl::StatusOr<EventHub::WatchId> watch = hub.Watch({}, sinks.back());
+    ASSERT_TRUE(watch.ok());
+    ASSERT_EQ(hub.Pop(*watch, 1, &message, &status), PopResult::kEmpty);
+  };
+  park(0, /*blocker=*/true);
+  hub.Publish({1, true, Reason::kHeartbeat, clock.Now()});
+  {
+    absl::MutexLock lock(&log.mu);
+    ASSERT_TRUE(log.mu.AwaitWithTimeout(absl::Condition(&log.blocker_in),
+                                        absl::Seconds(10)));
+  }
+  // The dispatcher is held: two rounds queue up, 1..50 before 51..100.
+  for (int id = 1; id <= 50; ++id) park(id, false);
+  hub.Publish({2, true, Reason::kHeartbeat, clock.Now()});
+  for (int id = 51; id <= 100; ++id) park(id, false);
+  hub.Publish({3, true, Reason::kHeartbeat, clock.Now()});
+  {
+    absl::MutexLock lock(&log.mu);
+    log.released = true;
+    auto all = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(log.mu) {
+      return log.order.size() == 100;
+    };
+    ASSERT_TRUE(log.mu.AwaitWithTimeout(absl::Condition(&all),
+                                        absl::Seconds(10)));
+    for (size_t i = 0; i < log.order.size(); ++i) {
+      EXPECT_EQ(log.order[i], static_cast<int>(i) + 1);
+    }
+  }
+  hub.Stop();
+}
+
 }  // namespace
 }  // namespace presence
