@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "SQLiteCpp/Database.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/notification.h"
 #include "google/protobuf/descriptor.pb.h"
 #include "google/protobuf/util/time_util.h"
@@ -678,6 +679,59 @@ TEST_F(WatchTest, AFilteredStreamBatchesOnlyItsUsers) {
   EXPECT_EQ(sequences,
             (std::vector<uint64_t>{start + 2, start + 5, start + 6}));
   EXPECT_EQ(m.sequence(), start + 6);
+}
+
+// A watcher of everyone that stops reading: the server stops writing to it
+// once gRPC's flow control is full, its cursor falls off a small ring, and
+// when it reads again it gets what was buffered, then one snapshot with
+// everyone online, then live changes again.
+TEST_F(WatchTest, AStalledWatcherOfEveryoneGetsOneSnapshotOffTheRing) {
+  client_.reset();
+  server_.reset();
+  ServerOptions options;
+  options.watch.ring_size = 64;
+  Start(options);
+  auto stream = Watch({}, /*snapshot=*/true, 0, "", /*max_batch=*/1);
+  ASSERT_TRUE(stream->Next().has_snapshot());
+  // Far more than any flow-control window holds, in one-change messages.
+  constexpr int64_t kUsers = 100'000;
+  for (int64_t first = 1; first <= kUsers; first += 10'000) {
+    v1::BatchHeartbeatRequest request;
+    for (int64_t user = first; user < first + 10'000; ++user) {
+      request.add_heartbeats()->set_user_id(user);
+    }
+    grpc::ClientContext context;
+    v1::BatchHeartbeatResponse response;
+    ASSERT_TRUE(
+        client_->stub().BatchHeartbeat(&context, request, &response).ok());
+  }
+  // Reading now: what gRPC had buffered, then snapshots wherever the
+  // stream fell off the ring, never a gap between them.
+  absl::flat_hash_set<int64_t> online;
+  uint64_t last = 0;
+  int snapshots = 0;
+  while (last < static_cast<uint64_t>(kUsers)) {
+    v1::WatchPresenceResponse m = stream->Next();
+    if (m.has_snapshot()) {
+      ++snapshots;
+      online.clear();
+      online.insert(m.snapshot().online_users().begin(),
+                    m.snapshot().online_users().end());
+    } else {
+      ASSERT_TRUE(m.has_change()) << m.DebugString();
+      ASSERT_EQ(m.sequence(), last + 1);
+      ASSERT_EQ(m.change().status(), v1::STATUS_ONLINE);
+      online.insert(m.change().user_id());
+    }
+    ASSERT_GT(m.sequence(), last);
+    last = m.sequence();
+  }
+  EXPECT_GE(snapshots, 1);  // it did fall off the ring
+  EXPECT_EQ(online.size(), static_cast<size_t>(kUsers));
+  ASSERT_TRUE(client_->MarkOffline(7).ok());
+  v1::WatchPresenceResponse after = stream->Next();
+  EXPECT_EQ(after.change().user_id(), 7);
+  EXPECT_EQ(after.sequence(), last + 1);
 }
 
 TEST_F(WatchTest, ShutdownEndsEveryStreamPromptlyWithUnavailable) {
