@@ -76,8 +76,15 @@ void EventHub::WakeParked() {
   if (parked_.empty()) return;
   ++parked_round_;
   absl::MutexLock lock(&wake_mu_);
+  FlushSinglesLocked();  // the filtered wakes before it come first
   ready_rounds_.push_back(WakeRound{std::move(parked_), 0});
   parked_.clear();  // a moved-from vector is valid but unspecified
+}
+
+void EventHub::FlushSinglesLocked() {
+  if (ready_singles_.empty()) return;
+  ready_rounds_.push_back(WakeRound{std::move(ready_singles_), 0});
+  ready_singles_.clear();  // a moved-from vector is valid but unspecified
 }
 
 void EventHub::Deliver(WatchState& watch, const SequencedEvent& e) {
@@ -220,9 +227,8 @@ EventHub::PopResult EventHub::PopLocked(WatchId id, int max_changes,
       }
       return PopResult::kEmpty;
     }
-    const uint64_t end =
-        std::min(last_sequence_ + 1,
-                 watch.cursor + static_cast<uint64_t>(max_changes));
+    const uint64_t end = std::min(
+        last_sequence_ + 1, watch.cursor + static_cast<uint64_t>(max_changes));
     // The ring's slots from cursor to end, in at most two runs.
     const size_t size = ring_.size();
     size_t from = (watch.cursor - 1) % size;
@@ -245,8 +251,7 @@ EventHub::PopResult EventHub::PopLocked(WatchId id, int max_changes,
     watch.wake_pending = false;
     return PopResult::kEmpty;
   }
-  const size_t count =
-      std::min(queue.size(), static_cast<size_t>(max_changes));
+  const size_t count = std::min(queue.size(), static_cast<size_t>(max_changes));
   out->changes.assign(queue.begin(), queue.begin() + count);
   queue.erase(queue.begin(), queue.begin() + count);
   out->sequence = out->changes.back().sequence;
@@ -313,12 +318,12 @@ void EventHub::DispatchLoop() {
         return !ready_singles_.empty() || !ready_rounds_.empty() || stopping_;
       };
       wake_mu_.Await(absl::Condition(&has_work));
-      if (!ready_singles_.empty()) {
-        // The filtered wakes so far queue behind the rounds before them.
-        ready_rounds_.push_back(WakeRound{std::move(ready_singles_), 0});
-        ready_singles_.clear();
-      }
-      if (ready_rounds_.empty()) return;  // stopping, nothing left to wake
+      // Stop() comes after the streams are gone (Close() ended them): what
+      // is left to wake, if anything, wakes nobody, and a hub stopped
+      // without Close() must not keep its dispatchers busy.
+      if (stopping_) return;
+      FlushSinglesLocked();
+      if (ready_rounds_.empty()) continue;
       WakeRound& round = ready_rounds_.front();
       const size_t take = std::min(round.sinks.size() - round.next, kWakeSlice);
       const auto from = round.sinks.begin() + round.next;

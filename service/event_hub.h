@@ -50,9 +50,9 @@ struct WatchMessage {
   Kind kind = Kind::kChanges;
   // kSnapshot: the last sequence it reflects; kChanges: the last change's.
   uint64_t sequence = 0;
-  absl::Time snapshot_time;            // kSnapshot
-  std::vector<int64_t> online_users;   // kSnapshot: the watched, ascending
-  std::vector<SequencedEvent> changes; // kChanges: at least one, oldest first
+  absl::Time snapshot_time;             // kSnapshot
+  std::vector<int64_t> online_users;    // kSnapshot: the watched, ascending
+  std::vector<SequencedEvent> changes;  // kChanges: at least one, oldest first
 };
 
 // Assigns sequence numbers to presence events, keeps the latest of them in a
@@ -123,9 +123,9 @@ class EventHub : public EventSink {
 
   // Ends every watch, current and future, with `status` (delivered by Pop).
   void Close(const absl::Status& status);
-  // Ends the dispatcher threads: no OnReady() after it. Call Close() first
-  // and wait until the sinks are gone, or a watch still pulling may wait for
-  // a wake that never comes. Idempotent.
+  // Ends the dispatcher threads: no OnReady() after it, wakes not made yet
+  // are dropped. Call Close() first and wait until the sinks are gone, or a
+  // watch still pulling may wait for a wake that never comes. Idempotent.
   void Stop();
 
   int watchers() const;
@@ -164,8 +164,9 @@ class EventHub : public EventSink {
     bool wake_pending = true;
   };
 
+  // Pop() without the sort; takes mu_.
   PopResult PopLocked(WatchId id, int max_changes, WatchMessage* out,
-                      absl::Status* status);
+                      absl::Status* status) ABSL_LOCKS_EXCLUDED(mu_);
   uint64_t OldestKeptLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   const SequencedEvent& RingAt(uint64_t sequence) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -173,9 +174,12 @@ class EventHub : public EventSink {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Wake(WatchState& watch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WakeParked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The filtered wakes so far become a round of their own, behind the
+  // rounds before them.
+  void FlushSinglesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(wake_mu_);
   void FillSnapshot(WatchState& watch, WatchMessage* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void DispatchLoop();
+  void DispatchLoop() ABSL_LOCKS_EXCLUDED(mu_, wake_mu_);
 
   const Clock& clock_;
   const Options options_;

@@ -279,7 +279,8 @@ void MergeRuns(std::vector<size_t> starts, std::vector<int64_t>* ids) {
     for (size_t r = 0; r + 1 < starts.size(); r += 2) {
       const auto lo = ids->begin() + starts[r];
       const auto mid = ids->begin() + starts[r + 1];
-      const auto hi = r + 2 < starts.size() ? ids->begin() + starts[r + 2] : mid;
+      const auto hi =
+          r + 2 < starts.size() ? ids->begin() + starts[r + 2] : mid;
       std::merge(lo, mid, mid, hi, merged.begin() + starts[r]);
       next.push_back(starts[r]);
     }
@@ -307,8 +308,8 @@ OnlinePage PresenceRegistry::ListOnline(absl::Span<const int64_t> only,
     // page is wasted work), and go back for more only to a shard whose
     // share turns out larger.
     const size_t share = limit / kNumShards;
-    const size_t take = std::min(
-        limit, share + 4 * static_cast<size_t>(std::sqrt(share)) + 16);
+    const size_t take =
+        std::min(limit, share + 4 * static_cast<size_t>(std::sqrt(share)) + 16);
     std::vector<int64_t> last_taken(kNumShards, 0);
     std::vector<bool> more(kNumShards, false);
     // Each shard's ids come out ascending: one run each, merged below.

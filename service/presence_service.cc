@@ -179,7 +179,7 @@ class WatchReactor : public WatchWriteReactor, public WatchSink {
     {
       absl::MutexLock lock(&mu_);
       write_in_flight_ = false;
-      current_bytes_.Clear();  // an idle stream holds no message
+      current_bytes_.Clear();   // an idle stream holds no message
       if (!ok) broken_ = true;  // the client is gone or the call was cancelled
     }
     MaybeWrite();
@@ -225,8 +225,7 @@ class WatchReactor : public WatchWriteReactor, public WatchSink {
         case EventHub::PopResult::kEmpty:
           return;
         case EventHub::PopResult::kMessage:
-          EncodeWatchMessage(message, hub_->epoch(), batches_,
-                             &current_bytes_);
+          EncodeWatchMessage(message, hub_->epoch(), batches_, &current_bytes_);
           if (message.online_users.capacity() > 65'536) {
             // A snapshot of everyone: don't keep its memory on this thread.
             std::vector<int64_t>().swap(message.online_users);
@@ -571,10 +570,10 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* PresenceServiceImpl::WatchPresence(
   watch.send_snapshot = request.send_snapshot();
   watch.resume_after = request.resume_after();
   watch.epoch = request.epoch();
-  return WatchReactor::Start(hub_, &calls_, watch,
-                             static_cast<int>(std::min<uint32_t>(
-                                 request.max_batch(), kMaxBatch)),
-                             timer);
+  return WatchReactor::Start(
+      hub_, &calls_, watch,
+      static_cast<int>(std::min<uint32_t>(request.max_batch(), kMaxBatch)),
+      timer);
 }
 
 }  // namespace presence

@@ -31,8 +31,8 @@
 #include <atomic>
 #include <cstdio>
 #include <fstream>
-#include <sstream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -56,7 +56,8 @@ ABSL_FLAG(int, interval_ms, 0,
 ABSL_FLAG(uint32_t, max_batch, 1000,
           "WatchPresenceRequest.max_batch: changes per message at most; 0 for "
           "one change per message.");
-ABSL_FLAG(int, rate, 5000, "throughput: Heartbeats per second (each user "
+ABSL_FLAG(int, rate, 5000,
+          "throughput: Heartbeats per second (each user "
           "is then marked offline too: two changes per Heartbeat).");
 ABSL_FLAG(int, seconds, 10, "throughput: how long to send.");
 ABSL_FLAG(int, server_pid, 0,
@@ -308,7 +309,8 @@ int64_t SendLoad(presence::Client& client, int rate, int seconds,
             return done(r.status());
           }
           client.MarkOfflineAsync(
-              user, "", [&](absl::StatusOr<presence::v1::MarkOfflineResponse> m) {
+              user, "",
+              [&](absl::StatusOr<presence::v1::MarkOfflineResponse> m) {
                 done(m.status());
               });
           done(absl::OkStatus());
@@ -430,8 +432,7 @@ int main(int argc, char** argv) {
         changes / absl::ToDoubleSeconds(sent - start),
         static_cast<long long>(failed), static_cast<long long>(got),
         static_cast<long long>(expected), resnapshots,
-        absl::ToDoubleSeconds(sent - start),
-        absl::ToDoubleSeconds(end - sent));
+        absl::ToDoubleSeconds(sent - start), absl::ToDoubleSeconds(end - sent));
     if (server_pid > 0 && cpu > 0) {
       std::printf(
           "server CPU %.2f s: %.0f changes delivered per CPU-second, "
@@ -460,7 +461,8 @@ int main(int argc, char** argv) {
     arrivals.Reset(users, first);
     std::vector<absl::Time> sent(users), answered(users);
     for (int i = 0; i < users; ++i) {
-      if (i > 0) absl::SleepFor(absl::Milliseconds(absl::GetFlag(FLAGS_interval_ms)));
+      if (i > 0)
+        absl::SleepFor(absl::Milliseconds(absl::GetFlag(FLAGS_interval_ms)));
       sent[i] = absl::Now();
       absl::StatusOr<presence::v1::HeartbeatResponse> r =
           client.Heartbeat(first + i, "bench");
