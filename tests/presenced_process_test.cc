@@ -224,7 +224,8 @@ TEST(PresencedProcessTest, HelpExplainsEveryFlag) {
   for (const char* flag :
        {"--listen", "--db", "--online_window", "--heartbeat_interval",
         "--durability", "--commit_interval", "--max_ids_per_request",
-        "--max_watchers", "--watch_ring_size", "--watcher_queue_size"}) {
+        "--max_watchers", "--watch_ring_size", "--watcher_queue_size",
+        "--watch_dispatch_threads"}) {
     EXPECT_NE(help.find(flag), std::string::npos) << flag << "\n" << help;
   }
   EXPECT_NE(help.find("SIGTERM"), std::string::npos);
