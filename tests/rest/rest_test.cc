@@ -32,6 +32,7 @@
 #include "gtest/gtest.h"
 #include "presence/client.h"
 #include "tests/test_util.h"
+#include "tools/process_sample.h"
 
 namespace presence::rest {
 namespace {
@@ -1143,18 +1144,9 @@ TEST_F(RestTest, ServesMetrics) {
 
 // CPU time (user + system) of process `pid` so far.
 absl::Duration CpuTime(pid_t pid) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
-  std::string stat((std::istreambuf_iterator<char>(in)),
-                   std::istreambuf_iterator<char>());
-  // Fields after the command's closing parenthesis; utime and stime are the
-  // 14th and 15th of the line.
-  std::vector<std::string> fields =
-      absl::StrSplit(stat.substr(stat.rfind(')') + 2), ' ');
-  int64_t utime = 0, stime = 0;
-  EXPECT_TRUE(absl::SimpleAtoi(fields[11], &utime));
-  EXPECT_TRUE(absl::SimpleAtoi(fields[12], &stime));
-  return absl::Seconds(static_cast<double>(utime + stime) /
-                       sysconf(_SC_CLK_TCK));
+  const double seconds = ReadProcess(pid).cpu_seconds;
+  EXPECT_GE(seconds, 0) << "cannot read /proc/" << pid << "/stat";
+  return absl::Seconds(seconds);
 }
 
 // Out of file descriptors, presence-rest waits before accepting again

@@ -17,7 +17,6 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -37,6 +36,7 @@
 #include "boost/beast/http.hpp"
 #include "gateway/jwt.h"
 #include "service/host_port.h"
+#include "tools/process_sample.h"
 
 ABSL_FLAG(std::string, rest, "127.0.0.1:8080", "presence-rest's HOST:PORT");
 ABSL_FLAG(int, rest_pid, 0, "presence-rest's pid, for /proc/PID/status");
@@ -60,18 +60,6 @@ std::string Token(const std::string& secret, int64_t user) {
       absl::StrCat(R"({"token_type":"access","user_id":)", user, R"(,"exp":)",
                    absl::ToUnixSeconds(absl::Now() + absl::Hours(1)), "}"),
       secret);
-}
-
-// VmRSS (kB) and Threads of a process.
-std::pair<long, long> RssAndThreads(int pid) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
-  std::string line;
-  long rss = 0, threads = 0;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) rss = std::stol(line.substr(6));
-    if (line.rfind("Threads:", 0) == 0) threads = std::stol(line.substr(8));
-  }
-  return {rss, threads};
 }
 
 struct Stream {
@@ -218,7 +206,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "no snapshot on the first stream\n");
     return 1;
   }
-  auto [rss_before, threads_before] = RssAndThreads(pid);
+  const presence::ProcessSample before = presence::ReadProcess(pid);
   absl::Time opening = absl::Now();
   clients.Open(count - 1);
   if (!clients.RunUntil([&] { return clients.snapshots == count; },
@@ -227,16 +215,22 @@ int main(int argc, char** argv) {
     return 1;
   }
   double open_seconds = absl::ToDoubleSeconds(absl::Now() - opening);
-  auto [rss_after, threads_after] = RssAndThreads(pid);
+  const presence::ProcessSample after = presence::ReadProcess(pid);
 
   std::printf("clients %d\n", count);
   std::printf("open_seconds %.2f\n", open_seconds);
-  std::printf("rss_kb_one_stream %ld\n", rss_before);
-  std::printf("rss_kb_all_streams %ld\n", rss_after);
+  std::printf("rss_kb_one_stream %lld\n",
+              static_cast<long long>(before.rss_kb));
+  std::printf("rss_kb_all_streams %lld\n",
+              static_cast<long long>(after.rss_kb));
   std::printf("bytes_per_stream %.0f\n",
-              count > 1 ? (rss_after - rss_before) * 1024.0 / (count - 1) : 0);
-  std::printf("threads_one_stream %ld\n", threads_before);
-  std::printf("threads_all_streams %ld\n", threads_after);
+              count > 1 ? static_cast<double>(after.rss_kb - before.rss_kb) *
+                              1024.0 / (count - 1)
+                        : 0);
+  std::printf("threads_one_stream %lld\n",
+              static_cast<long long>(before.threads));
+  std::printf("threads_all_streams %lld\n",
+              static_cast<long long>(after.threads));
 
   std::vector<double> p50s, p99s, maxes;
   for (int round = 1; round <= absl::GetFlag(FLAGS_rounds); ++round) {

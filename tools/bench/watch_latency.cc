@@ -30,9 +30,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -44,6 +42,7 @@
 #include "absl/time/clock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "presence/client.h"
+#include "tools/process_sample.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "presenced's HOST:PORT.");
 ABSL_FLAG(int, users, 1000, "Fresh users per round (one Heartbeat each).");
@@ -233,39 +232,8 @@ double Median(std::vector<double> v) { return Percentile(std::move(v), 0.5); }
 
 double Micros(absl::Duration d) { return absl::ToDoubleMicroseconds(d); }
 
-// presenced's user + system CPU time so far, from /proc/PID/stat.
-double CpuSeconds(int pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  std::getline(in, line);
-  // The fields after the command (which may hold spaces) in parentheses.
-  std::istringstream rest(line.substr(line.rfind(')') + 2));
-  std::string field;
-  double utime = 0, stime = 0;
-  for (int i = 3; rest >> field; ++i) {
-    if (i == 14) utime = std::stod(field);
-    if (i == 15) {
-      stime = std::stod(field);
-      break;
-    }
-  }
-  return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
-// presenced's resident set, bytes, from /proc/PID/status.
 double RssBytes(int pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string key;
-  while (in >> key) {
-    if (key == "VmRSS:") {
-      double kib = 0;
-      in >> kib;
-      return kib * 1024;
-    }
-    std::string rest;
-    std::getline(in, rest);
-  }
-  return 0;
+  return static_cast<double>(presence::ReadProcess(pid).rss_kb) * 1024;
 }
 
 // For `seconds`, makes `rate` presence changes a second: fresh users come
@@ -396,7 +364,8 @@ int main(int argc, char** argv) {
     // The streams are idle now: what they count from here is the load's.
     const uint64_t first = streams.front()->last_sequence();
     delivered.store(0);
-    const double cpu_before = server_pid > 0 ? CpuSeconds(server_pid) : 0;
+    const double cpu_before =
+        server_pid > 0 ? presence::ReadProcess(server_pid).cpu_seconds : 0;
     const absl::Time start = absl::Now();
     const int64_t failed = SendLoad(client, rate, seconds, next_user);
     const absl::Time sent = absl::Now();
@@ -418,7 +387,10 @@ int main(int argc, char** argv) {
       absl::SleepFor(absl::Milliseconds(5));
     }
     const absl::Time end = absl::Now();
-    const double cpu = server_pid > 0 ? CpuSeconds(server_pid) - cpu_before : 0;
+    const double cpu =
+        server_pid > 0
+            ? presence::ReadProcess(server_pid).cpu_seconds - cpu_before
+            : 0;
     int resnapshots = 0;
     for (auto& st : streams) resnapshots += st->resnapshots();
     const int64_t got = delivered.load();

@@ -72,6 +72,7 @@
 #include "presence/client.h"
 #include "presence/watcher.h"
 #include "service/host_port.h"
+#include "tools/process_sample.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051",
           "presenced's HOST:PORT (the proxy resolves HOST itself).");
@@ -117,6 +118,8 @@ namespace {
 
 using presence::HostPort;
 using presence::ParseHostPort;
+using presence::ProcessSample;
+using presence::ReadProcess;
 using presence::v1::PresenceChange;
 using presence::v1::Snapshot;
 using presence::v1::WatchPresenceResponse;
@@ -812,46 +815,6 @@ class Population {
   int64_t logouts_ = 0, went_away_ = 0, new_arrivals_ = 0, returns_ = 0,
           tabs_closed_ = 0, tabs_opened_ = 0;
 };
-
-// presenced's process, from /proc.
-struct ProcessSample {
-  int64_t rss_kb = -1;
-  int64_t hwm_kb = -1;
-  int64_t threads = -1;
-  double cpu_seconds = -1;
-};
-
-ProcessSample ReadProcess(int pid) {
-  ProcessSample sample;
-  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
-  std::string line;
-  while (std::getline(status, line)) {
-    std::vector<std::string> fields =
-        absl::StrSplit(line, absl::ByAnyChar(" \t:"), absl::SkipEmpty());
-    if (fields.size() < 2) continue;
-    int64_t value = 0;
-    if (!absl::SimpleAtoi(fields[1], &value)) continue;
-    if (fields[0] == "VmRSS") sample.rss_kb = value;
-    if (fields[0] == "VmHWM") sample.hwm_kb = value;
-    if (fields[0] == "Threads") sample.threads = value;
-  }
-  std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
-  std::string all((std::istreambuf_iterator<char>(stat)),
-                  std::istreambuf_iterator<char>());
-  const size_t paren = all.rfind(')');
-  if (paren != std::string::npos) {
-    // After the command: state is field 3; utime and stime are 14 and 15.
-    std::vector<std::string> fields =
-        absl::StrSplit(all.substr(paren + 2), ' ');
-    int64_t utime = 0, stime = 0;
-    if (fields.size() > 12 && absl::SimpleAtoi(fields[11], &utime) &&
-        absl::SimpleAtoi(fields[12], &stime)) {
-      sample.cpu_seconds =
-          static_cast<double>(utime + stime) / sysconf(_SC_CLK_TCK);
-    }
-  }
-  return sample;
-}
 
 enum class Phase { kFill, kConnect, kSteady, kDrain, kFinal };
 
