@@ -535,6 +535,16 @@ class RendezvousSink : public WatchSink {
   const size_t threads_;
 };
 
+// Starts a watch of everyone for `sink` and lets it fall asleep: the next
+// change wakes it.
+void WatchAsleep(EventHub& hub, std::shared_ptr<WatchSink> sink) {
+  absl::StatusOr<EventHub::WatchId> id = hub.Watch({}, std::move(sink));
+  ASSERT_TRUE(id.ok()) << id.status();
+  WatchMessage message;
+  absl::Status status;
+  ASSERT_EQ(hub.Pop(*id, 1, &message, &status), PopResult::kEmpty);
+}
+
 TEST(EventHubFanOutTest, ThousandsOfWakesAreSharedByTheDispatchers) {
   FakeClock clock;
   EventHub::Options options;
@@ -543,13 +553,9 @@ TEST(EventHubFanOutTest, ThousandsOfWakesAreSharedByTheDispatchers) {
   ASSERT_EQ(hub.dispatch_threads(), 2);
   RendezvousSink::Meeting meeting;
   std::vector<std::shared_ptr<RendezvousSink>> sinks;
-  WatchMessage message;
-  absl::Status status;
   for (int i = 0; i < 2'000; ++i) {
     sinks.push_back(std::make_shared<RendezvousSink>(&meeting, 2));
-    absl::StatusOr<EventHub::WatchId> id = hub.Watch({}, sinks.back());
-    ASSERT_TRUE(id.ok()) << id.status();
-    ASSERT_EQ(hub.Pop(*id, 1, &message, &status), PopResult::kEmpty);
+    ASSERT_NO_FATAL_FAILURE(WatchAsleep(hub, sinks.back()));
   }
   hub.Publish({1, true, Reason::kHeartbeat, clock.Now()});
   absl::MutexLock lock(&meeting.mu);
@@ -595,15 +601,11 @@ TEST(EventHubFanOutTest, TheOldestRoundOfWakesIsServedFirst) {
   options.dispatch_threads = 1;
   EventHub hub(clock, options);
   OrderSink::Log log;
-  WatchMessage message;
-  absl::Status status;
   std::vector<std::shared_ptr<OrderSink>> sinks;
   // Parks a watch of everyone behind a new sink.
   auto park = [&](int id, bool blocker) {
     sinks.push_back(std::make_shared<OrderSink>(&log, id, blocker));
-    absl::StatusOr<EventHub::WatchId> watch = hub.Watch({}, sinks.back());
-    ASSERT_TRUE(watch.ok());
-    ASSERT_EQ(hub.Pop(*watch, 1, &message, &status), PopResult::kEmpty);
+    WatchAsleep(hub, sinks.back());
   };
   park(0, /*blocker=*/true);
   hub.Publish({1, true, Reason::kHeartbeat, clock.Now()});

@@ -480,6 +480,19 @@ class WatchTest : public ServiceTest {
             m.snapshot().online_users().end()};
   }
 
+  // Brings users first..last online with one BatchHeartbeat, in that order:
+  // their ONLINE changes get consecutive sequences.
+  void HeartbeatUsers(int64_t first, int64_t last) {
+    v1::BatchHeartbeatRequest request;
+    for (int64_t user = first; user <= last; ++user) {
+      request.add_heartbeats()->set_user_id(user);
+    }
+    grpc::ClientContext context;
+    v1::BatchHeartbeatResponse response;
+    ASSERT_TRUE(
+        client_->stub().BatchHeartbeat(&context, request, &response).ok());
+  }
+
   // The server's current (epoch, sequence), from the stream's snapshot.
   static std::pair<std::string, uint64_t> Head(Stream* stream) {
     v1::WatchPresenceResponse snapshot = stream->Next();
@@ -598,9 +611,7 @@ TEST_F(WatchTest, EveryChangeOfManyUsersArrivesInOrder) {
 TEST_F(WatchTest, WaitingChangesComeInBatchesOfAtMostMaxBatch) {
   auto probe = Watch({});
   const auto [epoch, start] = Head(probe.get());
-  for (int64_t user = 1; user <= 10; ++user) {
-    ASSERT_TRUE(client_->Heartbeat(user).ok());
-  }
+  HeartbeatUsers(1, 10);
   // Resuming from before them: all ten are waiting when the stream starts.
   auto stream = Watch({}, false, start, epoch, /*max_batch=*/4);
   uint64_t expected = start + 1;
@@ -629,9 +640,7 @@ TEST_F(WatchTest, WaitingChangesComeInBatchesOfAtMostMaxBatch) {
 TEST_F(WatchTest, AStreamThatDoesNotAskForBatchesGetsOneChangePerMessage) {
   auto probe = Watch({});
   const auto [epoch, start] = Head(probe.get());
-  for (int64_t user = 1; user <= 5; ++user) {
-    ASSERT_TRUE(client_->Heartbeat(user).ok());
-  }
+  HeartbeatUsers(1, 5);
   for (uint32_t max_batch : {0u, 1u}) {
     auto stream = Watch({}, false, start, epoch, max_batch);
     for (uint64_t s = start + 1; s <= start + 5; ++s) {
@@ -646,14 +655,7 @@ TEST_F(WatchTest, AStreamThatDoesNotAskForBatchesGetsOneChangePerMessage) {
 TEST_F(WatchTest, MaxBatchIsCappedAtAThousand) {
   auto probe = Watch({});
   const auto [epoch, start] = Head(probe.get());
-  v1::BatchHeartbeatRequest request;
-  for (int64_t user = 1; user <= 1500; ++user) {
-    request.add_heartbeats()->set_user_id(user);
-  }
-  grpc::ClientContext context;
-  v1::BatchHeartbeatResponse response;
-  ASSERT_TRUE(
-      client_->stub().BatchHeartbeat(&context, request, &response).ok());
+  HeartbeatUsers(1, 1500);
   auto stream = Watch({}, false, start, epoch, 1'000'000);
   v1::WatchPresenceResponse first = stream->Next();
   ASSERT_EQ(first.changes().changes_size(), 1000);
@@ -666,9 +668,7 @@ TEST_F(WatchTest, MaxBatchIsCappedAtAThousand) {
 TEST_F(WatchTest, AFilteredStreamBatchesOnlyItsUsers) {
   auto probe = Watch({});
   const auto [epoch, start] = Head(probe.get());
-  for (int64_t user = 1; user <= 6; ++user) {
-    ASSERT_TRUE(client_->Heartbeat(user).ok());
-  }
+  HeartbeatUsers(1, 6);
   auto stream = Watch({2, 5, 6}, false, start, epoch, 100);
   v1::WatchPresenceResponse m = stream->Next();
   ASSERT_EQ(m.changes().changes_size(), 3);
@@ -683,8 +683,9 @@ TEST_F(WatchTest, AFilteredStreamBatchesOnlyItsUsers) {
 
 // A watcher of everyone that stops reading: the server stops writing to it
 // once gRPC's flow control is full, its cursor falls off a small ring, and
-// when it reads again it gets what was buffered, then one snapshot with
-// everyone online, then live changes again.
+// when it reads again it gets what was buffered and a snapshot wherever it
+// had fallen off, with no gap, ending with everyone online; then live
+// changes again.
 TEST_F(WatchTest, AStalledWatcherOfEveryoneGetsOneSnapshotOffTheRing) {
   client_.reset();
   server_.reset();
@@ -696,14 +697,7 @@ TEST_F(WatchTest, AStalledWatcherOfEveryoneGetsOneSnapshotOffTheRing) {
   // Far more than any flow-control window holds, in one-change messages.
   constexpr int64_t kUsers = 100'000;
   for (int64_t first = 1; first <= kUsers; first += 10'000) {
-    v1::BatchHeartbeatRequest request;
-    for (int64_t user = first; user < first + 10'000; ++user) {
-      request.add_heartbeats()->set_user_id(user);
-    }
-    grpc::ClientContext context;
-    v1::BatchHeartbeatResponse response;
-    ASSERT_TRUE(
-        client_->stub().BatchHeartbeat(&context, request, &response).ok());
+    HeartbeatUsers(first, first + 9'999);
   }
   // Reading now: what gRPC had buffered, then snapshots wherever the
   // stream fell off the ring, never a gap between them.
