@@ -171,7 +171,6 @@ void EventHub::FillSnapshot(WatchState& watch, WatchMessage* out) {
   out->sequence = last_sequence_;
   out->snapshot_time = clock_.Now();
   if (watch.user_ids.empty()) {
-    // Sorted by Pop() after the hub's mutex is released.
     out->online_users.assign(online_.begin(), online_.end());
   } else {
     for (int64_t user : watch.user_ids) {
@@ -184,20 +183,7 @@ EventHub::PopResult EventHub::Pop(WatchId id, int max_changes,
                                   WatchMessage* out, absl::Status* status) {
   out->online_users.clear();
   out->changes.clear();
-  const PopResult result = PopLocked(id, std::max(1, max_changes), out, status);
-  if (result == PopResult::kMessage &&
-      out->kind == WatchMessage::Kind::kSnapshot) {
-    // Sorting a snapshot of everyone is the costly part: not under mu_,
-    // where it would hold up every Publish (and so every heartbeat that
-    // changes a user's status).
-    std::sort(out->online_users.begin(), out->online_users.end());
-  }
-  return result;
-}
-
-EventHub::PopResult EventHub::PopLocked(WatchId id, int max_changes,
-                                        WatchMessage* out,
-                                        absl::Status* status) {
+  max_changes = std::max(1, max_changes);
   absl::MutexLock lock(&mu_);
   auto it = watches_.find(id);
   if (it == watches_.end()) {

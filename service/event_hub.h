@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -118,7 +118,7 @@ class EventHub : public EventSink {
   // changes. kEmpty: nothing now (OnReady() will be called when there is);
   // kClosed: the watch was ended with *status.
   PopResult Pop(WatchId id, int max_changes, WatchMessage* out,
-                absl::Status* status);
+                absl::Status* status) ABSL_LOCKS_EXCLUDED(mu_);
   void Unwatch(WatchId id);
 
   // Ends every watch, current and future, with `status` (delivered by Pop).
@@ -164,9 +164,6 @@ class EventHub : public EventSink {
     bool wake_pending = true;
   };
 
-  // Pop() without the sort; takes mu_.
-  PopResult PopLocked(WatchId id, int max_changes, WatchMessage* out,
-                      absl::Status* status) ABSL_LOCKS_EXCLUDED(mu_);
   uint64_t OldestKeptLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   const SequencedEvent& RingAt(uint64_t sequence) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -189,7 +186,9 @@ class EventHub : public EventSink {
   uint64_t last_sequence_ ABSL_GUARDED_BY(mu_) = 0;
   // Event `s` sits at (s - 1) % ring_size; it grows up to ring_size.
   std::vector<SequencedEvent> ring_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_set<int64_t> online_ ABSL_GUARDED_BY(mu_);
+  // Ordered, so a Snapshot comes out sorted; and, at millions of users, about
+  // half the bytes of a hash set at its usual load.
+  absl::btree_set<int64_t> online_ ABSL_GUARDED_BY(mu_);
   WatchId next_id_ ABSL_GUARDED_BY(mu_) = 1;
   absl::flat_hash_map<WatchId, std::unique_ptr<WatchState>> watches_
       ABSL_GUARDED_BY(mu_);

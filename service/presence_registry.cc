@@ -36,37 +36,19 @@ int64_t SizeChange(size_t before, size_t after) {
 
 }  // namespace
 
-PresenceRegistry::SessionId::SessionId(absl::string_view id) {
-  if (id.empty()) return;
-  // Ids are at most 128 bytes by validation (and the store holds only ids
-  // that passed it); a 2-byte length covers far more.
-  const uint16_t size = static_cast<uint16_t>(
-      std::min<size_t>(id.size(), std::numeric_limits<uint16_t>::max()));
-  data_ = std::make_unique<char[]>(sizeof(size) + size);
-  std::memcpy(data_.get(), &size, sizeof(size));
-  std::memcpy(data_.get() + sizeof(size), id.data(), size);
-}
-
-absl::string_view PresenceRegistry::SessionId::view() const {
-  if (data_ == nullptr) return {};
-  uint16_t size;
-  std::memcpy(&size, data_.get(), sizeof(size));
-  return absl::string_view(data_.get() + sizeof(size), size);
-}
-
 absl::Time PresenceRegistry::Now() const { return FromUs(ToUs(clock_.Now())); }
 
 PresenceRegistry::Shard& PresenceRegistry::ShardFor(int64_t user_id) const {
-  // Ids are often sequential; hashing spreads neighbours across shards.
-  return shards_[absl::Hash<int64_t>{}(user_id) % kNumShards];
+  // Ids are often sequential; hashing spreads neighbours across shards. The
+  // shard comes from the hash's top bits: the shard's own index probes by the
+  // low ones, which would otherwise be alike for all of its users.
+  static_assert(kNumShards == 64);
+  return shards_[absl::Hash<int64_t>{}(user_id) >> 58];
 }
 
 absl::Time PresenceRegistry::OnlineUntil(const UserState& user) const {
-  if (user.sessions.empty()) return absl::InfinitePast();
-  int64_t latest = kNeverUs;
-  for (const Session& s : user.sessions) {
-    latest = std::max(latest, s.last_heartbeat_us);
-  }
+  const int64_t latest = user.LatestHeartbeatUs();
+  if (latest == kNeverUs) return absl::InfinitePast();
   return FromUs(latest) + online_window_;
 }
 
@@ -91,14 +73,14 @@ void PresenceRegistry::AnnounceOnline(Shard& shard, int64_t user_id,
 
 void PresenceRegistry::SetOnline(Shard& shard, int64_t user_id,
                                  UserState& user) {
-  user.announced_online = true;
+  user.set_announced_online(true);
   shard.online.insert(user_id);
   IndexExpiry(shard, user_id, user);
 }
 
 void PresenceRegistry::SetOffline(Shard& shard, int64_t user_id,
                                   UserState& user) {
-  user.announced_online = false;
+  user.set_announced_online(false);
   shard.online.erase(user_id);
 }
 
@@ -115,14 +97,14 @@ void PresenceRegistry::IndexExpiry(Shard& shard, int64_t user_id,
 
 void PresenceRegistry::CatchUpExpiry(Shard& shard, int64_t user_id,
                                      UserState& user, absl::Time now) {
-  if (!user.announced_online) return;
+  if (!user.announced_online()) return;
   const absl::Time online_until = OnlineUntil(user);
   if (now < online_until) return;
   Announce(user_id, false, PresenceEvent::Reason::kExpired, online_until);
   SetOffline(shard, user_id, user);
   // Every session is dead; last_seen keeps their latest heartbeat.
-  shard.sessions -= static_cast<int64_t>(user.sessions.size());
-  user.sessions.clear();
+  shard.sessions -= static_cast<int64_t>(user.session_count());
+  user.ClearSessions();
 }
 
 HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
@@ -132,50 +114,53 @@ HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
   // Read the clock under the lock so that stamps of one user never go
   // backwards between two racing heartbeats.
   const absl::Time now = Now();
-  UserState& user = shard.users[user_id];
+  UserState& user = shard.users.FindOrAdd(user_id);
   CatchUpExpiry(shard, user_id, user, now);
-  const bool was_online = user.announced_online;
-  const size_t sessions_before = user.sessions.size();
+  const bool was_online = user.announced_online();
+  SessionList sessions = user.TakeSessions();
+  const size_t sessions_before = sessions.size();
 
   // Expired sessions are dropped as the user is touched, so a user's vector
   // stays as small as their live sessions.
   bool found = false;
   int64_t stamp_us = ToUs(now);
-  user.sessions.erase(
-      std::remove_if(user.sessions.begin(), user.sessions.end(),
-                     [&](Session& s) {
-                       if (s.id.view() == session_id) {
-                         // A wall clock stepped back never shortens presence.
-                         s.last_heartbeat_us = stamp_us =
-                             std::max(s.last_heartbeat_us, stamp_us);
-                         found = true;
-                         return false;
-                       }
-                       return FromUs(s.last_heartbeat_us) + online_window_ <=
-                              now;
-                     }),
-      user.sessions.end());
+  sessions.erase(std::remove_if(sessions.begin(), sessions.end(),
+                                [&](Session& s) {
+                                  if (s.id.view() == session_id) {
+                                    // A wall clock stepped back never shortens
+                                    // presence.
+                                    s.last_heartbeat_us = stamp_us =
+                                        std::max(s.last_heartbeat_us, stamp_us);
+                                    found = true;
+                                    return false;
+                                  }
+                                  return FromUs(s.last_heartbeat_us) +
+                                             online_window_ <=
+                                         now;
+                                }),
+                 sessions.end());
   user.last_seen_us = std::max(user.last_seen_us, ToUs(now));
   bool evicted = false;
   if (!found) {
     if (max_sessions_per_user_ > 0 &&
-        user.sessions.size() >= static_cast<size_t>(max_sessions_per_user_)) {
+        sessions.size() >= static_cast<size_t>(max_sessions_per_user_)) {
       // Make room by ending the session heard from least recently; the
       // store forgets it in the same order as this heartbeat's change.
       auto oldest =
-          std::min_element(user.sessions.begin(), user.sessions.end(),
+          std::min_element(sessions.begin(), sessions.end(),
                            [](const Session& a, const Session& b) {
                              return a.last_heartbeat_us < b.last_heartbeat_us;
                            });
       Record(SessionChange{SessionChange::Kind::kEndSession, user_id,
                            std::string(oldest->id.view()), now,
                            FromUs(user.last_seen_us)});
-      user.sessions.erase(oldest);
+      sessions.erase(oldest);
       evicted = true;
     }
-    user.sessions.push_back(Session{SessionId(session_id), ToUs(now)});
+    sessions.push_back(Session{SessionId(session_id), ToUs(now)});
   }
-  shard.sessions += SizeChange(sessions_before, user.sessions.size());
+  shard.sessions += SizeChange(sessions_before, sessions.size());
+  user.PutSessions(std::move(sessions));
   if (!was_online) {
     AnnounceOnline(shard, user_id, user, PresenceEvent::Reason::kHeartbeat,
                    now);
@@ -204,17 +189,18 @@ MarkOfflineResult PresenceRegistry::MarkOffline(int64_t user_id,
   MarkOfflineResult result;
   result.server_time = now;
 
-  auto it = shard.users.find(user_id);
-  if (it == shard.users.end()) return result;
-  UserState& user = it->second;
+  UserState* found = shard.users.Find(user_id);
+  if (found == nullptr) return result;
+  UserState& user = *found;
   CatchUpExpiry(shard, user_id, user, now);
-  const bool was_online = user.announced_online;
+  const bool was_online = user.announced_online();
   const bool end_all = session_id.empty();
-  const size_t sessions_before = user.sessions.size();
+  SessionList sessions = user.TakeSessions();
+  const size_t sessions_before = sessions.size();
 
   size_t removed = 0;
-  user.sessions.erase(
-      std::remove_if(user.sessions.begin(), user.sessions.end(),
+  sessions.erase(
+      std::remove_if(sessions.begin(), sessions.end(),
                      [&](const Session& s) {
                        if (!end_all && s.id.view() != session_id) {
                          return false;
@@ -225,7 +211,8 @@ MarkOfflineResult PresenceRegistry::MarkOffline(int64_t user_id,
                        }
                        return true;
                      }),
-      user.sessions.end());
+      sessions.end());
+  user.PutSessions(std::move(sessions));
   // An empty session_id names the default session when heartbeating but
   // "every session" here; a client that only uses the default session gets
   // the same effect either way.
@@ -246,8 +233,8 @@ MarkOfflineResult PresenceRegistry::MarkOffline(int64_t user_id,
     IndexExpiry(shard, user_id, user);
   }
   // Sessions left now are all dead, and the sweeper skips offline users.
-  if (!result.still_online) user.sessions.clear();
-  shard.sessions += SizeChange(sessions_before, user.sessions.size());
+  if (!result.still_online) user.ClearSessions();
+  shard.sessions += SizeChange(sessions_before, user.session_count());
   result.write_ticket = Record(SessionChange{
       end_all ? SessionChange::Kind::kEndAllSessions
               : SessionChange::Kind::kEndSession,
@@ -347,8 +334,8 @@ OnlinePage PresenceRegistry::ListOnline(absl::Span<const int64_t> only,
     for (int64_t id : ids) {
       const Shard& shard = ShardFor(id);
       absl::MutexLock lock(&shard.mu);
-      auto it = shard.users.find(id);
-      if (it != shard.users.end() && now < OnlineUntil(it->second)) {
+      const UserState* user = shard.users.Find(id);
+      if (user != nullptr && now < OnlineUntil(*user)) {
         ++page.total_online;
         if (id > after_user_id) candidates.push_back(id);
       }
@@ -376,17 +363,16 @@ PresenceLookup PresenceRegistry::GetPresence(
     info.user_id = id;
     const Shard& shard = ShardFor(id);
     absl::MutexLock lock(&shard.mu);
-    auto it = shard.users.find(id);
-    if (it != shard.users.end()) {
-      const UserState& user = it->second;
+    if (const UserState* found = shard.users.Find(id); found != nullptr) {
+      const UserState& user = *found;
       if (user.last_seen_us != kNeverUs) {
         info.last_seen = FromUs(user.last_seen_us);
       }
-      for (const Session& s : user.sessions) {
-        if (now < FromUs(s.last_heartbeat_us) + online_window_) {
+      user.ForEachSession([&](absl::string_view, int64_t last_heartbeat_us) {
+        if (now < FromUs(last_heartbeat_us) + online_window_) {
           ++info.live_sessions;
         }
-      }
+      });
       info.online = info.live_sessions > 0;
       if (info.online) info.online_until = OnlineUntil(user);
     }
@@ -400,22 +386,24 @@ void PresenceRegistry::RestoreSession(int64_t user_id,
                                       absl::Time last_heartbeat) {
   Shard& shard = ShardFor(user_id);
   absl::MutexLock lock(&shard.mu);
-  UserState& user = shard.users[user_id];
+  UserState& user = shard.users.FindOrAdd(user_id);
+  SessionList sessions = user.TakeSessions();
   auto it =
-      std::find_if(user.sessions.begin(), user.sessions.end(),
+      std::find_if(sessions.begin(), sessions.end(),
                    [&](const Session& s) { return s.id.view() == session_id; });
   const int64_t heartbeat_us = ToUs(last_heartbeat);
-  if (it == user.sessions.end()) {
-    user.sessions.push_back(Session{SessionId(session_id), heartbeat_us});
+  if (it == sessions.end()) {
+    sessions.push_back(Session{SessionId(session_id), heartbeat_us});
     ++shard.sessions;
   } else {
     it->last_heartbeat_us = std::max(it->last_heartbeat_us, heartbeat_us);
   }
+  user.PutSessions(std::move(sessions));
   user.last_seen_us = std::max(user.last_seen_us, heartbeat_us);
-  if (!user.announced_online && Now() < OnlineUntil(user)) {
+  if (!user.announced_online() && Now() < OnlineUntil(user)) {
     SetOnline(shard, user_id, user);
     if (events_ != nullptr) events_->SeedOnline(user_id);
-  } else if (user.announced_online) {
+  } else if (user.announced_online()) {
     // A second restored session of the user may end earlier or later.
     IndexExpiry(shard, user_id, user);
   }
@@ -424,7 +412,7 @@ void PresenceRegistry::RestoreSession(int64_t user_id,
 void PresenceRegistry::RestoreLastSeen(int64_t user_id, absl::Time last_seen) {
   Shard& shard = ShardFor(user_id);
   absl::MutexLock lock(&shard.mu);
-  UserState& user = shard.users[user_id];
+  UserState& user = shard.users.FindOrAdd(user_id);
   user.last_seen_us = std::max(user.last_seen_us, ToUs(last_seen));
 }
 
@@ -445,12 +433,12 @@ int64_t PresenceRegistry::SweepShard(Shard& shard, absl::Time now) {
     std::pop_heap(heap.begin(), heap.end(), std::greater<ExpiryEntry>());
     const ExpiryEntry entry = heap.back();
     heap.pop_back();
-    auto it = shard.users.find(entry.user_id);
-    if (it == shard.users.end()) continue;
-    UserState& user = it->second;
+    UserState* found = shard.users.Find(entry.user_id);
+    if (found == nullptr) continue;
+    UserState& user = *found;
     if (user.indexed_until_us != entry.online_until_us) continue;  // stale
     user.indexed_until_us = kNoEntryUs;
-    if (!user.announced_online) continue;  // went offline otherwise
+    if (!user.announced_online()) continue;  // went offline otherwise
     if (OnlineUntil(user) <= now) {
       CatchUpExpiry(shard, entry.user_id, user, now);
       ++expired;

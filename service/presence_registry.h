@@ -9,8 +9,6 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/btree_set.h"
-#include "absl/container/flat_hash_map.h"
-#include "absl/container/inlined_vector.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -18,6 +16,7 @@
 #include "service/clock.h"
 #include "service/presence_event.h"
 #include "service/session_change.h"
+#include "service/user_table.h"
 
 namespace presence {
 
@@ -136,37 +135,6 @@ class PresenceRegistry {
   Stats stats() const;
 
  private:
-  // Memory per user matters at millions of users: times are kept as int64
-  // microseconds since the epoch (8 bytes, where absl::Time takes 16; the
-  // API's Timestamps carry microseconds too), and a session id as one
-  // pointer.
-  static constexpr int64_t kNeverUs = std::numeric_limits<int64_t>::min();
-  static constexpr int64_t kNoEntryUs = std::numeric_limits<int64_t>::max();
-
-  // A session id in one pointer: null for the default (empty) session, else
-  // a heap block holding a 2-byte length and the bytes.
-  class SessionId {
-   public:
-    SessionId() = default;
-    explicit SessionId(absl::string_view id);
-    absl::string_view view() const;
-
-   private:
-    std::unique_ptr<char[]> data_;
-  };
-  struct Session {
-    SessionId id;
-    int64_t last_heartbeat_us;
-  };
-  struct UserState {
-    // Most users have one session; a handful is the upper end in practice.
-    absl::InlinedVector<Session, 1> sessions;
-    int64_t last_seen_us = kNeverUs;
-    // The time of the user's live expiry index entry (kNoEntryUs: none).
-    // Entries with another time are stale and skipped when they come due.
-    int64_t indexed_until_us = kNoEntryUs;
-    bool announced_online = false;
-  };
   struct ExpiryEntry {
     int64_t online_until_us;  // may be stale: checked when due
     int64_t user_id;
@@ -176,7 +144,7 @@ class PresenceRegistry {
   };
   struct Shard {
     mutable absl::Mutex mu;
-    absl::flat_hash_map<int64_t, UserState> users ABSL_GUARDED_BY(mu);
+    UserTable users ABSL_GUARDED_BY(mu);
     // Min-heap by online_until of announced-online users, one live entry per
     // user, never later than the user's real end of window. A heartbeat only
     // moves that end later, so it does not touch the heap: an entry that

@@ -1,0 +1,139 @@
+#include "service/user_table.h"
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace presence {
+namespace {
+
+// The sessions as (id, heartbeat) pairs, in stored order.
+std::vector<std::pair<std::string, int64_t>> Sessions(const UserState& user) {
+  std::vector<std::pair<std::string, int64_t>> out;
+  user.ForEachSession([&](absl::string_view id, int64_t hb) {
+    out.emplace_back(std::string(id), hb);
+  });
+  return out;
+}
+
+SessionList List(std::vector<std::pair<std::string, int64_t>> sessions) {
+  SessionList list;
+  for (auto& [id, hb] : sessions) list.push_back(Session{SessionId(id), hb});
+  return list;
+}
+
+using Pairs = std::vector<std::pair<std::string, int64_t>>;
+
+TEST(UserStateTest, StaysFortyBytes) {
+  // The per-user budget of docs/performance.md rests on it.
+  EXPECT_EQ(sizeof(UserState), 40u);
+}
+
+TEST(UserStateTest, NewUserHasNoSessions) {
+  UserState user(7);
+  EXPECT_EQ(user.id(), 7);
+  EXPECT_FALSE(user.has_sessions());
+  EXPECT_EQ(user.session_count(), 0u);
+  EXPECT_EQ(user.LatestHeartbeatUs(), kNeverUs);
+  EXPECT_TRUE(user.TakeSessions().empty());
+  EXPECT_FALSE(user.announced_online());
+}
+
+TEST(UserStateTest, KeepsOneSessionOfEitherKind) {
+  for (const std::string id : {"", "tab-1"}) {
+    UserState user(1);
+    user.PutSessions(List({{id, 100}}));
+    EXPECT_TRUE(user.has_sessions());
+    EXPECT_EQ(user.session_count(), 1u);
+    EXPECT_EQ(user.LatestHeartbeatUs(), 100);
+    EXPECT_EQ(Sessions(user), (Pairs{{id, 100}}));
+    SessionList taken = user.TakeSessions();
+    ASSERT_EQ(taken.size(), 1u);
+    EXPECT_EQ(taken[0].id.view(), id);
+    EXPECT_FALSE(user.has_sessions());  // taken out
+    user.PutSessions(std::move(taken));
+    EXPECT_EQ(Sessions(user), (Pairs{{id, 100}}));
+  }
+}
+
+TEST(UserStateTest, GrowsToManySessionsAndBackToOne) {
+  UserState user(1);
+  user.PutSessions(List({{"a", 100}}));
+  SessionList sessions = user.TakeSessions();
+  sessions.push_back(Session{SessionId("b"), 300});
+  sessions.push_back(Session{SessionId(""), 200});
+  user.PutSessions(std::move(sessions));
+  EXPECT_EQ(user.session_count(), 3u);
+  EXPECT_EQ(user.LatestHeartbeatUs(), 300);
+  EXPECT_EQ(Sessions(user), (Pairs{{"a", 100}, {"b", 300}, {"", 200}}));
+
+  // Two left: still the heap form, refilled in place.
+  sessions = user.TakeSessions();
+  sessions.erase(sessions.begin());
+  user.PutSessions(std::move(sessions));
+  EXPECT_EQ(Sessions(user), (Pairs{{"b", 300}, {"", 200}}));
+
+  // One left: back inline.
+  sessions = user.TakeSessions();
+  sessions.erase(sessions.begin());
+  user.PutSessions(std::move(sessions));
+  EXPECT_EQ(Sessions(user), (Pairs{{"", 200}}));
+  EXPECT_EQ(user.LatestHeartbeatUs(), 200);
+
+  user.ClearSessions();
+  EXPECT_FALSE(user.has_sessions());
+  EXPECT_EQ(user.LatestHeartbeatUs(), kNeverUs);
+}
+
+TEST(UserStateTest, OnlineFlagSurvivesEveryForm) {
+  UserState user(1);
+  user.set_announced_online(true);
+  user.PutSessions(List({{"a", 1}}));
+  EXPECT_TRUE(user.announced_online());
+  user.PutSessions(List({{"a", 1}, {"b", 2}}));
+  EXPECT_TRUE(user.announced_online());
+  EXPECT_EQ(Sessions(user), (Pairs{{"a", 1}, {"b", 2}}));
+  user.ClearSessions();
+  EXPECT_TRUE(user.announced_online());
+  user.set_announced_online(false);
+  user.PutSessions(List({{"a", 1}, {"b", 2}}));
+  EXPECT_FALSE(user.announced_online());
+  EXPECT_EQ(user.session_count(), 2u);
+}
+
+TEST(UserStateTest, LongestSessionIdRoundTrips) {
+  UserState user(1);
+  const std::string id(128, 'x');
+  user.PutSessions(List({{id, 5}}));
+  EXPECT_EQ(Sessions(user), (Pairs{{id, 5}}));
+}
+
+TEST(UserTableTest, FindsWhatWasAddedAcrossChunks) {
+  UserTable table;
+  // Spread out and negative ids, and more than a few chunks of records.
+  std::vector<int64_t> ids;
+  for (int64_t i = 0; i < 5000; ++i) ids.push_back(i * 7919 - 100000);
+  std::vector<UserState*> records;
+  for (int64_t id : ids) {
+    UserState& user = table.FindOrAdd(id);
+    EXPECT_EQ(user.id(), id);
+    user.last_seen_us = id * 2;
+    records.push_back(&user);
+  }
+  EXPECT_EQ(table.size(), ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    UserState* user = table.Find(ids[i]);
+    // Records never move, though the index grew many times meanwhile.
+    ASSERT_EQ(user, records[i]) << ids[i];
+    EXPECT_EQ(user->last_seen_us, ids[i] * 2);
+    EXPECT_EQ(&table.FindOrAdd(ids[i]), records[i]);
+  }
+  EXPECT_EQ(table.size(), ids.size());  // FindOrAdd of known ids added none
+  EXPECT_EQ(table.Find(1), nullptr);
+  EXPECT_EQ(static_cast<const UserTable&>(table).Find(ids[3]), records[3]);
+}
+
+}  // namespace
+}  // namespace presence
