@@ -30,6 +30,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
 #include "google/protobuf/util/time_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
@@ -411,7 +412,11 @@ TEST(ShutdownTest, CallsInFlightFinishNewOnesAreRefusedIdleOnesDoNotWait) {
        idle.ListOnlineStatus().ok() && absl::Now() < end;) {
   }
   const grpc::Status late = idle.Heartbeat(3);
-  EXPECT_EQ(late.error_code(), grpc::StatusCode::UNAVAILABLE)
+  // A call that races gRPC's own shutdown of the server is cancelled by the
+  // transport (about 1 run in 40 under load), never applied either way: the
+  // rows checked below say so.
+  EXPECT_THAT(late.error_code(), ::testing::AnyOf(grpc::StatusCode::UNAVAILABLE,
+                                                  grpc::StatusCode::CANCELLED))
       << late.error_message();
   EXPECT_FALSE(done.HasBeenNotified());  // still waiting for the call
 
