@@ -1,10 +1,11 @@
 #include "service/store_writer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <iterator>
+#include <tuple>
 #include <utility>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "service/log.h"
@@ -104,30 +105,44 @@ uint64_t StoreWriter::pending() const {
 }
 
 void StoreWriter::Coalesce(std::vector<SessionChange>& batch) {
-  std::vector<SessionChange> out;
-  out.reserve(batch.size());  // no reallocation: the keys point into `out`
-  absl::flat_hash_map<std::pair<int64_t, absl::string_view>, size_t> beat;
-  for (SessionChange& change : batch) {
-    if (change.kind != SessionChange::Kind::kHeartbeat) {
-      // A heartbeat after an ended session must stay after it.
-      beat.clear();
-      out.push_back(std::move(change));
+  // Between two ended sessions the heartbeats' row writes commute: in key
+  // order they walk the table's b-tree once, where arrival order jumps to a
+  // random page each, and repeats of a session become neighbours. A merged
+  // repeat keeps the latest stamps, which are the largest: the registry never
+  // moves a session's heartbeat or a user's last_seen back. In place, without
+  // allocating: this runs once per commit.
+  auto key = [](const SessionChange& c) {
+    return std::tie(c.user_id, c.session_id);
+  };
+  auto out = batch.begin();
+  for (auto it = batch.begin(); it != batch.end();) {
+    if (it->kind != SessionChange::Kind::kHeartbeat) {
+      // An ended session stays between the heartbeats before and after it.
+      if (out != it) *out = std::move(*it);
+      ++out;
+      ++it;
       continue;
     }
-    auto it = beat.find(
-        std::make_pair(change.user_id, absl::string_view(change.session_id)));
-    if (it != beat.end()) {
-      SessionChange& earlier = out[it->second];
-      earlier.at = change.at;
-      earlier.last_seen = change.last_seen;
-      continue;
+    const auto run_end =
+        std::find_if(it, batch.end(), [](const SessionChange& c) {
+          return c.kind != SessionChange::Kind::kHeartbeat;
+        });
+    std::sort(it, run_end, [&](const SessionChange& a, const SessionChange& b) {
+      return key(a) < key(b);
+    });
+    const auto run_out = out;
+    for (; it != run_end; ++it) {
+      if (out != run_out && key(*(out - 1)) == key(*it)) {
+        SessionChange& merged = *(out - 1);
+        merged.at = std::max(merged.at, it->at);
+        merged.last_seen = std::max(merged.last_seen, it->last_seen);
+        continue;
+      }
+      if (out != it) *out = std::move(*it);
+      ++out;
     }
-    out.push_back(std::move(change));
-    beat.emplace(std::make_pair(out.back().user_id,
-                                absl::string_view(out.back().session_id)),
-                 out.size() - 1);
   }
-  batch.swap(out);
+  batch.erase(out, batch.end());
 }
 
 void StoreWriter::ReportOutcome(const absl::Status& status,
@@ -234,6 +249,7 @@ StoreWriter::Step StoreWriter::NextStep(SteadyTime last_attempt,
           Step commit;
           commit.kind = Step::Kind::kCommit;
           commit.batch.swap(pending_);
+          pending_.swap(spare_);  // filled without growing, most times
           commit.last_ticket = last_ticket_;
           commit.uncommitted = last_ticket_ - committed_ticket_;
           commit.final_attempt = stopping_;
@@ -320,6 +336,10 @@ bool StoreWriter::CommitBatch(Step step) {
       }
     }
     ready = TakeDecidedWaiters();
+    // The buffer goes back for the changes after the next swap, unless a
+    // burst made it large: then it is freed.
+    batch.clear();
+    if (batch.capacity() <= kSpareCapacity) spare_.swap(batch);
   }
   for (auto& [callback, outcome] : ready) callback(outcome);
   if (!step.final_attempt || status.ok()) return true;

@@ -45,7 +45,8 @@ class CommitObserver {
 // request rate.
 //
 // Within a batch, heartbeats of the same session are coalesced into one row
-// write (the latest), as long as no ended session comes between them.
+// write (the latest), as long as no ended session comes between them, and
+// the heartbeats between two ended sessions are written in key order.
 //
 // A batch that fails to commit stays queued and is retried (together with
 // newer changes) after a backoff, so memory and disk converge once the fault
@@ -152,7 +153,8 @@ class StoreWriter : public ChangeSink {
   // Durability has ended for good (`cause` from the store): refuses every
   // change not committed yet and every later one.
   void EndDurability(const absl::Status& cause);
-  // Merges repeated heartbeats of a session within `batch`, in place.
+  // Merges repeated heartbeats of a session within `batch`, in place, and
+  // sorts each run of heartbeats by session.
   static void Coalesce(std::vector<SessionChange>& batch);
   // Logs the start and the end of an outage and calls on_health_change.
   // `attempted_at`: when the attempt began; `uncommitted`: the changes
@@ -172,6 +174,11 @@ class StoreWriter : public ChangeSink {
 
   mutable absl::Mutex mu_;
   std::vector<SessionChange> pending_ ABSL_GUARDED_BY(mu_);
+  // The last commit's buffer, emptied, to become pending_ at the next one:
+  // two buffers take turns instead of a vector grown from nothing per commit
+  // (with large blocks mmapped, that was page faults on every commit).
+  static constexpr size_t kSpareCapacity = 16 * 1024;
+  std::vector<SessionChange> spare_ ABSL_GUARDED_BY(mu_);
   uint64_t last_ticket_ ABSL_GUARDED_BY(mu_) = 0;
   // Every ticket <= committed_ticket_ is durable.
   uint64_t committed_ticket_ ABSL_GUARDED_BY(mu_) = 0;

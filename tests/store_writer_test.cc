@@ -154,7 +154,6 @@ TEST(StoreWriterTest, ChangesArrivingDuringACommitShareTheNextOne) {
   EXPECT_EQ(batches[0].size(), 1u);
   EXPECT_EQ(batches[1].size(), 100u);
   EXPECT_EQ(writer.commits(), 2);
-  // Order is kept inside the batch.
   EXPECT_EQ(batches[1].front().user_id, 2);
   EXPECT_EQ(batches[1].back().user_id, 101);
 }
@@ -189,12 +188,41 @@ TEST(StoreWriterTest, RepeatedHeartbeatsOfASessionShareOneRowWrite) {
   EXPECT_EQ(b[0].user_id, 1);
   EXPECT_EQ(b[0].session_id, "a");
   EXPECT_EQ(b[0].at, t + absl::Seconds(1));  // the later heartbeat
-  EXPECT_EQ(b[1].user_id, 2);
-  EXPECT_EQ(b[2].session_id, "b");
+  // Before the end of the session, the heartbeats in key order (the
+  // table's), not in arrival order: (1,a) (2,a) (1,b) became...
+  EXPECT_EQ(b[1].user_id, 1);
+  EXPECT_EQ(b[1].session_id, "b");
+  EXPECT_EQ(b[2].user_id, 2);
   EXPECT_EQ(b[3].kind, Kind::kEndSession);
   // Not merged across the end of the session: it must stay after it.
   EXPECT_EQ(b[4].kind, Kind::kHeartbeat);
   EXPECT_EQ(b[4].at, t + absl::Seconds(3));
+}
+
+TEST(StoreWriterTest, HeartbeatsAreWrittenInKeyOrderNeverAcrossAnEnd) {
+  ControlledStore store;
+  store.Block();
+  StoreWriter writer(&store, CommitMode());
+  writer.Record(Beat(99));
+  store.AwaitAttempts(1);
+  const absl::Time t = absl::FromUnixSeconds(1'800'000'000);
+  using Kind = SessionChange::Kind;
+  for (int64_t user : {5, 4, 3}) writer.Record(Beat(user));
+  writer.Record({Kind::kEndAllSessions, 4, "", t, t});
+  for (int64_t user : {9, 4, 8}) writer.Record(Beat(user));
+  Outcome last;
+  writer.WhenDurable(writer.Record(Beat(1)), last.Callback());
+  store.Unblock();
+  last.done.WaitForNotification();
+  ASSERT_TRUE(last.status.ok());
+  std::vector<std::vector<SessionChange>> batches = store.batches();
+  ASSERT_EQ(batches.size(), 2u);
+  std::vector<int64_t> users;
+  for (const SessionChange& c : batches[1]) users.push_back(c.user_id);
+  // Each side of the ended session sorted; user 4's heartbeat after its end
+  // stays after it.
+  EXPECT_EQ(users, (std::vector<int64_t>{3, 4, 5, 4, 1, 4, 8, 9}));
+  EXPECT_EQ(batches[1][3].kind, Kind::kEndAllSessions);
 }
 
 TEST(StoreWriterTest, FailedCommitIsUnavailableThenRetriedInOrder) {
