@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <deque>
 #include <iterator>
 #include <tuple>
 #include <utility>
@@ -65,7 +66,14 @@ void StoreWriter::WhenDurable(uint64_t ticket, Callback done) {
     if (ticket == 0) ticket = last_ticket_;
     if (!Decided(ticket, &outcome)) {
       if (!exited_) {
-        waiters_.emplace_back(ticket, std::move(done));
+        // In ticket order, so that the decided ones are always a prefix.
+        // Calls record and wait in nearly the same order: the place is
+        // found from the back in a step or two.
+        auto place = waiters_.end();
+        while (place != waiters_.begin() && std::prev(place)->first > ticket) {
+          --place;
+        }
+        waiters_.emplace(place, ticket, std::move(done));
         return;
       }
       outcome = absl::UnavailableError("presenced is shutting down");
@@ -171,20 +179,16 @@ void StoreWriter::ReportOutcome(const absl::Status& status,
   if (options_.on_health_change) options_.on_health_change(status);
 }
 
-std::vector<std::pair<StoreWriter::Callback, absl::Status>>
-StoreWriter::TakeDecidedWaiters() {
-  std::vector<std::pair<Callback, absl::Status>> ready;
-  std::vector<std::pair<uint64_t, Callback>> still_waiting;
-  for (auto& [ticket, callback] : waiters_) {
-    absl::Status outcome;
-    if (Decided(ticket, &outcome)) {
-      ready.emplace_back(std::move(callback), outcome);
-    } else {
-      still_waiting.emplace_back(ticket, std::move(callback));
-    }
+void StoreWriter::TakeDecidedWaiters(
+    std::vector<std::pair<Callback, absl::Status>>* ready) {
+  // Whether a ticket is decided only grows with the commits, and a smaller
+  // ticket is decided whenever a larger one is: the decided waiters are the
+  // front of waiters_.
+  absl::Status outcome;
+  while (!waiters_.empty() && Decided(waiters_.front().first, &outcome)) {
+    ready->emplace_back(std::move(waiters_.front().second), outcome);
+    waiters_.pop_front();
   }
-  waiters_.swap(still_waiting);
-  return ready;
 }
 
 void StoreWriter::EndDurability(const absl::Status& cause) {
@@ -203,12 +207,16 @@ void StoreWriter::EndDurability(const absl::Status& cause) {
     pending_.clear();
   }
   if (options_.on_health_change) options_.on_health_change(ended);
-  std::vector<std::pair<Callback, absl::Status>> ready;
   {
     absl::MutexLock lock(&mu_);
-    ready = TakeDecidedWaiters();
+    TakeDecidedWaiters(&ready_);
   }
-  for (auto& [callback, outcome] : ready) callback(outcome);
+  RunReady();
+}
+
+void StoreWriter::RunReady() {
+  for (auto& [callback, outcome] : ready_) callback(outcome);
+  ready_.clear();  // keeps its capacity for the next commit
 }
 
 StoreWriter::Step StoreWriter::NextStep(SteadyTime last_attempt,
@@ -316,7 +324,6 @@ bool StoreWriter::CommitBatch(Step step) {
     ReportOutcome(status, attempted_at, step.uncommitted);
   }
 
-  std::vector<std::pair<Callback, absl::Status>> ready;
   {
     absl::MutexLock lock(&mu_);
     if (status.ok()) {
@@ -335,17 +342,17 @@ bool StoreWriter::CommitBatch(Step step) {
         pending_.swap(batch);
       }
     }
-    ready = TakeDecidedWaiters();
+    TakeDecidedWaiters(&ready_);
     // The buffer goes back for the changes after the next swap, unless a
     // burst made it large: then it is freed.
     batch.clear();
     if (batch.capacity() <= kSpareCapacity) spare_.swap(batch);
   }
-  for (auto& [callback, outcome] : ready) callback(outcome);
+  RunReady();
   if (!step.final_attempt || status.ok()) return true;
   // The final attempt failed: nothing will commit again, so nobody may wait
   // for it.
-  std::vector<std::pair<uint64_t, Callback>> left;
+  std::deque<std::pair<uint64_t, Callback>> left;
   absl::Status outcome;
   {
     absl::MutexLock lock(&mu_);

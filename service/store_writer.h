@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <thread>
 #include <utility>
@@ -165,9 +166,12 @@ class StoreWriter : public ChangeSink {
   // the outcome of its last attempt in *outcome.
   bool Decided(uint64_t ticket, absl::Status* outcome) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Takes the waiters whose tickets are decided now, with their outcomes.
-  std::vector<std::pair<Callback, absl::Status>> TakeDecidedWaiters()
+  // Moves the waiters whose tickets are decided now, with their outcomes,
+  // to *ready.
+  void TakeDecidedWaiters(std::vector<std::pair<Callback, absl::Status>>* ready)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writer thread, no lock held: calls back the waiters taken into ready_.
+  void RunReady();
 
   PresenceStore* const store_;
   const Options options_;
@@ -190,7 +194,8 @@ class StoreWriter : public ChangeSink {
   // its flag for readers that do not take mu_.
   absl::Status end_of_durability_ ABSL_GUARDED_BY(mu_);
   std::atomic<bool> ended_{false};
-  std::vector<std::pair<uint64_t, Callback>> waiters_ ABSL_GUARDED_BY(mu_);
+  // By ticket, ascending.
+  std::deque<std::pair<uint64_t, Callback>> waiters_ ABSL_GUARDED_BY(mu_);
   // The writer thread sleeps for new changes: Record() must wake it.
   bool idle_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
@@ -203,6 +208,9 @@ class StoreWriter : public ChangeSink {
   bool failing_ = false;
   SteadyTime outage_start_;
   int64_t outage_attempts_ = 0;
+  // Writer thread only: the waiters decided by the last attempt, kept to
+  // reuse its storage.
+  std::vector<std::pair<Callback, absl::Status>> ready_;
 
   Wakeup wakeup_;        // the writer thread sleeps here
   absl::Mutex stop_mu_;  // serialises Stop()

@@ -245,6 +245,28 @@ TEST(StoreWriterTest, FailedCommitIsUnavailableThenRetriedInOrder) {
   EXPECT_EQ(store.committed_users(), (std::vector<int64_t>{1, 2}));
 }
 
+TEST(StoreWriterTest, AWaiterIsToldItsOwnAttemptEvenIfItWaitedAfterALaterOne) {
+  ControlledStore store;
+  store.FailNext(1);
+  store.Block();
+  StoreWriter writer(&store, CommitMode());
+  const uint64_t first = writer.Record(Beat(1));
+  store.AwaitAttempts(1);  // the attempt holding `first` only, held
+  const uint64_t later = writer.Record(Beat(2));
+  // Calls may wait in another order than they recorded.
+  Outcome later_outcome, first_outcome;
+  writer.WhenDurable(later, later_outcome.Callback());
+  writer.WhenDurable(first, first_outcome.Callback());
+  store.Unblock();  // that attempt fails; the retry commits both
+  first_outcome.done.WaitForNotification();
+  later_outcome.done.WaitForNotification();
+  // Told of the failed attempt it was in, at once: not held back behind the
+  // later waiter until the retry.
+  EXPECT_EQ(first_outcome.status.code(), absl::StatusCode::kUnavailable)
+      << first_outcome.status;
+  EXPECT_TRUE(later_outcome.status.ok()) << later_outcome.status;
+}
+
 TEST(StoreWriterTest, AsyncModeAnswersBeforeTheCommit) {
   ControlledStore store;
   store.Block();
