@@ -205,12 +205,13 @@ int main(int argc, char** argv) {
   // call this).
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   // glibc raises its mmap threshold to the size of every large block freed,
-  // up to 32 MiB: after the first big commit batch, such blocks (the next
-  // batches, the old arrays of a grown index) come from the heap and stay
-  // resident once freed. At 1M users that was ~45 bytes per user of freed
-  // memory still counted in RSS. A fixed threshold (this call turns the
-  // adjustment off) returns them to the system.
-  mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+  // up to 32 MiB: after a burst (a million users arriving), blocks of a few
+  // MiB (commit batches, an index array before it grew) came from the heap
+  // and stayed resident once freed, ~10 bytes per user at 1M. A fixed
+  // threshold (this call turns the adjustment off) returns them to the
+  // system. Not lower: at 128 KiB every ListOnline page and many gRPC
+  // buffers were fresh mappings, and a full listing took ~70% longer.
+  mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024);
   if (rest.size() > 1) {
     return Fail(absl::StrCat("unexpected argument '", rest[1],
                              "'; flags are --name=value, see --help"));
