@@ -63,45 +63,44 @@ void PresenceRegistry::Announce(int64_t user_id, bool online,
   }
 }
 
-void PresenceRegistry::AnnounceOnline(Shard& shard, int64_t user_id,
+void PresenceRegistry::AnnounceOnline(Shard& shard, uint32_t record,
                                       UserState& user,
                                       PresenceEvent::Reason reason,
                                       absl::Time now) {
-  Announce(user_id, true, reason, now);
-  SetOnline(shard, user_id, user);
+  Announce(user.id(), true, reason, now);
+  SetOnline(shard, record, user);
 }
 
-void PresenceRegistry::SetOnline(Shard& shard, int64_t user_id,
+void PresenceRegistry::SetOnline(Shard& shard, uint32_t record,
                                  UserState& user) {
   user.set_announced_online(true);
-  shard.online.insert(user_id);
-  IndexExpiry(shard, user_id, user);
+  shard.online.insert(user.id());
+  IndexExpiry(shard, record, user);
 }
 
-void PresenceRegistry::SetOffline(Shard& shard, int64_t user_id,
-                                  UserState& user) {
+void PresenceRegistry::SetOffline(Shard& shard, UserState& user) {
   user.set_announced_online(false);
-  shard.online.erase(user_id);
+  shard.online.erase(user.id());
 }
 
-void PresenceRegistry::IndexExpiry(Shard& shard, int64_t user_id,
+void PresenceRegistry::IndexExpiry(Shard& shard, uint32_t record,
                                    UserState& user) {
   const absl::Time online_until = OnlineUntil(user);
   // A live entry at or before the end is fine: when due, it is pushed back.
   if (user.indexed_until_us <= ToUs(online_until)) return;
   user.indexed_until_us = ToUs(online_until);
-  shard.expiry.push_back(ExpiryEntry{user.indexed_until_us, user_id});
+  shard.expiry.push_back(ExpiryEntry{user.indexed_until_us, record});
   std::push_heap(shard.expiry.begin(), shard.expiry.end(),
                  std::greater<ExpiryEntry>());
 }
 
-void PresenceRegistry::CatchUpExpiry(Shard& shard, int64_t user_id,
-                                     UserState& user, absl::Time now) {
+void PresenceRegistry::CatchUpExpiry(Shard& shard, UserState& user,
+                                     absl::Time now) {
   if (!user.announced_online()) return;
   const absl::Time online_until = OnlineUntil(user);
   if (now < online_until) return;
-  Announce(user_id, false, PresenceEvent::Reason::kExpired, online_until);
-  SetOffline(shard, user_id, user);
+  Announce(user.id(), false, PresenceEvent::Reason::kExpired, online_until);
+  SetOffline(shard, user);
   // Every session is dead; last_seen keeps their latest heartbeat.
   shard.sessions -= static_cast<int64_t>(user.session_count());
   user.ClearSessions();
@@ -114,8 +113,9 @@ HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
   // Read the clock under the lock so that stamps of one user never go
   // backwards between two racing heartbeats.
   const absl::Time now = Now();
-  UserState& user = shard.users.FindOrAdd(user_id);
-  CatchUpExpiry(shard, user_id, user, now);
+  uint32_t record;
+  UserState& user = shard.users.FindOrAdd(user_id, &record);
+  CatchUpExpiry(shard, user, now);
   const bool was_online = user.announced_online();
   SessionList sessions = user.TakeSessions();
   const size_t sessions_before = sessions.size();
@@ -162,12 +162,11 @@ HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
   shard.sessions += SizeChange(sessions_before, sessions.size());
   user.PutSessions(std::move(sessions));
   if (!was_online) {
-    AnnounceOnline(shard, user_id, user, PresenceEvent::Reason::kHeartbeat,
-                   now);
+    AnnounceOnline(shard, record, user, PresenceEvent::Reason::kHeartbeat, now);
   } else if (evicted) {
     // The ended session may have held the latest end of window (a stamp
     // ahead of a clock that stepped back): the end can move earlier.
-    IndexExpiry(shard, user_id, user);
+    IndexExpiry(shard, record, user);
   }
 
   HeartbeatResult result;
@@ -189,10 +188,11 @@ MarkOfflineResult PresenceRegistry::MarkOffline(int64_t user_id,
   MarkOfflineResult result;
   result.server_time = now;
 
-  UserState* found = shard.users.Find(user_id);
+  uint32_t record;
+  UserState* found = shard.users.Find(user_id, &record);
   if (found == nullptr) return result;
   UserState& user = *found;
-  CatchUpExpiry(shard, user_id, user, now);
+  CatchUpExpiry(shard, user, now);
   const bool was_online = user.announced_online();
   const bool end_all = session_id.empty();
   SessionList sessions = user.TakeSessions();
@@ -227,10 +227,10 @@ MarkOfflineResult PresenceRegistry::MarkOffline(int64_t user_id,
   result.went_offline = was_online && !result.still_online;
   if (result.went_offline) {
     Announce(user_id, false, PresenceEvent::Reason::kMarkOffline, now);
-    SetOffline(shard, user_id, user);
+    SetOffline(shard, user);
   } else if (result.still_online) {
     // The ended session may have been the latest: the end can move earlier.
-    IndexExpiry(shard, user_id, user);
+    IndexExpiry(shard, record, user);
   }
   // Sessions left now are all dead, and the sweeper skips offline users.
   if (!result.still_online) user.ClearSessions();
@@ -386,7 +386,8 @@ void PresenceRegistry::RestoreSession(int64_t user_id,
                                       absl::Time last_heartbeat) {
   Shard& shard = ShardFor(user_id);
   absl::MutexLock lock(&shard.mu);
-  UserState& user = shard.users.FindOrAdd(user_id);
+  uint32_t record;
+  UserState& user = shard.users.FindOrAdd(user_id, &record);
   SessionList sessions = user.TakeSessions();
   auto it =
       std::find_if(sessions.begin(), sessions.end(),
@@ -401,11 +402,11 @@ void PresenceRegistry::RestoreSession(int64_t user_id,
   user.PutSessions(std::move(sessions));
   user.last_seen_us = std::max(user.last_seen_us, heartbeat_us);
   if (!user.announced_online() && Now() < OnlineUntil(user)) {
-    SetOnline(shard, user_id, user);
+    SetOnline(shard, record, user);
     if (events_ != nullptr) events_->SeedOnline(user_id);
   } else if (user.announced_online()) {
     // A second restored session of the user may end earlier or later.
-    IndexExpiry(shard, user_id, user);
+    IndexExpiry(shard, record, user);
   }
 }
 
@@ -433,18 +434,16 @@ int64_t PresenceRegistry::SweepShard(Shard& shard, absl::Time now) {
     std::pop_heap(heap.begin(), heap.end(), std::greater<ExpiryEntry>());
     const ExpiryEntry entry = heap.back();
     heap.pop_back();
-    UserState* found = shard.users.Find(entry.user_id);
-    if (found == nullptr) continue;
-    UserState& user = *found;
+    UserState& user = shard.users.At(entry.record);
     if (user.indexed_until_us != entry.online_until_us) continue;  // stale
     user.indexed_until_us = kNoEntryUs;
     if (!user.announced_online()) continue;  // went offline otherwise
     if (OnlineUntil(user) <= now) {
-      CatchUpExpiry(shard, entry.user_id, user, now);
+      CatchUpExpiry(shard, user, now);
       ++expired;
     } else {
       // Heartbeats moved the end since the entry was made.
-      IndexExpiry(shard, entry.user_id, user);
+      IndexExpiry(shard, entry.record, user);
     }
   }
   return expired;

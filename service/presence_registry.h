@@ -135,13 +135,18 @@ class PresenceRegistry {
   Stats stats() const;
 
  private:
+  // 12 bytes: the heap holds one per online user, with millions of them.
+#pragma pack(push, 4)
   struct ExpiryEntry {
     int64_t online_until_us;  // may be stale: checked when due
-    int64_t user_id;
+    uint32_t record;          // the user's, in the shard's UserTable
     bool operator>(const ExpiryEntry& o) const {
       return online_until_us > o.online_until_us;
     }
   };
+#pragma pack(pop)
+  static_assert(sizeof(ExpiryEntry) == 12);
+
   struct Shard {
     mutable absl::Mutex mu;
     UserTable users ABSL_GUARDED_BY(mu);
@@ -169,22 +174,22 @@ class PresenceRegistry {
   void Announce(int64_t user_id, bool online, PresenceEvent::Reason reason,
                 absl::Time at);
   // Marks the user announced online and indexes their expiry.
-  void AnnounceOnline(Shard& shard, int64_t user_id, UserState& user,
+  void AnnounceOnline(Shard& shard, uint32_t record, UserState& user,
                       PresenceEvent::Reason reason, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   // Makes sure the user's live index entry is not later than their end of
   // window.
-  void IndexExpiry(Shard& shard, int64_t user_id, UserState& user)
+  void IndexExpiry(Shard& shard, uint32_t record, UserState& user)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   // If the user's window ended by `now` but no OFFLINE was announced yet,
   // announces EXPIRED (at the window's end) and drops the dead sessions.
-  void CatchUpExpiry(Shard& shard, int64_t user_id, UserState& user,
-                     absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  void CatchUpExpiry(Shard& shard, UserState& user, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   // The user's announced state, with the ordered online set (and, going
   // online, the expiry index) kept in step.
-  void SetOnline(Shard& shard, int64_t user_id, UserState& user)
+  void SetOnline(Shard& shard, uint32_t record, UserState& user)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
-  void SetOffline(Shard& shard, int64_t user_id, UserState& user)
+  void SetOffline(Shard& shard, UserState& user)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   // SweepExpired() for one shard; returns the EXPIRED events announced.
   int64_t SweepShard(Shard& shard, absl::Time now)

@@ -91,10 +91,11 @@ void UserState::PutSessions(SessionList sessions) {
   }
 }
 
-UserState* UserTable::Find(int64_t id) {
+UserState* UserTable::Find(int64_t id, uint32_t* record) {
   auto it = index_.find(IdKey{id});
   if (it == index_.end()) return nullptr;
-  return &chunks_[*it / kChunk][*it % kChunk];
+  if (record != nullptr) *record = *it;
+  return &At(*it);
 }
 
 const UserState* UserTable::Find(int64_t id) const {
@@ -103,17 +104,18 @@ const UserState* UserTable::Find(int64_t id) const {
   return &At(*it);
 }
 
-UserState& UserTable::FindOrAdd(int64_t id) {
-  if (UserState* user = Find(id)) return *user;
+UserState& UserTable::FindOrAdd(int64_t id, uint32_t* record) {
+  if (UserState* user = Find(id, record)) return *user;
   if (size_ % kChunk == 0) {
     chunks_.push_back(std::make_unique<UserState[]>(kChunk));
   }
   // 4-byte record numbers: 2^32 users of 40 bytes in one of 64 shards is
   // far beyond any memory presenced runs in.
-  const auto record = static_cast<uint32_t>(size_++);
-  UserState& user = chunks_[record / kChunk][record % kChunk];
+  const auto added = static_cast<uint32_t>(size_++);
+  UserState& user = At(added);
   user.id_ = id;
-  index_.insert(record);  // hashes the record by the id just set
+  index_.insert(added);  // hashes the record by the id just set
+  if (record != nullptr) *record = added;
   return user;
 }
 

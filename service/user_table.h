@@ -122,10 +122,15 @@ class UserTable {
   UserTable(const UserTable&) = delete;
   UserTable& operator=(const UserTable&) = delete;
 
-  UserState* Find(int64_t id);
+  // The user's record, or null; with `record`, its number too.
+  UserState* Find(int64_t id, uint32_t* record = nullptr);
   const UserState* Find(int64_t id) const;
   // The user's record, added (with nothing known of them) if new.
-  UserState& FindOrAdd(int64_t id);
+  UserState& FindOrAdd(int64_t id, uint32_t* record = nullptr);
+  // A record by number (as Find gave it): no hashing.
+  UserState& At(uint32_t record) {
+    return chunks_[record / kChunk][record % kChunk];
+  }
   size_t size() const { return size_; }
 
  private:

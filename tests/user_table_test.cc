@@ -131,6 +131,18 @@ TEST(UserTableTest, FindsWhatWasAddedAcrossChunks) {
     EXPECT_EQ(&table.FindOrAdd(ids[i]), records[i]);
   }
   EXPECT_EQ(table.size(), ids.size());  // FindOrAdd of known ids added none
+  // Record numbers lead back to the same records.
+  for (size_t i = 0; i < ids.size(); i += 97) {
+    uint32_t by_find = 0, by_add = 0;
+    ASSERT_NE(table.Find(ids[i], &by_find), nullptr);
+    table.FindOrAdd(ids[i], &by_add);
+    EXPECT_EQ(by_find, by_add);
+    EXPECT_EQ(&table.At(by_find), records[i]);
+  }
+  uint32_t fresh = 0;
+  UserState& added = table.FindOrAdd(42, &fresh);
+  EXPECT_EQ(fresh, ids.size());  // the next number
+  EXPECT_EQ(&table.At(fresh), &added);
   EXPECT_EQ(table.Find(1), nullptr);
   EXPECT_EQ(static_cast<const UserTable&>(table).Find(ids[3]), records[3]);
 }
