@@ -158,71 +158,76 @@ TEST(StoreWriterTest, ChangesArrivingDuringACommitShareTheNextOne) {
   EXPECT_EQ(batches[1].back().user_id, 101);
 }
 
-TEST(StoreWriterTest, RepeatedHeartbeatsOfASessionShareOneRowWrite) {
+// Records `changes` while the writer's first commit (one heartbeat) is held,
+// so that they share the next one; returns that batch as the store got it.
+std::vector<SessionChange> CommittedTogether(
+    const std::vector<SessionChange>& changes) {
   ControlledStore store;
   store.Block();
   StoreWriter writer(&store, CommitMode());
   writer.Record(Beat(99));
   store.AwaitAttempts(1);
-  const absl::Time t = absl::FromUnixSeconds(1'800'000'000);
-  using Kind = SessionChange::Kind;
-  writer.Record({Kind::kHeartbeat, 1, "a", t, t});
-  writer.Record({Kind::kHeartbeat, 2, "a", t, t});
-  writer.Record(
-      {Kind::kHeartbeat, 1, "a", t + absl::Seconds(1), t + absl::Seconds(1)});
-  writer.Record({Kind::kHeartbeat, 1, "b", t, t});
-  writer.Record(
-      {Kind::kEndSession, 1, "a", t + absl::Seconds(2), t + absl::Seconds(2)});
+  uint64_t last_ticket = 0;
+  for (const SessionChange& change : changes) {
+    last_ticket = writer.Record(change);
+  }
   Outcome last;
-  writer.WhenDurable(
-      writer.Record({Kind::kHeartbeat, 1, "a", t + absl::Seconds(3),
-                     t + absl::Seconds(3)}),
-      last.Callback());
+  writer.WhenDurable(last_ticket, last.Callback());
   store.Unblock();
   last.done.WaitForNotification();
-  ASSERT_TRUE(last.status.ok());
+  EXPECT_TRUE(last.status.ok()) << last.status;
   std::vector<std::vector<SessionChange>> batches = store.batches();
-  ASSERT_EQ(batches.size(), 2u);
-  const std::vector<SessionChange>& b = batches[1];
+  EXPECT_EQ(batches.size(), 2u);
+  return batches.size() == 2 ? batches[1] : std::vector<SessionChange>{};
+}
+
+TEST(StoreWriterTest, RepeatedHeartbeatsOfASessionShareOneRowWrite) {
+  const absl::Time t = absl::FromUnixSeconds(1'800'000'000);
+  const absl::Time t1 = t + absl::Seconds(1), t2 = t + absl::Seconds(2),
+                   t3 = t + absl::Seconds(3);
+  using Kind = SessionChange::Kind;
+  const std::vector<SessionChange> b = CommittedTogether({
+      {Kind::kHeartbeat, 1, "a", t, t},
+      {Kind::kHeartbeat, 2, "a", t, t},
+      {Kind::kHeartbeat, 1, "a", t1, t1},
+      {Kind::kHeartbeat, 1, "b", t, t},
+      {Kind::kEndSession, 1, "a", t2, t2},
+      {Kind::kHeartbeat, 1, "a", t3, t3},
+  });
   ASSERT_EQ(b.size(), 5u);  // 6 recorded, (1,a) merged once
   EXPECT_EQ(b[0].user_id, 1);
   EXPECT_EQ(b[0].session_id, "a");
-  EXPECT_EQ(b[0].at, t + absl::Seconds(1));  // the later heartbeat
-  // Before the end of the session, the heartbeats in key order (the
-  // table's), not in arrival order: (1,a) (2,a) (1,b) became...
+  EXPECT_EQ(b[0].at, t1);  // the later heartbeat
+  // Before the end of the session, the heartbeats come in key order (the
+  // table's): (1,b) before (2,a), though (2,a) arrived first.
   EXPECT_EQ(b[1].user_id, 1);
   EXPECT_EQ(b[1].session_id, "b");
   EXPECT_EQ(b[2].user_id, 2);
   EXPECT_EQ(b[3].kind, Kind::kEndSession);
   // Not merged across the end of the session: it must stay after it.
   EXPECT_EQ(b[4].kind, Kind::kHeartbeat);
-  EXPECT_EQ(b[4].at, t + absl::Seconds(3));
+  EXPECT_EQ(b[4].at, t3);
 }
 
 TEST(StoreWriterTest, HeartbeatsAreWrittenInKeyOrderNeverAcrossAnEnd) {
-  ControlledStore store;
-  store.Block();
-  StoreWriter writer(&store, CommitMode());
-  writer.Record(Beat(99));
-  store.AwaitAttempts(1);
   const absl::Time t = absl::FromUnixSeconds(1'800'000'000);
-  using Kind = SessionChange::Kind;
-  for (int64_t user : {5, 4, 3}) writer.Record(Beat(user));
-  writer.Record({Kind::kEndAllSessions, 4, "", t, t});
-  for (int64_t user : {9, 4, 8}) writer.Record(Beat(user));
-  Outcome last;
-  writer.WhenDurable(writer.Record(Beat(1)), last.Callback());
-  store.Unblock();
-  last.done.WaitForNotification();
-  ASSERT_TRUE(last.status.ok());
-  std::vector<std::vector<SessionChange>> batches = store.batches();
-  ASSERT_EQ(batches.size(), 2u);
+  const std::vector<SessionChange> batch = CommittedTogether({
+      Beat(5),
+      Beat(4),
+      Beat(3),
+      {SessionChange::Kind::kEndAllSessions, 4, "", t, t},
+      Beat(9),
+      Beat(4),
+      Beat(8),
+      Beat(1),
+  });
   std::vector<int64_t> users;
-  for (const SessionChange& c : batches[1]) users.push_back(c.user_id);
+  for (const SessionChange& c : batch) users.push_back(c.user_id);
   // Each side of the ended session sorted; user 4's heartbeat after its end
   // stays after it.
   EXPECT_EQ(users, (std::vector<int64_t>{3, 4, 5, 4, 1, 4, 8, 9}));
-  EXPECT_EQ(batches[1][3].kind, Kind::kEndAllSessions);
+  ASSERT_EQ(batch.size(), 8u);
+  EXPECT_EQ(batch[3].kind, SessionChange::Kind::kEndAllSessions);
 }
 
 TEST(StoreWriterTest, FailedCommitIsUnavailableThenRetriedInOrder) {
