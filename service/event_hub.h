@@ -186,8 +186,8 @@ class EventHub : public EventSink {
   uint64_t last_sequence_ ABSL_GUARDED_BY(mu_) = 0;
   // Event `s` sits at (s - 1) % ring_size; it grows up to ring_size.
   std::vector<SequencedEvent> ring_ ABSL_GUARDED_BY(mu_);
-  // Ordered, so a Snapshot comes out sorted; and, at millions of users, about
-  // half the bytes of a hash set at its usual load.
+  // Ordered, so a Snapshot comes out sorted; and, at millions of users,
+  // fewer bytes than a hash set at its usual load (~9-12 an id, ~19).
   absl::btree_set<int64_t> online_ ABSL_GUARDED_BY(mu_);
   WatchId next_id_ ABSL_GUARDED_BY(mu_) = 1;
   absl::flat_hash_map<WatchId, std::unique_ptr<WatchState>> watches_

@@ -40,9 +40,10 @@ absl::Time PresenceRegistry::Now() const { return FromUs(ToUs(clock_.Now())); }
 
 PresenceRegistry::Shard& PresenceRegistry::ShardFor(int64_t user_id) const {
   // Ids are often sequential; hashing spreads neighbours across shards. The
-  // shard comes from the hash's top bits: the shard's own index probes by the
-  // low ones, which would otherwise be alike for all of its users.
-  static_assert(kNumShards == 64);
+  // shard comes from the hash's top bits: the shard's own index tags each
+  // slot with the hash's low 7 bits, which `% 64` made alike (but one) for
+  // all of a shard's users, so most probes compared several records.
+  static_assert(kNumShards == 64 && sizeof(size_t) == 8);
   return shards_[absl::Hash<int64_t>{}(user_id) >> 58];
 }
 

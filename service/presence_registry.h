@@ -160,7 +160,7 @@ class PresenceRegistry {
     // The announced-online users, ordered for ListOnline's pages. After
     // SweepShard(now) it holds exactly the users online at now.
     absl::btree_set<int64_t> online ABSL_GUARDED_BY(mu);
-    // The sessions of `users`, kept in step with their vectors.
+    // The sessions held by `users`, kept in step with their records.
     int64_t sessions ABSL_GUARDED_BY(mu) = 0;
   };
   static constexpr int kNumShards = 64;

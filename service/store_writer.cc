@@ -66,13 +66,14 @@ void StoreWriter::WhenDurable(uint64_t ticket, Callback done) {
     if (ticket == 0) ticket = last_ticket_;
     if (!Decided(ticket, &outcome)) {
       if (!exited_) {
-        // In ticket order, so that the decided ones are always a prefix.
-        // Calls record and wait in nearly the same order: the place is
-        // found from the back in a step or two.
-        auto place = waiters_.end();
-        while (place != waiters_.begin() && std::prev(place)->first > ticket) {
-          --place;
-        }
+        // In ticket order (after equal tickets), so that the decided ones
+        // are always a prefix. Calls record and wait in nearly the same
+        // order, so the place is at or near the end.
+        auto place = std::upper_bound(
+            waiters_.begin(), waiters_.end(), ticket,
+            [](uint64_t t, const std::pair<uint64_t, Callback>& waiter) {
+              return t < waiter.first;
+            });
         waiters_.emplace(place, ticket, std::move(done));
         return;
       }
@@ -115,10 +116,11 @@ uint64_t StoreWriter::pending() const {
 void StoreWriter::Coalesce(std::vector<SessionChange>& batch) {
   // Between two ended sessions the heartbeats' row writes commute: in key
   // order they walk the table's b-tree once, where arrival order jumps to a
-  // random page each, and repeats of a session become neighbours. A merged
-  // repeat keeps the latest stamps, which are the largest: the registry never
-  // moves a session's heartbeat or a user's last_seen back. In place, without
-  // allocating: this runs once per commit.
+  // random page each, and repeats of a session become neighbours. The sort
+  // is stable, so a merged repeat keeps the stamps of the last one recorded,
+  // which is what memory holds (not always the largest: a session forgotten
+  // when its window ended comes back with a smaller stamp after the wall
+  // clock stepped back). In place: no hash map, no second vector.
   auto key = [](const SessionChange& c) {
     return std::tie(c.user_id, c.session_id);
   };
@@ -135,15 +137,16 @@ void StoreWriter::Coalesce(std::vector<SessionChange>& batch) {
         std::find_if(it, batch.end(), [](const SessionChange& c) {
           return c.kind != SessionChange::Kind::kHeartbeat;
         });
-    std::sort(it, run_end, [&](const SessionChange& a, const SessionChange& b) {
-      return key(a) < key(b);
-    });
+    std::stable_sort(it, run_end,
+                     [&](const SessionChange& a, const SessionChange& b) {
+                       return key(a) < key(b);
+                     });
     const auto run_out = out;
     for (; it != run_end; ++it) {
       if (out != run_out && key(*(out - 1)) == key(*it)) {
         SessionChange& merged = *(out - 1);
-        merged.at = std::max(merged.at, it->at);
-        merged.last_seen = std::max(merged.last_seen, it->last_seen);
+        merged.at = it->at;
+        merged.last_seen = it->last_seen;
         continue;
       }
       if (out != it) *out = std::move(*it);
@@ -216,7 +219,10 @@ void StoreWriter::EndDurability(const absl::Status& cause) {
 
 void StoreWriter::RunReady() {
   for (auto& [callback, outcome] : ready_) callback(outcome);
-  ready_.clear();  // keeps its capacity for the next commit
+  ready_.clear();  // keeps its capacity for the next commit...
+  if (ready_.capacity() > kSpareCapacity) {
+    decltype(ready_)().swap(ready_);  // ...unless a burst made it large
+  }
 }
 
 StoreWriter::Step StoreWriter::NextStep(SteadyTime last_attempt,
@@ -324,6 +330,7 @@ bool StoreWriter::CommitBatch(Step step) {
     ReportOutcome(status, attempted_at, step.uncommitted);
   }
 
+  if (status.ok()) batch.clear();  // the changes' strings, freed outside mu_
   {
     absl::MutexLock lock(&mu_);
     if (status.ok()) {
@@ -344,7 +351,9 @@ bool StoreWriter::CommitBatch(Step step) {
     }
     TakeDecidedWaiters(&ready_);
     // The buffer goes back for the changes after the next swap, unless a
-    // burst made it large: then it is freed.
+    // burst made it large: then it is freed. Empty already after a commit
+    // (destroyed before mu_, which Record() takes under a registry shard's
+    // lock); after a failure it holds only moved-from changes.
     batch.clear();
     if (batch.capacity() <= kSpareCapacity) spare_.swap(batch);
   }

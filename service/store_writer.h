@@ -46,8 +46,9 @@ class CommitObserver {
 // request rate.
 //
 // Within a batch, heartbeats of the same session are coalesced into one row
-// write (the latest), as long as no ended session comes between them, and
-// the heartbeats between two ended sessions are written in key order.
+// write (the last one recorded), as long as no ended session comes between
+// them, and the heartbeats between two ended sessions are written in key
+// order.
 //
 // A batch that fails to commit stays queued and is retried (together with
 // newer changes) after a backoff, so memory and disk converge once the fault

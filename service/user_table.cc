@@ -1,6 +1,7 @@
 #include "service/user_table.h"
 
 #include <algorithm>
+#include <cassert>
 #include <cstring>
 #include <utility>
 
@@ -48,8 +49,10 @@ int64_t UserState::LatestHeartbeatUs() const {
 
 void UserState::SetPointer(const void* p, bool multi) {
   const auto bits = reinterpret_cast<uintptr_t>(p);
-  // operator new's blocks are aligned for any scalar: the flag bits are free.
-  static_assert(alignof(std::max_align_t) > kFlags);
+  // The flag bits must be free: glibc's blocks are 16-byte aligned, and the
+  // standard's default new alignment is more than the flags.
+  static_assert(__STDCPP_DEFAULT_NEW_ALIGNMENT__ > kFlags);
+  assert((bits & kFlags) == 0);
   word_ = bits | (word_ & kOnlineBit) | (multi ? kMultiBit : 0);
 }
 
@@ -86,7 +89,9 @@ void UserState::PutSessions(SessionList sessions) {
   SetPointer(nullptr, false);
   hb_us_ = kNeverUs;
   if (sessions.size() == 1) {
-    hb_us_ = sessions[0].last_heartbeat_us;
+    // kNeverUs would read as "no session" (and lose the id block): a stamp
+    // that early (a damaged database) is one microsecond later, as dead.
+    hb_us_ = std::max(sessions[0].last_heartbeat_us, kNeverUs + 1);
     SetPointer(sessions[0].id.release(), false);
   }
 }

@@ -209,6 +209,23 @@ TEST(StoreWriterTest, RepeatedHeartbeatsOfASessionShareOneRowWrite) {
   EXPECT_EQ(b[4].at, t3);
 }
 
+TEST(StoreWriterTest, AMergedRepeatKeepsTheLastStampRecordedEvenIfSmaller) {
+  // The registry forgets a session whose window ended; after the wall clock
+  // stepped back, the session comes back with a smaller stamp, and memory
+  // holds that one: so must the row.
+  const absl::Time t = absl::FromUnixSeconds(1'800'000'000);
+  const absl::Time back = t - absl::Hours(1);
+  using Kind = SessionChange::Kind;
+  const std::vector<SessionChange> batch = CommittedTogether({
+      {Kind::kHeartbeat, 1, "a", t, t},
+      {Kind::kHeartbeat, 2, "a", t, t},
+      {Kind::kHeartbeat, 1, "a", back, t},
+  });
+  ASSERT_EQ(batch.size(), 2u);
+  EXPECT_EQ(batch[0].user_id, 1);
+  EXPECT_EQ(batch[0].at, back);
+}
+
 TEST(StoreWriterTest, HeartbeatsAreWrittenInKeyOrderNeverAcrossAnEnd) {
   const absl::Time t = absl::FromUnixSeconds(1'800'000'000);
   const std::vector<SessionChange> batch = CommittedTogether({

@@ -103,6 +103,30 @@ TEST(UserStateTest, OnlineFlagSurvivesEveryForm) {
   EXPECT_EQ(user.session_count(), 2u);
 }
 
+TEST(UserStateTest, ASessionStampedAtTheBeginningOfTimeIsKept) {
+  // A damaged database may restore such a stamp: the session (dead) and its
+  // id must not vanish, nor leak when more sessions come.
+  UserState user(1);
+  user.PutSessions(List({{"a", kNeverUs}}));
+  EXPECT_EQ(user.session_count(), 1u);
+  SessionList sessions = user.TakeSessions();
+  ASSERT_EQ(sessions.size(), 1u);
+  EXPECT_EQ(sessions[0].id.view(), "a");
+  sessions.push_back(Session{SessionId("b"), 5});
+  user.PutSessions(std::move(sessions));
+  EXPECT_EQ(user.session_count(), 2u);
+  EXPECT_EQ(user.LatestHeartbeatUs(), 5);
+}
+
+TEST(UserStateTest, ManySessionsTakenOutLeaveNone) {
+  UserState user(1);
+  user.PutSessions(List({{"a", 1}, {"b", 2}}));
+  SessionList taken = user.TakeSessions();
+  EXPECT_EQ(taken.size(), 2u);
+  EXPECT_FALSE(user.has_sessions());
+  EXPECT_EQ(user.session_count(), 0u);
+}
+
 TEST(UserStateTest, LongestSessionIdRoundTrips) {
   UserState user(1);
   const std::string id(128, 'x');
