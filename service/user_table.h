@@ -73,9 +73,6 @@ class UserState {
     word_ = online ? word_ | kOnlineBit : word_ & ~kOnlineBit;
   }
 
-  bool has_sessions() const {
-    return multi() ? !list()->empty() : hb_us_ != kNeverUs;
-  }
   size_t session_count() const;
   // The latest heartbeat of any session; kNeverUs without sessions.
   int64_t LatestHeartbeatUs() const;

@@ -34,7 +34,6 @@ TEST(UserStateTest, StaysFortyBytes) {
 TEST(UserStateTest, NewUserHasNoSessions) {
   UserState user(7);
   EXPECT_EQ(user.id(), 7);
-  EXPECT_FALSE(user.has_sessions());
   EXPECT_EQ(user.session_count(), 0u);
   EXPECT_EQ(user.LatestHeartbeatUs(), kNeverUs);
   EXPECT_TRUE(user.TakeSessions().empty());
@@ -45,14 +44,13 @@ TEST(UserStateTest, KeepsOneSessionOfEitherKind) {
   for (const std::string id : {"", "tab-1"}) {
     UserState user(1);
     user.PutSessions(List({{id, 100}}));
-    EXPECT_TRUE(user.has_sessions());
     EXPECT_EQ(user.session_count(), 1u);
     EXPECT_EQ(user.LatestHeartbeatUs(), 100);
     EXPECT_EQ(Sessions(user), (Pairs{{id, 100}}));
     SessionList taken = user.TakeSessions();
     ASSERT_EQ(taken.size(), 1u);
     EXPECT_EQ(taken[0].id.view(), id);
-    EXPECT_FALSE(user.has_sessions());  // taken out
+    EXPECT_EQ(user.session_count(), 0u);  // taken out
     user.PutSessions(std::move(taken));
     EXPECT_EQ(Sessions(user), (Pairs{{id, 100}}));
   }
@@ -83,7 +81,7 @@ TEST(UserStateTest, GrowsToManySessionsAndBackToOne) {
   EXPECT_EQ(user.LatestHeartbeatUs(), 200);
 
   user.ClearSessions();
-  EXPECT_FALSE(user.has_sessions());
+  EXPECT_EQ(user.session_count(), 0u);
   EXPECT_EQ(user.LatestHeartbeatUs(), kNeverUs);
 }
 
@@ -123,7 +121,6 @@ TEST(UserStateTest, ManySessionsTakenOutLeaveNone) {
   user.PutSessions(List({{"a", 1}, {"b", 2}}));
   SessionList taken = user.TakeSessions();
   EXPECT_EQ(taken.size(), 2u);
-  EXPECT_FALSE(user.has_sessions());
   EXPECT_EQ(user.session_count(), 0u);
 }
 
