@@ -24,7 +24,7 @@ struct Caller {
   std::string name;
   std::array<unsigned char, 32> token_digest;  // SHA-256 of the token
   // Authenticated calls, by presence.v1 method (see metrics.h's Rpc).
-  std::array<std::atomic<uint64_t>, 6> calls = {};
+  std::array<std::atomic<uint64_t>, 8> calls = {};
   // Whether its first call since the file was (re)loaded has been logged.
   std::atomic<bool> logged{false};
 };

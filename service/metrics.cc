@@ -20,8 +20,8 @@ using prometheus::MetricFamily;
 using prometheus::MetricType;
 
 constexpr std::array<const char*, kNumRpcs> kRpcNames = {
-    "Heartbeat",  "BatchHeartbeat", "MarkOffline",
-    "ListOnline", "GetPresence",    "WatchPresence",
+    "Heartbeat",   "BatchHeartbeat", "MarkOffline",      "ListOnline",
+    "GetPresence", "WatchPresence",  "ListForeignUsers", "ImportLastSeen",
 };
 
 constexpr double kSecondsPerNs = 1e-9;

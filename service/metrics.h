@@ -34,8 +34,10 @@ enum class Rpc {
   kListOnline,
   kGetPresence,
   kWatchPresence,
+  kListForeignUsers,
+  kImportLastSeen,
 };
-inline constexpr int kNumRpcs = 6;
+inline constexpr int kNumRpcs = 8;
 // The Rpc of a method path such as "/presence.v1.PresenceService/Heartbeat";
 // nullopt for any other service's or an unknown method.
 std::optional<Rpc> RpcOfMethodPath(absl::string_view path);

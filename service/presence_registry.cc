@@ -417,6 +417,22 @@ void PresenceRegistry::RestoreLastSeen(int64_t user_id, absl::Time last_seen) {
   user.last_seen_us = std::max(user.last_seen_us, ToUs(last_seen));
 }
 
+uint64_t PresenceRegistry::AdoptLastSeen(int64_t user_id,
+                                         absl::Time last_seen) {
+  Shard& shard = ShardFor(user_id);
+  absl::MutexLock lock(&shard.mu);
+  const absl::Time now = Now();
+  UserState& user = shard.users.FindOrAdd(user_id);
+  CatchUpExpiry(shard, user, now);
+  last_seen = std::min(last_seen, now);  // another host's clock ran ahead
+  if (user.announced_online() || ToUs(last_seen) <= user.last_seen_us) {
+    return 0;
+  }
+  user.last_seen_us = ToUs(last_seen);
+  return Record(SessionChange{SessionChange::Kind::kEndAllSessions, user_id, "",
+                              now, last_seen});
+}
+
 int64_t PresenceRegistry::SweepExpired() {
   int64_t expired = 0;
   for (int i = 0; i < kNumShards; ++i) {

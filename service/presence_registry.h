@@ -114,6 +114,15 @@ class PresenceRegistry {
                       absl::Time last_heartbeat);
   void RestoreLastSeen(int64_t user_id, absl::Time last_seen);
 
+  // Scale-out: the last_seen another shard kept for a user this one now
+  // owns (ImportLastSeen). Raises the user's last_seen to it if it is later
+  // and the user is not online (an online user's own heartbeats are newer;
+  // a last_seen after now counts as now),
+  // recorded as a change (a kEndAllSessions with no session left) so the
+  // store keeps it. No event: the user stays offline. Returns the change's
+  // ticket, or 0 if nothing changed.
+  uint64_t AdoptLastSeen(int64_t user_id, absl::Time last_seen);
+
   // Announces every expiry due at now (online_until <= now) and forgets the
   // expired users' sessions (their last_seen stays). Cost: O(log n) per
   // expiry index entry due, not a scan. Returns the number of EXPIRED events.

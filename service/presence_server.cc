@@ -12,6 +12,7 @@
 #include <chrono>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "grpc/health/v1/health.pb.h"
@@ -214,6 +215,7 @@ PresenceServer::PresenceServer(const ServerOptions& options,
   service_options.limits = options.limits;
   service_options.metrics = metrics_.get();
   service_options.auth = options.auth;
+  service_options.ownership = options.ownership;
   service_ = std::make_unique<PresenceServiceImpl>(
       registry_.get(), writer_.get(), hub_.get(), service_options);
 }
@@ -224,15 +226,53 @@ absl::Status PresenceServer::Load() {
   const absl::Time now = clock_.Now();
   PRESENCE_ASSIGN_OR_RETURN(const StoredState state,
                             store_->Load(now - options_.online_window));
+  const ShardOwnership& ownership = options_.ownership;
+  // Users another shard owns (--shards changed since they were stored) are
+  // not loaded: this shard refuses calls about them. Their last_seen (a
+  // live session's heartbeat counts) waits in foreign_ for presence-reshard
+  // to hand it to the owner; their rows stay in the file, unread.
+  absl::flat_hash_map<int64_t, absl::Time> foreign;
+  size_t sessions = 0;
+  size_t users = 0;
   for (const StoredLastSeen& u : state.last_seen) {
+    if (!ownership.Owns(u.user_id)) {
+      absl::Time& last =
+          foreign.try_emplace(u.user_id, absl::InfinitePast()).first->second;
+      last = std::max(last, u.last_seen);
+      continue;
+    }
     registry_->RestoreLastSeen(u.user_id, u.last_seen);
+    ++users;
   }
   for (const StoredSession& s : state.live_sessions) {
+    if (!ownership.Owns(s.user_id)) {
+      absl::Time& last =
+          foreign.try_emplace(s.user_id, absl::InfinitePast()).first->second;
+      last = std::max(last, s.last_heartbeat);
+      continue;
+    }
     registry_->RestoreSession(s.user_id, s.session_id, s.last_heartbeat);
+    ++sessions;
   }
-  LogInfo(absl::StrCat(
-      "loaded ", state.live_sessions.size(), " live sessions and last_seen of ",
-      state.last_seen.size(), " users from ", options_.db_path));
+  LogInfo(absl::StrCat("loaded ", sessions, " live sessions and last_seen of ",
+                       users, " users from ", options_.db_path));
+  if (!foreign.empty()) {
+    std::vector<StoredLastSeen> set_aside;
+    set_aside.reserve(foreign.size());
+    for (const auto& [user_id, last_seen] : foreign) {
+      set_aside.push_back(StoredLastSeen{user_id, last_seen});
+    }
+    std::sort(set_aside.begin(), set_aside.end(),
+              [](const StoredLastSeen& a, const StoredLastSeen& b) {
+                return a.user_id < b.user_id;
+              });
+    LogInfo(absl::StrCat(
+        "set aside ", set_aside.size(), " users of ", options_.db_path,
+        " that other shards own under --shards=", ownership.ShardNames(),
+        ": run `presencectl --server=SHARD_MAP reshard` to hand their "
+        "last_seen to their owners (docs/scale-out.md)"));
+    service_->SetForeignUsers(std::move(set_aside));
+  }
   return absl::OkStatus();
 }
 

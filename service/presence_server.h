@@ -60,6 +60,11 @@ struct ServerOptions {
   bool reflection = true;
   // A new session beyond this many of one user ends the user's oldest one.
   int max_sessions_per_user = 32;
+  // Sharded (--shard, --shards): the users this presenced owns. Calls about
+  // others are refused; at start-up their stored state is set aside for
+  // presence-reshard (ListForeignUsers) instead of being loaded. Default:
+  // unsharded, owns everyone.
+  ShardOwnership ownership;
   // gRPC limits: the largest request accepted, and how often a connection
   // is pinged (its peer is dropped if no answer comes within the timeout:
   // dead watchers are reaped) and how long an idle one is kept.

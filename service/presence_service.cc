@@ -391,6 +391,37 @@ void InstallProtobufLogHandler() {
   google::protobuf::SetLogHandler(&OnProtobufLog);
 }
 
+namespace {
+// The users a request is about, for the shard's ownership check.
+// BatchHeartbeat's items are checked one by one, each with its own result.
+absl::Status CheckOwner(const ShardOwnership& o,
+                        const v1::HeartbeatRequest& r) {
+  return o.Check(r.user_id());
+}
+absl::Status CheckOwner(const ShardOwnership& o,
+                        const v1::MarkOfflineRequest& r) {
+  return o.Check(r.user_id());
+}
+absl::Status CheckOwner(const ShardOwnership&,
+                        const v1::BatchHeartbeatRequest&) {
+  return absl::OkStatus();
+}
+absl::Status CheckOwner(const ShardOwnership&,
+                        const v1::ListForeignUsersRequest&) {
+  return absl::OkStatus();
+}
+// Checked before any item is applied, by the handler.
+absl::Status CheckOwner(const ShardOwnership&,
+                        const v1::ImportLastSeenRequest&) {
+  return absl::OkStatus();
+}
+template <typename Request>
+absl::Status CheckOwner(const ShardOwnership& o, const Request& r) {
+  return o.CheckAll(r.user_ids());
+}
+
+}  // namespace
+
 template <typename Request>
 absl::Status PresenceServiceImpl::Admit(
     const grpc::CallbackServerContext& context, Rpc rpc,
@@ -402,6 +433,7 @@ absl::Status PresenceServiceImpl::Admit(
   PRESENCE_RETURN_IF_ERROR(Authorize(context, rpc));
   PRESENCE_RETURN_IF_ERROR(Parse(bytes, request));
   PRESENCE_RETURN_IF_ERROR(ValidateRequest(*request, options_.limits));
+  PRESENCE_RETURN_IF_ERROR(CheckOwner(options_.ownership, *request));
   // Refused before it is applied: memory must not hold what cannot be kept.
   if (is_change) PRESENCE_RETURN_IF_ERROR(writer_->accepting());
   return absl::OkStatus();
@@ -463,7 +495,9 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::BatchHeartbeat(
   for (int i = 0; i < request.heartbeats_size(); ++i) {
     const v1::HeartbeatRequest& item = request.heartbeats(i);
     v1::BatchHeartbeatResult* result = response.add_results();
-    if (absl::Status s = ValidateRequest(item, options_.limits); !s.ok()) {
+    absl::Status s = ValidateRequest(item, options_.limits);
+    if (s.ok()) s = options_.ownership.Check(item.user_id());
+    if (!s.ok()) {
       result->mutable_error()->set_code(static_cast<int32_t>(s.code()));
       result->mutable_error()->set_message(
           absl::StrCat("heartbeats[", i, "].", s.message()));
@@ -574,6 +608,71 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* PresenceServiceImpl::WatchPresence(
       hub_, &calls_, watch,
       static_cast<int>(std::min<uint32_t>(request.max_batch(), kMaxBatch)),
       timer);
+}
+
+grpc::ServerUnaryReactor* PresenceServiceImpl::ListForeignUsers(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* bytes,
+    grpc::ByteBuffer* answer) {
+  const UnaryCall call(context, &calls_, options_.metrics,
+                       Rpc::kListForeignUsers);
+  v1::ListForeignUsersRequest request;
+  if (absl::Status s =
+          Admit(*context, Rpc::kListForeignUsers, *bytes, &request, false);
+      !s.ok()) {
+    return call.Answer(s);
+  }
+  const int64_t after = *DecodePageToken(request.page_token());
+  const int page_size =
+      request.page_size() > 0
+          ? std::min(request.page_size(), options_.limits.max_page_size)
+          : options_.limits.default_page_size;
+  auto it = std::upper_bound(
+      foreign_.begin(), foreign_.end(), after,
+      [](int64_t id, const StoredLastSeen& u) { return id < u.user_id; });
+  v1::ListForeignUsersResponse response;
+  for (int n = 0; it != foreign_.end() && n < page_size; ++it, ++n) {
+    v1::UserLastSeen* out = response.add_users();
+    out->set_user_id(it->user_id);
+    *out->mutable_last_seen() = ToProto(it->last_seen);
+  }
+  if (it != foreign_.end()) {
+    response.set_next_page_token(EncodePageToken(std::prev(it)->user_id));
+  }
+  response.set_total(static_cast<int64_t>(foreign_.size()));
+  Serialize(response, answer);
+  return call.Answer(absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* PresenceServiceImpl::ImportLastSeen(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* bytes,
+    grpc::ByteBuffer* answer) {
+  const UnaryCall call(context, &calls_, options_.metrics,
+                       Rpc::kImportLastSeen);
+  v1::ImportLastSeenRequest request;
+  if (absl::Status s =
+          Admit(*context, Rpc::kImportLastSeen, *bytes, &request, true);
+      !s.ok()) {
+    return call.Answer(s);
+  }
+  // All or nothing on ownership: a tool given the wrong map learns it
+  // before anything is imported.
+  for (const v1::UserLastSeen& user : request.users()) {
+    if (absl::Status s = options_.ownership.Check(user.user_id()); !s.ok()) {
+      return call.Answer(s);
+    }
+  }
+  uint64_t last_ticket = 0;
+  int32_t updated = 0;
+  for (const v1::UserLastSeen& user : request.users()) {
+    const uint64_t ticket =
+        registry_->AdoptLastSeen(user.user_id(), FromProto(user.last_seen()));
+    if (ticket != 0) ++updated;
+    last_ticket = std::max(last_ticket, ticket);
+  }
+  v1::ImportLastSeenResponse response;
+  response.set_updated(updated);
+  Serialize(response, answer);
+  return call.AnswerWhenDurable(writer_, last_ticket);
 }
 
 }  // namespace presence

@@ -5,6 +5,8 @@
 
 #include <atomic>
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -14,7 +16,9 @@
 #include "service/log.h"
 #include "service/metrics.h"
 #include "service/presence_registry.h"
+#include "service/presence_store.h"
 #include "service/request_validation.h"
+#include "service/shard_ownership.h"
 #include "service/store_writer.h"
 #include "service/wakeup.h"
 
@@ -39,7 +43,11 @@ using RawPresenceService = v1::PresenceService::WithRawCallbackMethod_Heartbeat<
             v1::PresenceService::WithRawCallbackMethod_GetPresence<
                 v1::PresenceService::WithRawCallbackMethod_WatchPresence<
                     v1::PresenceService::WithRawCallbackMethod_BatchHeartbeat<
-                        v1::PresenceService::Service>>>>>>;
+                        v1::PresenceService::
+                            WithRawCallbackMethod_ListForeignUsers<
+                                v1::PresenceService::
+                                    WithRawCallbackMethod_ImportLastSeen<
+                                        v1::PresenceService::Service>>>>>>>>;
 
 // Validates requests, applies them to the registry and, for changes, answers
 // once the store writer reports them durable (no thread blocks per RPC).
@@ -61,6 +69,9 @@ class PresenceServiceImpl final : public RawPresenceService {
     // `authorization: Bearer <token>` of one of its callers, or is refused
     // UNAUTHENTICATED. Must outlive the service.
     const CallerAuth* auth = nullptr;
+    // The users this presenced answers for; a call about anyone else is
+    // refused FAILED_PRECONDITION naming the owner. Default: everyone.
+    ShardOwnership ownership;
   };
 
   // `registry`, `writer` and `hub` must outlive the service.
@@ -85,6 +96,19 @@ class PresenceServiceImpl final : public RawPresenceService {
   grpc::ServerWriteReactor<grpc::ByteBuffer>* WatchPresence(
       grpc::CallbackServerContext* context,
       const grpc::ByteBuffer* request) override;
+  grpc::ServerUnaryReactor* ListForeignUsers(
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+      grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* ImportLastSeen(grpc::CallbackServerContext* context,
+                                           const grpc::ByteBuffer* request,
+                                           grpc::ByteBuffer* response) override;
+
+  // Start-up only, before serving: the users whose stored state this shard
+  // set aside because other shards own them, ascending by id
+  // (ListForeignUsers pages through them).
+  void SetForeignUsers(std::vector<StoredLastSeen> users) {
+    foreign_ = std::move(users);
+  }
 
   // Shutdown: from now on every new call is answered UNAVAILABLE ("shutting
   // down"), before it is applied. Calls already started go on.
@@ -133,6 +157,8 @@ class PresenceServiceImpl final : public RawPresenceService {
   mutable ThrottledErrorLog rejections_;
   std::atomic<bool> admitting_{true};
   CallCounter calls_;
+  // Set before serving, read-only after.
+  std::vector<StoredLastSeen> foreign_;
 };
 
 }  // namespace presence

@@ -12,6 +12,9 @@ namespace presence {
 namespace {
 
 constexpr absl::string_view kPageTokenPrefix = "after:";
+// google.protobuf.Timestamp's range: 0001-01-01 to 9999-12-31.
+constexpr int64_t kMinTimestampSeconds = -62'135'596'800;
+constexpr int64_t kMaxTimestampSeconds = 253'402'300'799;
 
 absl::Status ValidateUserId(int64_t user_id, absl::string_view field) {
   if (user_id <= 0) {
@@ -96,6 +99,38 @@ absl::Status ValidateRequest(const v1::WatchPresenceRequest& request,
         "epoch is not an epoch of presenced (at most 64 bytes)");
   }
   return ValidateUserIds(request.user_ids(), limits);
+}
+
+absl::Status ValidateRequest(const v1::ListForeignUsersRequest& request,
+                             const RequestLimits& limits) {
+  if (request.page_size() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size must be >= 0 (0 means ",
+                     limits.default_page_size, "), got ", request.page_size()));
+  }
+  return DecodePageToken(request.page_token()).status();
+}
+
+absl::Status ValidateRequest(const v1::ImportLastSeenRequest& request,
+                             const RequestLimits& limits) {
+  if (request.users_size() > limits.max_ids_per_request) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("users has ", request.users_size(), " items; at most ",
+                     limits.max_ids_per_request, " per request"));
+  }
+  for (int i = 0; i < request.users_size(); ++i) {
+    const v1::UserLastSeen& user = request.users(i);
+    PRESENCE_RETURN_IF_ERROR(
+        ValidateUserId(user.user_id(), absl::StrCat("users[", i, "].user_id")));
+    const google::protobuf::Timestamp& t = user.last_seen();
+    if (!user.has_last_seen() || t.nanos() < 0 || t.nanos() > 999'999'999 ||
+        t.seconds() < kMinTimestampSeconds ||
+        t.seconds() > kMaxTimestampSeconds) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "users[", i, "].last_seen must be set, a valid Timestamp"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ValidateRequest(const v1::BatchHeartbeatRequest& request,

@@ -32,6 +32,12 @@ absl::Status ValidateRequest(const v1::WatchPresenceRequest& request,
                              const RequestLimits& limits);
 // The batch as a whole (its size); items are checked one by one with the
 // HeartbeatRequest overload.
+absl::Status ValidateRequest(const v1::ListForeignUsersRequest& request,
+                             const RequestLimits& limits);
+// Each last_seen must be set and a valid Timestamp; whether it lies in the
+// future is the handler's to say (it has the clock).
+absl::Status ValidateRequest(const v1::ImportLastSeenRequest& request,
+                             const RequestLimits& limits);
 absl::Status ValidateRequest(const v1::BatchHeartbeatRequest& request,
                              const RequestLimits& limits);
 

@@ -36,6 +36,15 @@ ABSL_FLAG(std::string, metrics_listen, "",
           "HOST:PORT to serve Prometheus metrics on, at /metrics (plain "
           "HTTP). Port 0 picks a free port; the 'metrics on' log line names "
           "it. Empty: no metrics.");
+ABSL_FLAG(std::string, shard, "",
+          "This presenced's shard name in a sharded deployment (e.g. the "
+          "StatefulSet pod's name, presenced-1); with --shards. Empty: "
+          "unsharded, owns every user");
+ABSL_FLAG(std::string, shards, "",
+          "Every shard's name: a,b,c or a pattern such as presenced-{0..2} "
+          "(a NAME=HOST:PORT map works too). A user belongs to the shard the "
+          "rendezvous hash of its id picks (docs/scale-out.md); calls about "
+          "other shards' users fail FAILED_PRECONDITION naming the owner");
 ABSL_FLAG(std::string, db, "presence.db",
           "SQLite database file, created if missing. DB.lock beside it keeps "
           "a second presenced off the same file.");
@@ -249,6 +258,11 @@ int main(int argc, char** argv) {
   options.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
   options.keepalive_timeout = absl::GetFlag(FLAGS_keepalive_timeout);
   options.max_connection_idle = absl::GetFlag(FLAGS_max_connection_idle);
+  absl::StatusOr<presence::ShardOwnership> ownership =
+      presence::ShardOwnership::Create(absl::GetFlag(FLAGS_shard),
+                                       absl::GetFlag(FLAGS_shards));
+  if (!ownership.ok()) return Fail(std::string(ownership.status().message()));
+  options.ownership = *std::move(ownership);
   const std::string durability = absl::GetFlag(FLAGS_durability);
   if (durability == "commit") {
     options.durability = presence::Durability::kCommit;
@@ -299,7 +313,12 @@ int main(int argc, char** argv) {
       "serving on ", (*server)->address(), " (db ", options.db_path,
       ", durability ", durability, ", online_window ",
       absl::FormatDuration(options.online_window), ", heartbeat_interval ",
-      absl::FormatDuration(options.heartbeat_interval), ")"));
+      absl::FormatDuration(options.heartbeat_interval),
+      options.ownership.sharded()
+          ? absl::StrCat(", shard ", options.ownership.name(), " of ",
+                         options.ownership.ShardNames())
+          : "",
+      ")"));
 
   if (auth != nullptr) {
     presence::LogInfo(
