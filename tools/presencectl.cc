@@ -19,10 +19,16 @@
 #include "absl/strings/str_join.h"
 #include "google/protobuf/util/json_util.h"
 #include "presence/client.h"
+#include "presence/shard_map.h"
 #include "presence/watcher.h"
 #include "tools/presencectl_format.h"
+#include "tools/reshard.h"
 
-ABSL_FLAG(std::string, server, "127.0.0.1:50051", "presenced's HOST:PORT.");
+ABSL_FLAG(std::string, server, "127.0.0.1:50051",
+          "presenced's HOST:PORT, or a sharded deployment's shard map: "
+          "NAME=HOST:PORT,... or a pattern such as "
+          "presenced-{0..2}.presenced.NAMESPACE.svc:50051 (calls go to each "
+          "user's shard).");
 ABSL_FLAG(bool, json, false,
           "Print the server's answer as JSON (protobuf's JSON mapping: 64-bit "
           "ids are strings) instead of text.");
@@ -53,7 +59,16 @@ constexpr char kUsage[] =
     "  presencectl get USER...                    presence of each user\n"
     "  presencectl watch [--users=1,2,3]          print changes as they "
     "happen,\n"
-    "                                             until Ctrl-C\n\n"
+    "                                             until Ctrl-C\n"
+    "  presencectl shard USER...                  the shard that owns each "
+    "user\n"
+    "                                             (by --server's shard map)\n"
+    "  presencectl reshard                        after --shards changed: hand "
+    "the\n"
+    "                                             users each shard set aside "
+    "to\n"
+    "                                             their owners "
+    "(docs/scale-out.md)\n\n"
     "Common flags: --server=HOST:PORT (default 127.0.0.1:50051), --json, "
     "--timeout=5s.\n"
     "Exit status: 0 done, 1 presenced answered an error or could not be "
@@ -185,6 +200,57 @@ int Get(presence::Client& client, const std::vector<int64_t>& users) {
   return 0;
 }
 
+// Needs no server: the owner is the hash's, over --server's shard map.
+int ShardOf(const std::vector<int64_t>& users) {
+  absl::StatusOr<presence::ShardMap> map =
+      presence::ShardMap::Parse(absl::GetFlag(FLAGS_server));
+  if (!map.ok()) {
+    return UsageError(absl::StrCat("--server: ", map.status().message()));
+  }
+  for (int64_t user : users) {
+    const presence::Shard& owner = map->shard(map->OwnerIndex(user));
+    if (absl::GetFlag(FLAGS_json)) {
+      std::printf("{\"userId\":\"%lld\",\"shard\":\"%s\",\"target\":\"%s\"}\n",
+                  static_cast<long long>(user), owner.name.c_str(),
+                  owner.target.c_str());
+    } else if (map->sharded()) {
+      std::printf("%lld\t%s\t%s\n", static_cast<long long>(user),
+                  owner.name.c_str(), owner.target.c_str());
+    } else {
+      std::printf("%lld\t(unsharded)\t%s\n", static_cast<long long>(user),
+                  owner.target.c_str());
+    }
+  }
+  return 0;
+}
+
+int Reshard(const presence::ClientOptions& connection) {
+  absl::StatusOr<presence::ShardMap> map =
+      presence::ShardMap::Parse(connection.target);
+  if (!map.ok()) {
+    return UsageError(absl::StrCat("--server: ", map.status().message()));
+  }
+  absl::StatusOr<presence::ReshardReport> report =
+      presence::Reshard(*map, connection);
+  if (!report.ok()) {
+    std::fprintf(stderr, "presencectl: reshard stopped: %s: %s\n",
+                 absl::StatusCodeToString(report.status().code()).c_str(),
+                 std::string(report.status().message()).c_str());
+    return report.status().code() == absl::StatusCode::kInvalidArgument
+               ? kExitUsage
+               : kExitError;
+  }
+  for (const presence::ReshardReport::Move& move : report->moves) {
+    std::printf("%s -> %s: %lld users handed over, last_seen raised for %lld\n",
+                move.from.c_str(), move.to.c_str(),
+                static_cast<long long>(move.users),
+                static_cast<long long>(move.updated));
+  }
+  std::printf("%lld users handed over in all\n",
+              static_cast<long long>(report->users));
+  return 0;
+}
+
 const char* ReasonText(presence::v1::Reason reason) {
   switch (reason) {
     case presence::v1::REASON_MARK_OFFLINE:
@@ -310,6 +376,14 @@ int main(int argc, char** argv) {
                                  absl::GetFlag(FLAGS_tls_key));
     if (!tls.ok()) return UsageError(std::string(tls.status().message()));
     options.credentials = *std::move(tls);
+  }
+  if (command == "shard") {
+    if (users.empty()) return UsageError("shard takes one or more USER ids");
+    return ShardOf(users);
+  }
+  if (command == "reshard") {
+    if (!users.empty()) return UsageError("reshard takes no USER");
+    return Reshard(options);
   }
   presence::Client client(options);
 
