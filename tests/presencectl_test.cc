@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 #include <regex>
@@ -10,10 +11,12 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
+#include "presence/shard_map.h"
 #include "presence/v1/presence.grpc.pb.h"
 #include "presence/v1/presence.pb.h"
 #include "tests/test_util.h"
@@ -274,13 +277,94 @@ TEST(PresencectlUsageTest, BadUsageIsExitTwo) {
                                              {"heartbeat", "0"},
                                              {"get"},
                                              {"list", "42"},
-                                             {"list", "--users=1,x"}}) {
+                                             {"list", "--users=1,x"},
+                                             {"shard"},
+                                             {"reshard", "42"},
+                                             // not a shard map
+                                             {"reshard"}}) {
     std::vector<std::string> argv = {PRESENCECTL_PATH, "--server=127.0.0.1:1"};
     argv.insert(argv.end(), args.begin(), args.end());
     Subprocess::Exit r = testing::Run(argv);
     EXPECT_EQ(r.code, 2) << r.err;
     EXPECT_NE(r.err.find("presencectl: "), std::string::npos) << r.err;
   }
+}
+
+// Needs no server: the owner is the hash's.
+TEST(PresencectlShardTest, ShardPrintsEachUsersOwnerAndAddress) {
+  const std::string spec = "a=127.0.0.1:1,b=127.0.0.1:2,c=127.0.0.1:3";
+  Subprocess::Exit r = testing::Run(
+      {PRESENCECTL_PATH, "--server=" + spec, "shard", "1", "2", "3", "42"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const ShardMap map = *ShardMap::Parse(spec);
+  std::string expected;
+  for (int64_t user : {1, 2, 3, 42}) {
+    const Shard& owner = map.shard(map.OwnerIndex(user));
+    absl::StrAppend(&expected, user, "\t", owner.name, "\t", owner.target,
+                    "\n");
+  }
+  EXPECT_EQ(r.out, expected);
+
+  r = testing::Run({PRESENCECTL_PATH, "--server=127.0.0.1:9", "shard", "7"});
+  EXPECT_EQ(r.out, "7\t(unsharded)\t127.0.0.1:9\n");
+  r = testing::Run({PRESENCECTL_PATH, "--server=a=h:1,a=h:2", "shard", "7"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("named twice"), std::string::npos) << r.err;
+}
+
+// Two real shards behind one --server: each call reaches its user's owner.
+TEST(PresencectlShardTest, CallsGoToEachUsersShardAndListingsMerge) {
+  testing::TempDir dir;
+  std::vector<testing::RunningPresenced> shards;
+  std::string spec;
+  for (const char* name : {"s0", "s1"}) {
+    shards.push_back(testing::StartPresenced(
+        {absl::StrCat("--db=", dir.File(name), ".db"),
+         absl::StrCat("--shard=", name), "--shards=s0,s1"}));
+    ASSERT_FALSE(shards.back().address.empty());
+    absl::StrAppend(&spec, spec.empty() ? "" : ",", name, "=",
+                    shards.back().address);
+  }
+  const ShardMap map = *ShardMap::Parse(spec);
+  std::vector<int64_t> users;  // two of each shard
+  for (int64_t id = 1; users.size() < 4; ++id) {
+    const size_t of_shard = std::count_if(
+        users.begin(), users.end(),
+        [&](int64_t u) { return map.OwnerIndex(u) == map.OwnerIndex(id); });
+    if (of_shard < 2) users.push_back(id);
+  }
+  std::sort(users.begin(), users.end());
+  auto ctl = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {PRESENCECTL_PATH, "--server=" + spec});
+    return testing::Run(args);
+  };
+  for (int64_t user : users) {
+    Subprocess::Exit hb = ctl({"heartbeat", absl::StrCat(user)});
+    ASSERT_EQ(hb.code, 0) << hb.err;
+  }
+  Subprocess::Exit list = ctl({"list"});
+  ASSERT_EQ(list.code, 0) << list.err;
+  EXPECT_EQ(list.out.substr(0, list.out.find('(')),
+            absl::StrCat(absl::StrJoin(users, "\n"), "\n"))
+      << list.out;
+  EXPECT_NE(list.out.find("(4 online at "), std::string::npos) << list.out;
+
+  // Straight to one shard, about the other's user: refused, owner named.
+  const int64_t theirs =
+      *std::find_if(users.begin(), users.end(),
+                    [&](int64_t u) { return map.OwnerIndex(u) == 1; });
+  Subprocess::Exit direct =
+      testing::Run({PRESENCECTL_PATH, "--server=" + shards[0].address, "get",
+                    absl::StrCat(theirs)});
+  EXPECT_EQ(direct.code, 1);
+  EXPECT_NE(direct.err.find(absl::StrCat("FAILED_PRECONDITION: user ", theirs,
+                                         " belongs to shard s1")),
+            std::string::npos)
+      << direct.err;
+
+  Subprocess::Exit reshard = ctl({"reshard"});
+  EXPECT_EQ(reshard.code, 0) << reshard.err;
+  EXPECT_EQ(reshard.out, "0 users handed over in all\n");
 }
 
 }  // namespace

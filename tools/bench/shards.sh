@@ -30,33 +30,50 @@ trap cleanup EXIT
 
 median() { sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 
-# One round with $1 shards; prints heartbeats/s.
+# CPU seconds (user + system) the processes $@ have used so far.
+cpu_seconds() {
+  local ticks=0 pid
+  for pid in "$@"; do
+    ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN {print t / hz}'
+}
+
+# One round with $1 shards; prints "heartbeats/s server-CPU-us-per-heartbeat".
 round() {
-  local n=$1 map="" started=() i
+  local n=$1 map="" started=() i out before after
   for ((i = 0; i < n; i++)); do
     rm -f "$work"/s$i.db*
     start_presenced --db="$work/s$i.db" --shard=s$i --shards="s{0..$((n - 1))}"
     map+="${map:+,}s$i=$address"
     started+=("$server_pid")
   done
-  "$bin/presence_load" --server="$map" --mode=batch --users=300000 --batch=100 \
-      --threads=16 --seconds="$seconds" |
-    sed -n 's/.*heartbeats_per_second=\([0-9.]*\).*/\1/p'
+  before=$(cpu_seconds "${started[@]}")
+  out=$("$bin/presence_load" --server="$map" --mode=batch --users=300000 \
+      --batch=100 --threads=16 --seconds="$seconds")
+  after=$(cpu_seconds "${started[@]}")
+  awk -v out="$out" -v cpu="$(awk -v a="$after" -v b="$before" 'BEGIN {print a - b}')" 'BEGIN {
+    match(out, /heartbeats=[0-9]+/); n = substr(out, RSTART + 11, RLENGTH - 11)
+    match(out, /heartbeats_per_second=[0-9.]+/); r = substr(out, RSTART + 22, RLENGTH - 22)
+    printf "%s %.2f\n", r, cpu * 1e6 / n }'
   for server_pid in "${started[@]}"; do stop_presenced; done
 }
 
-declare -A results
+declare -A rates cpus
 for ((r = 0; r < rounds; r++)); do
   for n in 1 2 3; do
-    results[$n]+="$(round "$n") "
+    read -r rate cpu <<< "$(round "$n")"
+    rates[$n]+="$rate "
+    cpus[$n]+="$cpu "
   done
 done
-one=$(tr ' ' '\n' <<< "${results[1]}" | grep . | median)
+one=$(tr ' ' '\n' <<< "${rates[1]}" | grep . | median)
 for n in 1 2 3; do
-  values=$(tr ' ' '\n' <<< "${results[$n]}" | grep .)
+  values=$(tr ' ' '\n' <<< "${rates[$n]}" | grep .)
   med=$(median <<< "$values")
   lo=$(sort -g <<< "$values" | head -1)
   hi=$(sort -g <<< "$values" | tail -1)
-  printf 'shards=%d heartbeats_per_second=%.0f range=%.0f-%.0f ratio_to_one=%.2f rounds=%d\n' \
-    "$n" "$med" "$lo" "$hi" "$(awk -v a="$med" -v b="$one" 'BEGIN {print a / b}')" "$rounds"
+  cpu=$(tr ' ' '\n' <<< "${cpus[$n]}" | grep . | median)
+  printf 'shards=%d heartbeats_per_second=%.0f range=%.0f-%.0f ratio_to_one=%.2f server_cpu_us_per_heartbeat=%s rounds=%d\n' \
+    "$n" "$med" "$lo" "$hi" "$(awk -v a="$med" -v b="$one" 'BEGIN {print a / b}')" "$cpu" "$rounds"
 done
