@@ -51,3 +51,24 @@ fi
 if [ "$(buf --version 2>/dev/null || true)" != "$buf_version" ]; then
   npm install --global --no-fund --no-audit "@bufbuild/buf@$buf_version"
 fi
+
+# tests/ops/kubernetes_test.py renders deploy/kubernetes with `kubectl
+# kustomize` (offline: client-side dry-runs need a cluster). Debian's
+# kubernetes-client, unless a kubectl is installed already: it cannot unpack
+# over another package's /usr/bin/kubectl (some machine images ship
+# Google's `kubectl` package).
+if ! command -v kubectl >/dev/null; then
+  apt-get install -y -q --no-install-recommends kubernetes-client
+fi
+# ... and checks every object against Kubernetes' OpenAPI schema
+# (kubernetes-models' validators) and for unknown fields (TypeScript's
+# excess-property check on its types). `npm ls pkg@version` succeeds on any
+# version, hence the grep.
+k8s_npm=(kubernetes-models@4.5.1 typescript@5.9.3)
+installed=$(npm ls --global --depth=0 2>/dev/null || true)
+for package in "${k8s_npm[@]}"; do
+  if ! grep -qF -- "$package" <<<"$installed"; then
+    npm install --global --no-fund --no-audit "${k8s_npm[@]}"
+    break
+  fi
+done
