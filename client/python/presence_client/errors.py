@@ -16,6 +16,10 @@ class PresenceError(Exception):
     PresenceError.
     """
 
+    # The shard that answered (or failed to), for a client of a sharded
+    # deployment; None for one unsharded presenced.
+    shard: Optional[str] = None
+
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(f"{code.name}: {message}")
         self.code = code
@@ -51,6 +55,13 @@ class PermissionDenied(PresenceError):
     pass
 
 
+class FailedPrecondition(PresenceError):
+    """The call cannot be answered in the server's present state; from a
+    sharded presenced: the call named a user of another shard ("user 42
+    belongs to shard presenced-2, ..."), i.e. the client's shard map differs
+    from the servers' --shards."""
+
+
 class Unimplemented(PresenceError):
     """presenced does not know this RPC (an older server)."""
 
@@ -68,6 +79,7 @@ _BY_CODE: Dict[grpc.StatusCode, Type[PresenceError]] = {
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.UNIMPLEMENTED: Unimplemented,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
     grpc.StatusCode.INTERNAL: Internal,
 }
 
@@ -82,6 +94,18 @@ def from_rpc_error(error: grpc.RpcError) -> PresenceError:
     code: Optional[grpc.StatusCode] = error.code()  # type: ignore[attr-defined]
     message: Optional[str] = error.details()  # type: ignore[attr-defined]
     return error_for(code or grpc.StatusCode.UNKNOWN, message or "")
+
+
+def shard_error(error: PresenceError, name: str,
+                target: str = "") -> PresenceError:
+    """`error` (same class and code) as a sharded client raises it: its
+    message names the shard, "shard s1 (10.0.0.7:50051): <server's message>",
+    and `.shard` is the shard's name."""
+    where = f"shard {name} ({target})" if target else f"shard {name}"
+    named = error_for(error.code, f"{where}: {error.message}")
+    named.shard = name
+    named.__cause__ = error.__cause__ or error
+    return named
 
 
 # Errors about the request itself: the same request fails again.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 import enum
 from dataclasses import dataclass
-from typing import List, Optional, Union
+from typing import Iterable, List, Optional, Tuple, Union
 
 from google.protobuf import timestamp_pb2
 
@@ -68,8 +68,35 @@ class OnlinePage:
     # Pass as page_token for the next page; empty on the last page.
     next_page_token: str
     server_time: datetime.datetime
-    # Online users matching the request over all pages.
+    # Online users matching the request over all pages (sharded: the sum
+    # over the shards that answered).
     total_online: int
+    # Sharded, with partial=True: the shards that did not answer, whose users
+    # this page lacks. Empty otherwise.
+    missing_shards: Tuple[str, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing_shards
+
+
+class OnlineUsers(list):
+    """list_online(partial=True): the online users (ascending) of the shards
+    that answered, a list; `missing_shards` names the shards that did not
+    (down, or too slow), whose users it lacks."""
+
+    def __init__(self, users: Iterable[int] = (),
+                 missing_shards: Iterable[str] = ()) -> None:
+        super().__init__(users)
+        self.missing_shards: List[str] = list(missing_shards)
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing_shards
+
+    def __repr__(self) -> str:
+        return (f"OnlineUsers({list.__repr__(self)}, "
+                f"missing_shards={self.missing_shards!r})")
 
 
 @dataclass(frozen=True)
@@ -97,7 +124,11 @@ class PresenceLookup:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Who of the watched users is online: replaces everything known before."""
+    """Who of the watched users is online: replaces everything known before.
+
+    From a watch of a sharded deployment it is the union over the shards;
+    its epoch then names every shard's ("s0:EPOCH,s1:EPOCH,...") and its
+    sequence is the sum of theirs."""
 
     # Ascending.
     online_users: List[int]
@@ -117,6 +148,9 @@ class PresenceChange:
     epoch: str
     # This change's own sequence, also when it came in a batch of several.
     sequence: int
+    # The shard it came from, whose epoch and sequence these are (a watch of
+    # a sharded deployment); "" from one unsharded presenced.
+    shard: str = ""
 
 
 WatchEvent = Union[Snapshot, PresenceChange]

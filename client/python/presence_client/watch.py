@@ -1,16 +1,20 @@
-"""PresenceWatch: WatchPresence as an iterator that survives broken streams."""
+"""PresenceWatch: WatchPresence as an iterator that survives broken streams;
+ShardedWatch: one merged stream from the shards of a sharded deployment."""
 
 from __future__ import annotations
 
 import collections
+import dataclasses
+import datetime
 import threading
-from typing import Callable, Deque, Iterator, List, Optional
+from typing import (Callable, Deque, Dict, Iterator, List, Optional, Set,
+                    Tuple)
 
 import grpc
 
 from ._proto import pb, pb_grpc
-from .errors import PERMANENT_CODES, PresenceError, error_for
-from .model import WatchEvent, watch_events
+from .errors import PERMANENT_CODES, PresenceError, error_for, shard_error
+from .model import PresenceChange, Snapshot, Status, WatchEvent, watch_events
 
 # Called with the error that ended a stream and the seconds until the next
 # attempt, or None when the watch gives up (the error is then raised).
@@ -164,6 +168,227 @@ class PresenceWatch(Iterator[WatchEvent]):
             call.cancel()
 
     def __enter__(self) -> "PresenceWatch":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class _ShardPart:
+    """One shard's stream of a ShardedWatch, and what the merge knows of it."""
+
+    def __init__(self, name: str, target: str, watch: PresenceWatch) -> None:
+        self.name = name
+        self.target = target
+        self.watch = watch
+        self.thread: Optional[threading.Thread] = None
+        # Who of its watched users is online; None until its first snapshot.
+        self.online: Optional[Set[int]] = None
+        self.snapshot_time: Optional[datetime.datetime] = None
+        # The last event of this shard the merge has taken in.
+        self.epoch = ""
+        self.sequence = 0
+
+
+class ShardedWatch(Iterator[WatchEvent]):
+    """WatchPresence of a sharded deployment, as one stream: what
+    PresenceClient.watch() returns for a shard map.
+
+    It follows one stream per shard (for a watch of given users, only the
+    shards that own them), each a PresenceWatch that resumes by its own
+    (epoch, sequence) after a break, on a thread of its own, and yields:
+
+      - first one Snapshot, the union of every shard's: changes that arrive
+        before the last shard's snapshot are folded into it;
+      - then each PresenceChange as it arrives, with `shard` naming the
+        shard whose epoch and sequence it carries;
+      - whenever a shard sends a new snapshot (it restarted, or this watch
+        fell behind it), a Snapshot of everyone again, that shard's part
+        replaced: a Snapshot still replaces everything known before.
+
+    The merged Snapshot's epoch is "NAME:EPOCH,..." over the shards and its
+    sequence the sum of theirs; `positions` gives each shard's own.
+
+    While a shard is down its stream is retried with backoff and the others
+    keep flowing; on_disconnect(error, retry_in) reports each break, from
+    that shard's thread, with an error whose message names the shard
+    ("shard s1 (10.0.0.7:50051): ...") and whose `.shard` is its name.
+    Errors a retry cannot fix are raised from next() and end the watch.
+    Until every shard has sent its first snapshot, nothing is yielded.
+
+    Received events wait in a buffer of BUFFER events; when it is full the
+    shards' streams are not read (a watcher that falls that far behind gets
+    a fresh snapshot from the shard, as from one presenced). Iterate from one
+    thread; close() may be called from any thread and ends the iteration.
+    """
+
+    BUFFER = 10_000
+
+    def __init__(self, parts: List[tuple], initial_backoff: float,
+                 max_backoff: float,
+                 on_disconnect: Optional[DisconnectCallback],
+                 max_batch: int = DEFAULT_MAX_BATCH) -> None:
+        """`parts`: (name, target, stub, user_ids) per shard to follow."""
+        if not parts:
+            raise ValueError("a sharded watch needs at least one shard")
+        self._parts: List[_ShardPart] = []
+        for name, target, stub, user_ids in parts:
+            watch = PresenceWatch(
+                stub, list(user_ids), initial_backoff, max_backoff,
+                self._reporter(name, target, on_disconnect),
+                max_batch=max_batch)
+            self._parts.append(_ShardPart(name, target, watch))
+        self._cond = threading.Condition()
+        # (part index, "event" | "error" | "end", payload), oldest first.
+        self._queue: Deque[tuple] = collections.deque()  # guarded by _cond
+        self._closed = False  # guarded by _cond
+        self._started = False
+        self._all_snapshots = False
+        self._yielded_epoch = ""
+        self._yielded_sequence = 0
+
+    @staticmethod
+    def _reporter(name: str, target: str,
+                  on_disconnect: Optional[DisconnectCallback]):
+        if on_disconnect is None:
+            return None
+
+        def report(error: PresenceError, retry_in: Optional[float]) -> None:
+            on_disconnect(shard_error(error, name, target), retry_in)
+        return report
+
+    @property
+    def shards(self) -> List[str]:
+        """The names of the shards this watch follows."""
+        return [part.name for part in self._parts]
+
+    @property
+    def positions(self) -> Dict[str, Tuple[str, int]]:
+        """Each shard's (epoch, sequence) of the last of its events taken
+        into what was yielded ("", 0 before its first)."""
+        return {part.name: (part.epoch, part.sequence)
+                for part in self._parts}
+
+    @property
+    def epoch(self) -> str:
+        """The epoch of the last event yielded ("" before the first): a
+        change's shard's, or the merged snapshot's "NAME:EPOCH,..."."""
+        return self._yielded_epoch
+
+    @property
+    def sequence(self) -> int:
+        """The sequence of the last event yielded."""
+        return self._yielded_sequence
+
+    def __iter__(self) -> "ShardedWatch":
+        return self
+
+    def _start(self) -> None:
+        self._started = True
+        for index, part in enumerate(self._parts):
+            part.thread = threading.Thread(
+                target=self._pump, args=(index,), daemon=True,
+                name=f"presence-watch-{part.name}")
+            part.thread.start()
+
+    def _pump(self, index: int) -> None:
+        """A shard's thread: its PresenceWatch's events into the queue."""
+        part = self._parts[index]
+        try:
+            for event in part.watch:
+                if not self._put((index, "event", event)):
+                    return
+            self._put((index, "end", None))
+        except PresenceError as error:
+            self._put((index, "error",
+                       shard_error(error, part.name, part.target)), True)
+        except Exception as error:  # handed to the iterating thread
+            self._put((index, "error", error), True)
+
+    def _put(self, item: tuple, always: bool = False) -> bool:
+        with self._cond:
+            while (not always and not self._closed
+                   and len(self._queue) >= self.BUFFER):
+                self._cond.wait()
+            if self._closed:
+                return False
+            self._queue.append(item)
+            self._cond.notify_all()
+            return True
+
+    def _take(self) -> Optional[tuple]:
+        with self._cond:
+            while not self._queue and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return None
+            item = self._queue.popleft()
+            self._cond.notify_all()
+            return item
+
+    def __next__(self) -> WatchEvent:
+        if not self._started:
+            self._start()
+        while True:
+            item = self._take()
+            if item is None:
+                raise StopIteration
+            index, kind, payload = item
+            if kind == "error":
+                self.close()
+                raise payload
+            if kind == "end":
+                continue  # only after close(), which _take() reports
+            part = self._parts[index]
+            if isinstance(payload, Snapshot):
+                part.online = set(payload.online_users)
+                part.snapshot_time = payload.server_time
+                part.epoch, part.sequence = payload.epoch, payload.sequence
+                if not self._all_snapshots:
+                    self._all_snapshots = all(p.online is not None
+                                              for p in self._parts)
+                if self._all_snapshots:
+                    return self._yield(self._merged_snapshot())
+                continue
+            change: PresenceChange = payload
+            if part.online is None:
+                part.online = set()  # a resumed stream; not seen in practice
+            if change.status == Status.ONLINE:
+                part.online.add(change.user_id)
+            else:
+                part.online.discard(change.user_id)
+            part.epoch, part.sequence = change.epoch, change.sequence
+            if self._all_snapshots:
+                return self._yield(dataclasses.replace(change,
+                                                       shard=part.name))
+            # Folded into the first snapshot, still to come.
+
+    def _merged_snapshot(self) -> Snapshot:
+        online: Set[int] = set()
+        for part in self._parts:
+            online |= part.online or set()
+        return Snapshot(
+            online_users=sorted(online),
+            server_time=max(p.snapshot_time for p in self._parts
+                            if p.snapshot_time is not None),
+            epoch=",".join(f"{p.name}:{p.epoch}" for p in self._parts),
+            sequence=sum(p.sequence for p in self._parts))
+
+    def _yield(self, event: WatchEvent) -> WatchEvent:
+        self._yielded_epoch = event.epoch
+        self._yielded_sequence = event.sequence
+        return event
+
+    def close(self) -> None:
+        """Ends every shard's stream; the iteration stops. Idempotent."""
+        with self._cond:
+            self._closed = True
+            self._queue.clear()
+            self._cond.notify_all()
+        for part in self._parts:
+            part.watch.close()
+
+    def __enter__(self) -> "ShardedWatch":
         return self
 
     def __exit__(self, *exc_info) -> None:

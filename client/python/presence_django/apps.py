@@ -11,8 +11,12 @@ class PresenceConfig(AppConfig):
 
     def ready(self) -> None:
         from django.contrib.auth.signals import user_logged_out
+        from django.core import checks
 
         from . import signals
+        from .checks import check_presence_server
+
+        checks.register(check_presence_server)
 
         user_logged_out.connect(signals.mark_offline_on_logout,
                                 dispatch_uid="presence_django.logout")

@@ -1,7 +1,13 @@
 """The one PresenceClient of this process, configured from Django settings.
 
 Settings:
-    PRESENCE_SERVER   presenced's HOST:PORT (default "127.0.0.1:50051").
+    PRESENCE_SERVER   presenced's HOST:PORT (default "127.0.0.1:50051"), or
+                      a sharded deployment in any form PresenceClient takes
+                      (presence_client.ShardMap.parse):
+                      "s0=10.0.0.5:50051,s1=10.0.0.6:50051" or
+                      "presenced-{0..2}.presenced.chat.svc:50051". Calls
+                      are routed to the shard that owns the user; the
+                      online-users list is merged from every shard.
     PRESENCE_TOKEN    bearer token for presenced's --auth_tokens_file
                       (default: the PRESENCE_TOKEN environment variable)
     PRESENCE_TIMEOUT  deadline of each call in seconds, retries included

@@ -1,0 +1,649 @@
+"""Scale-out in presence_client: the shard map (against the test vectors the
+C++ library checks too), and a sharded PresenceClient against three real
+presenced shards (--shard=sN --shards=s0,s1,s2) on loopback."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import os
+import queue
+import time
+import unittest
+from typing import Dict, List, Optional, Set
+
+import grpc
+
+import presence_client
+from presence_client import (FailedPrecondition, InvalidArgument,
+                             OnlineUsers, PresenceChange, PresenceClient,
+                             Reason, ShardedWatch, ShardMap, Snapshot, Status,
+                             Unavailable)
+from presence_client._proto import pb
+from presence_client.client import (_decode_sharded_token, _server_token,
+                                    _sharded_token)
+from presence_client.shards import shard_name_hash, shard_weight
+from presenced import Presenced
+from test_client import FakeRpcError, WatchRecorder
+
+WAIT = 30  # seconds: the longest any expected event may take
+NAMES = ("s0", "s1", "s2")
+USERS = 30_000
+VECTORS = os.environ.get("SHARD_VECTORS") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tests",
+    "testdata", "shard_vectors.txt")
+
+
+class ShardMapTest(unittest.TestCase):
+    def test_agrees_with_the_shared_test_vectors(self) -> None:
+        checked = 0
+        with open(VECTORS) as f:
+            for line in f:
+                line = line.rstrip("\n")
+                if not line or line.startswith("#"):
+                    continue
+                fields = line.split(" ")
+                name = "" if fields[1] == "-" else fields[1]
+                with self.subTest(line=line):
+                    if fields[0] == "hash":
+                        self.assertEqual(len(fields), 3)
+                        self.assertEqual(f"{shard_name_hash(name):016x}",
+                                         fields[2])
+                    elif fields[0] == "weight":
+                        self.assertEqual(len(fields), 4)
+                        weight = shard_weight(shard_name_hash(name),
+                                              int(fields[2]))
+                        self.assertEqual(f"{weight:016x}", fields[3])
+                    else:
+                        self.assertEqual(fields[0], "owner")
+                        self.assertEqual(len(fields), 4)
+                        shard_map = ShardMap.parse_names(fields[1])
+                        self.assertEqual(
+                            shard_map.owner(int(fields[2])).name, fields[3])
+                checked += 1
+        self.assertGreater(checked, 100)
+
+    def test_a_plain_target_is_one_unsharded_server(self) -> None:
+        shard_map = ShardMap.parse(" 127.0.0.1:50051 ")
+        self.assertFalse(shard_map.sharded)
+        self.assertEqual(len(shard_map), 1)
+        self.assertEqual(shard_map.shards[0].target, "127.0.0.1:50051")
+        self.assertEqual(shard_map.owner_index(42), 0)
+        self.assertEqual(str(shard_map), "127.0.0.1:50051")
+        self.assertFalse(ShardMap.parse("dns:///presenced.example:50051")
+                         .sharded)
+        client = PresenceClient("127.0.0.1:1")
+        self.addCleanup(client.close)
+        self.assertFalse(client.sharded)
+        self.assertIs(client.channels[""], client.channel)
+
+    def test_names_with_addresses(self) -> None:
+        shard_map = ShardMap.parse("s0=127.0.0.1:1, s1 = [::1]:2,s2=dns:///h:3")
+        self.assertTrue(shard_map.sharded)
+        self.assertEqual([s.name for s in shard_map.shards],
+                         ["s0", "s1", "s2"])
+        self.assertEqual(shard_map.shards[1].target, "[::1]:2")
+        self.assertEqual(shard_map.index_of("s2"), 2)
+        self.assertIsNone(shard_map.index_of("s3"))
+        self.assertEqual(str(shard_map),
+                         "s0=127.0.0.1:1,s1=[::1]:2,s2=dns:///h:3")
+        # The client takes the same string, and a ShardMap.
+        for target in (str(shard_map), shard_map):
+            client = PresenceClient(target)
+            self.addCleanup(client.close)
+            self.assertTrue(client.sharded)
+            self.assertEqual(sorted(client.channels), ["s0", "s1", "s2"])
+            with self.assertRaises(ValueError):
+                client.channel  # one per shard
+
+    def test_a_statefulset_dns_pattern(self) -> None:
+        shard_map = ShardMap.parse("presenced-{0..2}.presenced.chat.svc:50051")
+        self.assertEqual([s.name for s in shard_map.shards],
+                         ["presenced-0", "presenced-1", "presenced-2"])
+        self.assertEqual(shard_map.shards[2].target,
+                         "presenced-2.presenced.chat.svc:50051")
+
+    def test_owner_does_not_depend_on_the_order_shards_are_listed(self) -> None:
+        a = ShardMap.parse_names("x,y,z")
+        b = ShardMap.parse_names("z,x,y")
+        for user_id in range(-500, 501):
+            self.assertEqual(a.owner(user_id).name, b.owner(user_id).name)
+
+    def test_spreads_users_evenly(self) -> None:
+        shard_map = ShardMap.parse_names("presenced-{0..2}")
+        counts = [0, 0, 0]
+        for user_id in range(1, 30_001):
+            counts[shard_map.owner_index(user_id)] += 1
+        for count in counts:
+            self.assertGreater(count, 9_000)
+            self.assertLess(count, 11_000)
+
+    def test_rejects_what_cannot_be_a_shard_map_with_a_reason(self) -> None:
+        for spec, says in [
+                ("", "no address"),
+                ("a=h:1,b", "NAME=HOST:PORT"),
+                ("a=h:1,a=h:2", "named twice"),
+                ("=h:1", "a name is 1 to 63"),
+                ("a b=h:1", "a name is 1 to 63"),
+                ("p-{2..0}.x:1", "FIRST <= LAST"),
+                ("p-{0..x}.x:1", "FIRST..LAST"),
+                ("p-{0..1}-{0..1}.x:1", "one range"),
+                ("p-{0..5000}.x:1", "at most 1024"),
+                ("127.0.0.1:{1..3}", "host's first label")]:
+            with self.subTest(spec=spec):
+                with self.assertRaises(ValueError) as caught:
+                    ShardMap.parse(spec)
+                self.assertIn(says, str(caught.exception))
+                # The client says the same when it is made.
+                with self.assertRaises(ValueError):
+                    PresenceClient(spec)
+        for names in ("a,,b", ""):
+            with self.assertRaises(ValueError):
+                ShardMap.parse_names(names)
+
+    def test_page_tokens(self) -> None:
+        # presenced's own, for the page after user 42, and the sharded
+        # client's, both urlsafe base64 without padding.
+        self.assertEqual(_server_token(42), "YWZ0ZXI6NDI")
+        self.assertEqual(base64.urlsafe_b64decode("YWZ0ZXI6NDI="), b"after:42")
+        token = _sharded_token(1234, ["s0", "s2"])
+        self.assertNotIn("=", token)
+        self.assertEqual(
+            base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)),
+            b"sharded-after:1234;done:s0,s2")
+        self.assertEqual(_decode_sharded_token(token), (1234, ["s0", "s2"]))
+        self.assertEqual(_decode_sharded_token(_sharded_token(7, [])),
+                         (7, []))
+        self.assertEqual(_decode_sharded_token(""), (0, []))
+        no_done = base64.urlsafe_b64encode(b"sharded-after:5").decode()
+        for bad in ("bogus", _server_token(42), _sharded_token(0, []),
+                    "!!!!", no_done):
+            with self.subTest(token=bad):
+                with self.assertRaises(InvalidArgument) as caught:
+                    _decode_sharded_token(bad)
+                self.assertIn("page_token", caught.exception.message)
+
+
+# --- the merged watch over scripted streams ------------------------------
+
+
+class _FedStream:
+    """A WatchPresence stream whose messages (or error) the test feeds."""
+
+    def __init__(self, request) -> None:
+        self.request = request
+        self._items: "queue.Queue" = queue.Queue()
+
+    def feed(self, *items) -> None:
+        for item in items:
+            self._items.put(item)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = self._items.get()
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def cancel(self) -> None:
+        self._items.put(FakeRpcError(grpc.StatusCode.CANCELLED, "cancelled"))
+
+
+class FedChannel:
+    """A grpc.Channel whose WatchPresence calls are _FedStreams."""
+
+    def __init__(self) -> None:
+        self._streams: "queue.Queue[_FedStream]" = queue.Queue()
+
+    def unary_stream(self, method, *args, **kwargs):
+        def watch(request, *call_args, **call_kwargs):
+            stream = _FedStream(request)
+            self._streams.put(stream)
+            return stream
+        return watch
+
+    def unary_unary(self, *args, **kwargs):
+        def unexpected(*call_args, **call_kwargs):
+            raise AssertionError("only WatchPresence is scripted")
+        return unexpected
+
+    def next_stream(self) -> _FedStream:
+        return self._streams.get(timeout=WAIT)
+
+    def close(self) -> None:
+        pass
+
+
+def snapshot(epoch: str, sequence: int, online: List[int]):
+    return pb.WatchPresenceResponse(epoch=epoch, sequence=sequence,
+                                    snapshot=pb.Snapshot(online_users=online))
+
+
+def change(epoch: str, sequence: int, user_id: int, online: bool):
+    return pb.WatchPresenceResponse(
+        epoch=epoch, sequence=sequence, change=pb.PresenceChange(
+            user_id=user_id, sequence=sequence,
+            status=pb.STATUS_ONLINE if online else pb.STATUS_OFFLINE,
+            reason=pb.REASON_HEARTBEAT if online else pb.REASON_EXPIRED))
+
+
+class MergedWatchTest(unittest.TestCase):
+    def setUp(self) -> None:
+        self.channels = {"a": FedChannel(), "b": FedChannel()}
+        self.client = PresenceClient.from_channels("a=h:1,b=h:2",
+                                                   self.channels)
+
+    def record(self, user_ids=()) -> WatchRecorder:
+        recorder = WatchRecorder(self.client, list(user_ids))
+        self.addCleanup(recorder.close)
+        return recorder
+
+    def test_one_merged_stream(self) -> None:
+        recorder = self.record()
+        self.assertIsInstance(recorder.watch, ShardedWatch)
+        a, b = (self.channels[n].next_stream() for n in ("a", "b"))
+        self.assertTrue(a.request.send_snapshot and b.request.send_snapshot)
+        self.assertEqual(a.request.max_batch, 1000)
+
+        # a's change before b's snapshot is folded into the first snapshot.
+        a.feed(snapshot("ea", 5, [1, 3]), change("ea", 6, 7, True),
+               change("ea", 7, 3, False))
+        b.feed(snapshot("eb", 2, [2, 4]))
+        first = recorder.next_event()
+        self.assertIsInstance(first, Snapshot)
+        self.assertEqual(first.online_users, [1, 2, 4, 7])
+        self.assertEqual((first.epoch, first.sequence), ("a:ea,b:eb", 9))
+        self.assertEqual(recorder.watch.positions,
+                         {"a": ("ea", 7), "b": ("eb", 2)})
+
+        b.feed(change("eb", 3, 2, False))
+        gone = recorder.next_event()
+        self.assertIsInstance(gone, PresenceChange)
+        self.assertEqual((gone.user_id, gone.status, gone.reason, gone.shard,
+                          gone.epoch, gone.sequence),
+                         (2, Status.OFFLINE, Reason.EXPIRED, "b", "eb", 3))
+
+        # a starts over (a new epoch): everyone again, a's part replaced.
+        a.feed(snapshot("ea2", 1, [9]))
+        again = recorder.next_event()
+        self.assertIsInstance(again, Snapshot)
+        self.assertEqual(again.online_users, [4, 9])
+        self.assertEqual(again.epoch, "a:ea2,b:eb")
+
+        # A break of a is reported naming it; a resumes where it was.
+        a.feed(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connection reset"))
+        error, retry_in = recorder.next_disconnect()
+        self.assertIsInstance(error, Unavailable)
+        self.assertEqual(error.message, "shard a (h:1): connection reset")
+        self.assertEqual(error.shard, "a")
+        self.assertIsNotNone(retry_in)
+        resumed = self.channels["a"].next_stream()
+        self.assertEqual((resumed.request.epoch, resumed.request.resume_after,
+                          resumed.request.send_snapshot), ("ea2", 1, False))
+        b.feed(change("eb", 4, 5, True))
+        resumed.feed(change("ea2", 2, 10, True))
+        later = [recorder.next_event(), recorder.next_event()]
+        self.assertEqual(sorted((e.shard, e.user_id) for e in later),
+                         [("a", 10), ("b", 5)])
+
+        # An error no retry can fix ends the whole watch, naming the shard.
+        b.feed(FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT, "bad"))
+        error, retry_in = recorder.next_disconnect()
+        self.assertIsNone(retry_in)
+        entry = recorder.next_entry()
+        self.assertEqual(entry[0], "error")
+        self.assertIsInstance(entry[1], InvalidArgument)
+        self.assertEqual(entry[1].message, "shard b (h:2): bad")
+
+    def test_a_filtered_watch_streams_from_the_owners_only(self) -> None:
+        shard_map = self.client.shard_map
+        of_b = [u for u in range(1, 50) if shard_map.owner(u).name == "b"]
+        recorder = self.record(of_b[:3])
+        self.assertEqual(recorder.watch.shards, ["b"])
+        b = self.channels["b"].next_stream()
+        self.assertEqual(list(b.request.user_ids), of_b[:3])
+        b.feed(snapshot("eb", 1, [of_b[0]]))
+        self.assertEqual(recorder.next_event().online_users, [of_b[0]])
+        self.assertTrue(self.channels["a"]._streams.empty())
+
+
+# --- three real shards ----------------------------------------------------
+
+
+def start_shards(flags: Optional[List[str]] = None) -> List[Presenced]:
+    servers = []
+    try:
+        for name in NAMES:
+            servers.append(Presenced([f"--shard={name}",
+                                      "--shards=" + ",".join(NAMES),
+                                      *(flags or [])]).start())
+    except BaseException:
+        for server in servers:
+            server.close()
+        raise
+    return servers
+
+
+def spec(servers: List[Presenced]) -> str:
+    return ",".join(f"{name}={server.address}"
+                    for name, server in zip(NAMES, servers))
+
+
+def owner(user_id: int) -> str:
+    return ShardMap.parse_names(",".join(NAMES)).owner(user_id).name
+
+
+def drive(client: PresenceClient, user_ids, threads: int = 16) -> None:
+    """A heartbeat of each user, from `threads` threads (the Python client
+    has no BatchHeartbeat)."""
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        for _ in pool.map(client.heartbeat, user_ids, chunksize=200):
+            pass
+
+
+class ShardedDeploymentTest(unittest.TestCase):
+    """30,000 users over three shards, through one sharded client, watched
+    from the start by one merged watch."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        # async: the 30,000 heartbeats need not wait for fsyncs here.
+        cls.servers = start_shards(["--durability=async"])
+        cls.client = PresenceClient(spec(cls.servers))
+        cls.direct = {name: PresenceClient(server.address)
+                      for name, server in zip(NAMES, cls.servers)}
+        cls.recorder = WatchRecorder(cls.client, [])
+        first = cls.recorder.next_event()
+        assert isinstance(first, Snapshot) and first.online_users == [], first
+        started = time.monotonic()
+        drive(cls.client, range(1, USERS + 1))
+        cls.drive_seconds = time.monotonic() - started
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.recorder.close()
+        for client in (cls.client, *cls.direct.values()):
+            client.close()
+        for server in cls.servers:
+            server.close()
+
+    def test_each_shard_holds_its_share_and_only_its_own(self) -> None:
+        everyone: Set[int] = set()
+        for name, direct in self.direct.items():
+            held = direct.list_online()
+            with self.subTest(shard=name):
+                self.assertGreaterEqual(len(held), USERS * 25 // 100)
+                self.assertLessEqual(len(held), USERS * 42 // 100)
+                self.assertEqual({owner(u) for u in held}, {name})
+            everyone.update(held)
+        self.assertEqual(everyone, set(range(1, USERS + 1)))
+
+    def test_merged_list_online(self) -> None:
+        everyone = list(range(1, USERS + 1))
+        self.assertEqual(self.client.list_online(), everyone)
+        self.assertEqual(self.client.list_online(page_size=997), everyone)
+        partial = self.client.list_online(partial=True)
+        self.assertIsInstance(partial, OnlineUsers)
+        self.assertEqual((partial, partial.missing_shards), (everyone, []))
+
+        # Page by page: the sharded token, every page full but the last.
+        for page_size in (0, 4_000):
+            with self.subTest(page_size=page_size):
+                listed, token, pages = [], "", 0
+                while True:
+                    page = self.client.list_online_page(
+                        page_size=page_size, page_token=token)
+                    self.assertEqual(page.total_online, USERS)
+                    self.assertEqual(page.missing_shards, ())
+                    listed += page.online_users
+                    pages += 1
+                    token = page.next_page_token
+                    if not token:
+                        break
+                    raw = base64.urlsafe_b64decode(token + "=" *
+                                                   (-len(token) % 4))
+                    self.assertTrue(raw.startswith(
+                        f"sharded-after:{listed[-1]};done:".encode()), raw)
+                self.assertEqual(listed, everyone)
+                self.assertEqual(pages, -(-USERS // (page_size or 1000)))
+
+        # Of given users: split by shard, merged ascending, small pages.
+        wanted = [29_999, 40_000, 5, 17, 3, 12_345, 60_001, 8, 1, 2, 4]
+        online = sorted(u for u in wanted if u <= USERS)
+        self.assertEqual(self.client.list_online(wanted), online)
+        self.assertEqual(self.client.list_online(wanted, page_size=2), online)
+        listed, token = [], ""
+        while True:
+            page = self.client.list_online_page(wanted, page_size=3,
+                                                page_token=token)
+            self.assertLessEqual(len(page.online_users), 3)
+            self.assertEqual(page.total_online, len(online))
+            listed += page.online_users
+            token = page.next_page_token
+            if not token:
+                break
+        self.assertEqual(listed, online)
+
+        # A token of presenced itself is no token of the sharded client.
+        with self.assertRaises(InvalidArgument):
+            self.client.list_online_page(page_token=_server_token(10))
+
+    def test_the_servers_page_token_is_after_the_last_id(self) -> None:
+        page = self.direct["s0"].list_online_page(page_size=2)
+        self.assertEqual(page.next_page_token,
+                         _server_token(page.online_users[-1]))
+
+    def test_get_presence_across_shards_in_request_order(self) -> None:
+        # Online and never seen, of every shard, mixed, one twice.
+        wanted = []
+        for name in ("s2", "s0", "s1"):
+            wanted += [u for u in range(1, 40) if owner(u) == name][:2]
+            wanted += [u for u in range(40_000, 40_100)
+                       if owner(u) == name][:1]
+        wanted.append(wanted[1])
+        self.assertEqual(len({owner(u) for u in wanted}), 3)
+        lookup = self.client.get_presence(wanted)
+        self.assertEqual([u.user_id for u in lookup.users], wanted)
+        self.assertEqual([u.online for u in lookup.users],
+                         [u <= USERS for u in wanted])
+        for user in lookup.users:
+            if user.online:
+                self.assertEqual(user.live_sessions, 1)
+                self.assertLessEqual(user.last_seen, lookup.server_time)
+            else:
+                self.assertIsNone(user.last_seen)
+        self.assertEqual(self.client.get_presence([]).users, [])
+
+    def test_the_merged_watch_saw_every_change(self) -> None:
+        seen: Dict[int, PresenceChange] = {}
+        while len(seen) < USERS:
+            event = self.recorder.next_event()
+            self.assertIsInstance(event, PresenceChange)
+            self.assertFalse(event.user_id in seen,
+                             f"user {event.user_id} came online twice")
+            self.assertEqual((event.status, event.reason),
+                             (Status.ONLINE, Reason.HEARTBEAT))
+            self.assertEqual(event.shard, owner(event.user_id))
+            seen[event.user_id] = event
+        self.assertEqual(set(seen), set(range(1, USERS + 1)))
+        # Each shard's changes in its own order.
+        for name in NAMES:
+            sequences = [e.sequence for e in sorted(
+                seen.values(), key=lambda e: e.sequence) if e.shard == name]
+            self.assertEqual(len(set(sequences)), len(sequences))
+
+    def test_a_misrouted_call_names_the_owner(self) -> None:
+        user = next(u for u in range(1, 100) if owner(u) == "s1")
+        for call in (lambda c: c.heartbeat(user),
+                     lambda c: c.mark_offline(user),
+                     lambda c: c.get_presence([user]),
+                     lambda c: c.list_online([user])):
+            with self.assertRaises(FailedPrecondition) as caught:
+                call(self.direct["s0"])
+            self.assertEqual(caught.exception.code,
+                             grpc.StatusCode.FAILED_PRECONDITION)
+            self.assertIn("belongs to shard s1", caught.exception.message)
+        # The sharded client routes it right.
+        self.assertTrue(self.client.get_presence([user]).users[0].online)
+
+    def test_drive_took(self) -> None:
+        # Not a limit: how long the 30,000 heartbeats took, in the log.
+        print(f"\n30,000 heartbeats over 3 shards: {self.drive_seconds:.1f} s",
+              end=" ")
+
+
+class ShardedTokenTest(unittest.TestCase):
+    """Every shard's channel carries the token, the watch's included."""
+
+    TOKEN = "sharded-7c1e9a2b4d6f8e0a"
+
+    def setUp(self) -> None:
+        tokens = os.path.join(os.environ.get("TMPDIR", "/tmp"),
+                              f"tokens-{os.getpid()}-{id(self)}")
+        with open(tokens, "w") as f:
+            f.write(f"django {self.TOKEN}\n")
+        self.addCleanup(os.remove, tokens)
+        self.servers = start_shards(["--auth_tokens_file=" + tokens])
+        for server in self.servers:
+            self.addCleanup(server.close)
+
+    def test_the_token_goes_to_every_shard(self) -> None:
+        client = PresenceClient(spec(self.servers), token=self.TOKEN)
+        self.addCleanup(client.close)
+        users = [next(u for u in range(1, 100) if owner(u) == name)
+                 for name in NAMES]
+        for user_id in users:
+            self.assertTrue(client.heartbeat(user_id).became_online)
+        self.assertEqual(client.list_online(), sorted(users))
+        self.assertEqual(client.list_online_page().online_users,
+                         sorted(users))
+        self.assertTrue(all(u.online for u in
+                            client.get_presence(users).users))
+        with client.watch() as watch:
+            self.assertEqual(next(watch).online_users, sorted(users))
+
+        without = PresenceClient(spec(self.servers), token="")
+        self.addCleanup(without.close)
+        with self.assertRaises(presence_client.Unauthenticated) as caught:
+            without.heartbeat(users[1])
+        self.assertEqual(caught.exception.shard, "s1")
+
+
+class ShardDownTest(unittest.TestCase):
+    """kill -9 of one shard: its users fail fast, the others do not notice,
+    listings say who is missing, and the merged watch carries on."""
+
+    def setUp(self) -> None:
+        self.servers = start_shards()
+        for server in self.servers:
+            self.addCleanup(server.close)
+        self.client = PresenceClient(spec(self.servers))
+        self.addCleanup(self.client.close)
+        self.users = {name: [u for u in range(1, 301) if owner(u) == name]
+                      for name in NAMES}
+        drive(self.client, range(1, 301), threads=8)
+
+    def test_one_shard_down_and_back(self) -> None:
+        recorder = WatchRecorder(self.client, [])
+        self.addCleanup(recorder.close)
+        first = recorder.next_event()
+        self.assertEqual(first.online_users, list(range(1, 301)))
+
+        down = self.servers[1]
+        address = down.address
+        down.kill()  # SIGKILL
+
+        # Its users' calls fail fast, naming the shard.
+        for call in (lambda: self.client.heartbeat(self.users["s1"][0]),
+                     lambda: self.client.mark_offline(self.users["s1"][1]),
+                     lambda: self.client.get_presence(
+                         [self.users["s0"][0], self.users["s1"][0]])):
+            started = time.monotonic()
+            with self.assertRaises(Unavailable) as caught:
+                call()
+            self.assertLess(time.monotonic() - started, 2.0)
+            self.assertTrue(caught.exception.message.startswith(
+                f"shard s1 ({address}): "), caught.exception.message)
+            self.assertEqual(caught.exception.shard, "s1")
+
+        # The others' are not affected.
+        started = time.monotonic()
+        self.assertFalse(self.client.heartbeat(self.users["s0"][0])
+                         .became_online)
+        lookup = self.client.get_presence(self.users["s0"][:3] +
+                                          self.users["s2"][:3])
+        self.assertTrue(all(u.online for u in lookup.users))
+        self.assertLess(time.monotonic() - started, 2.0)
+
+        # Listing everyone needs every shard, unless partial is asked for.
+        with self.assertRaises(Unavailable) as caught:
+            self.client.list_online()
+        self.assertIn(f"shard s1 ({address})", caught.exception.message)
+        with self.assertRaises(Unavailable):
+            self.client.list_online_page(page_size=50)
+        partial = self.client.list_online(partial=True)
+        self.assertEqual(partial.missing_shards, ["s1"])
+        self.assertFalse(partial.complete)
+        self.assertEqual(partial, sorted(self.users["s0"] + self.users["s2"]))
+        listed, token = [], ""
+        while True:  # ends, though s1 stays down
+            page = self.client.list_online_page(page_size=50, partial=True,
+                                                page_token=token)
+            self.assertEqual(page.missing_shards, ("s1",))
+            self.assertFalse(page.complete)
+            self.assertEqual(page.total_online,
+                             len(self.users["s0"]) + len(self.users["s2"]))
+            listed += page.online_users
+            token = page.next_page_token
+            if not token:
+                break
+        self.assertEqual(listed, partial)
+        # Of given users, only the shards concerned are asked.
+        self.assertEqual(self.client.list_online(self.users["s2"][:4]),
+                         self.users["s2"][:4])
+
+        # The merged watch reports s1's breaks and still follows the others.
+        error, retry_in = recorder.next_disconnect()
+        self.assertEqual(error.shard, "s1")
+        self.assertIn("shard s1", error.message)
+        new_s0 = next(u for u in range(1000, 2000) if owner(u) == "s0")
+        self.client.heartbeat(new_s0)
+        event = recorder.next_event()
+        self.assertEqual((event.user_id, event.status, event.shard),
+                         (new_s0, Status.ONLINE, "s0"))
+
+        # Back on the same port and database: a new epoch, so s1's stream
+        # starts with a fresh snapshot and the merged watch yields everyone.
+        down.start(listen=address)
+        new_s1 = next(u for u in range(1000, 2000) if owner(u) == "s1")
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                self.client.heartbeat(new_s1)
+                break
+            except Unavailable:
+                self.assertLess(time.monotonic(), deadline)
+                time.sleep(0.1)
+        epoch_before = first.epoch.split(",")[1]
+        online = set(first.online_users) | {new_s0}
+        snapshots = 0
+        while new_s1 not in online or not snapshots:
+            event = recorder.next_event()
+            if isinstance(event, Snapshot):
+                snapshots += 1
+                online = set(event.online_users)
+                self.assertNotEqual(event.epoch.split(",")[1], epoch_before)
+            elif event.status == Status.ONLINE:
+                online.add(event.user_id)
+            else:
+                online.discard(event.user_id)
+        # Nothing lost: what the watch says is what the shards hold.
+        self.assertEqual(sorted(online), self.client.list_online())
+        self.assertEqual(sorted(online),
+                         sorted(set(range(1, 301)) | {new_s0, new_s1}))
+
+
+if __name__ == "__main__":
+    unittest.main()
