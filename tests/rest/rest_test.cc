@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <fstream>
@@ -31,6 +32,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "presence/client.h"
+#include "presence/shard_map.h"
 #include "tests/test_util.h"
 #include "tools/process_sample.h"
 
@@ -47,6 +49,7 @@ using presence::testing::StartPresenced;
 using presence::testing::Subprocess;
 using presence::testing::TempDir;
 using ::testing::ElementsAre;
+using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 
@@ -1209,6 +1212,110 @@ TEST_F(RestTest, BacksOffWhenOutOfFileDescriptors) {
   EXPECT_GE(accept_lines, 1) << exit.err;
   EXPECT_LE(accept_lines, 6) << exit.err;  // at most one a second
   EXPECT_THAT(exit.err, HasSubstr("Too many open files"));
+}
+
+// presence-rest in front of two shards (--server=s0=...,s1=...): each call
+// reaches its user's shard, the online list and the browsers' snapshot
+// merge both, changes of both arrive, and a shard that dies makes the watch
+// stale with that shard named, until it is back.
+TEST(ShardedRestTest, ServesEveryShardsUsersAndNamesAShardThatIsDown) {
+  TempDir dir;
+  std::ofstream(dir.File("jwt_secret")) << kSecret << "\n";
+  std::vector<RunningPresenced> shards;
+  std::string spec;
+  for (const char* name : {"s0", "s1"}) {
+    shards.push_back(
+        StartPresenced({absl::StrCat("--db=", dir.File(name), ".db"),
+                        absl::StrCat("--shard=", name), "--shards=s0,s1"}));
+    ASSERT_FALSE(shards.back().address.empty());
+    absl::StrAppend(&spec, spec.empty() ? "" : ",", name, "=",
+                    shards.back().address);
+  }
+  const ShardMap map = *ShardMap::Parse(spec);
+  int64_t on_s0 = 1;
+  while (map.OwnerIndex(on_s0) != 0) ++on_s0;
+  int64_t on_s1 = 1;
+  while (map.OwnerIndex(on_s1) != 1) ++on_s1;
+  int64_t also_s1 = on_s1 + 1;
+  while (map.OwnerIndex(also_s1) != 1) ++also_s1;
+
+  Subprocess rest({PRESENCE_REST_PATH, "--listen=127.0.0.1:0",
+                   "--server=" + spec,
+                   "--jwt_secret_file=" + dir.File("jwt_secret")});
+  std::optional<std::string> err =
+      rest.WaitForStderr("serving on 127.0.0.1:", absl::Seconds(30));
+  ASSERT_TRUE(err.has_value());
+  std::string tail = err->substr(err->find("serving on 127.0.0.1:") + 21);
+  int port = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(tail.substr(0, tail.find(' ')), &port));
+  ASSERT_TRUE(Eventually(
+      [&] { return Http(port, http::verb::get, "/healthz").status == 200; },
+      absl::Seconds(10)));
+
+  for (int64_t user : {on_s0, on_s1}) {
+    ASSERT_EQ(Http(port, http::verb::post, "/api/chat/heartbeat/", Token(user))
+                  .status,
+              200);
+  }
+  HttpResult online =
+      Http(port, http::verb::get, "/api/chat/online-users/", Token(on_s0));
+  ASSERT_EQ(online.status, 200) << online.body;
+  std::vector<int64_t> expected = {on_s0, on_s1};
+  std::sort(expected.begin(), expected.end());
+  EXPECT_THAT(ExactIds(online.body, "online_users"),
+              ElementsAreArray(expected));
+
+  EventStream everyone(port,
+                       "/api/chat/presence/stream?access_token=" + Token(1));
+  std::optional<EventStream::Event> event = everyone.Next();
+  ASSERT_TRUE(event.has_value());
+  ASSERT_EQ(event->name, "snapshot");
+  EXPECT_THAT(ExactIds(event->raw, "online_users"), ElementsAreArray(expected));
+  for (const auto& [user, path] : std::vector<std::pair<int64_t, std::string>>{
+           {also_s1, "/api/chat/heartbeat/"},
+           {on_s0, "/api/chat/mark-offline/"}}) {
+    ASSERT_EQ(Http(port, http::verb::post, path, Token(user)).status, 200);
+    event = everyone.Next();
+    ASSERT_TRUE(event.has_value()) << user;
+    EXPECT_EQ(event->name, "change");
+    EXPECT_EQ(event->data.fields().at("user_id").number_value(), user);
+  }
+
+  const std::string s1_address = shards[1].address;
+  shards[1].process->Signal(SIGKILL);
+  shards[1].process->Wait();
+  HttpResult health;
+  ASSERT_TRUE(Eventually(
+      [&] {
+        health = Http(port, http::verb::get, "/healthz");
+        return health.status == 503;
+      },
+      absl::Seconds(3)))
+      << health.body;
+  EXPECT_THAT(health.json.fields().at("reason").string_value(),
+              HasSubstr("shard s1 (" + s1_address + ")"));
+  event = everyone.Next(absl::Seconds(3));
+  ASSERT_TRUE(event.has_value());
+  EXPECT_EQ(event->name, "stale");
+  // s0's users are still served.
+  EXPECT_EQ(
+      Http(port, http::verb::post, "/api/chat/heartbeat/", Token(on_s0)).status,
+      200);
+
+  shards[1] = StartPresenced({"--listen=" + s1_address,
+                              absl::StrCat("--db=", dir.File("s1"), ".db"),
+                              "--shard=s1", "--shards=s0,s1"});
+  ASSERT_FALSE(shards[1].address.empty());
+  event = everyone.Next(absl::Seconds(5));
+  ASSERT_TRUE(event.has_value()) << "no snapshot once s1 is back";
+  EXPECT_EQ(event->name, "snapshot");
+  std::vector<int64_t> now_online = {on_s0, on_s1, also_s1};
+  std::sort(now_online.begin(), now_online.end());
+  EXPECT_THAT(ExactIds(event->raw, "online_users"),
+              ElementsAreArray(now_online));
+  EXPECT_TRUE(Eventually(
+      [&] { return Http(port, http::verb::get, "/healthz").status == 200; },
+      absl::Seconds(5)));
 }
 
 }  // namespace
