@@ -8,6 +8,7 @@ import base64
 import concurrent.futures
 import os
 import queue
+import threading
 import time
 import unittest
 from typing import Dict, List, Optional, Set
@@ -173,15 +174,31 @@ class _FedStream:
     def __init__(self, request) -> None:
         self.request = request
         self._items: "queue.Queue" = queue.Queue()
+        self._cond = threading.Condition()
+        self._fed = 0
+        self._asked = 0  # calls of __next__ so far
 
     def feed(self, *items) -> None:
+        with self._cond:
+            self._fed += len(items)
         for item in items:
             self._items.put(item)
+
+    def drained(self) -> None:
+        """Waits until the reader has asked for the item after the last one
+        fed: it has handed every fed item on (PresenceWatch passes a message
+        on before it reads the next)."""
+        with self._cond:
+            assert self._cond.wait_for(lambda: self._asked > self._fed,
+                                       timeout=WAIT), "stream not drained"
 
     def __iter__(self):
         return self
 
     def __next__(self):
+        with self._cond:
+            self._asked += 1
+            self._cond.notify_all()
         item = self._items.get()
         if isinstance(item, Exception):
             raise item
@@ -250,6 +267,7 @@ class MergedWatchTest(unittest.TestCase):
         # a's change before b's snapshot is folded into the first snapshot.
         a.feed(snapshot("ea", 5, [1, 3]), change("ea", 6, 7, True),
                change("ea", 7, 3, False))
+        a.drained()  # else b's snapshot may overtake a's changes
         b.feed(snapshot("eb", 2, [2, 4]))
         first = recorder.next_event()
         self.assertIsInstance(first, Snapshot)
