@@ -18,35 +18,24 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "client/client_internal.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace presence {
 namespace {
 
-using Stub = v1::PresenceService::Stub;
+using internal::AsyncCalls;
+using internal::CallAsync;
+using internal::NamingShard;
+using internal::PrepareContext;
+using internal::running_callback_of;
+using internal::ShardError;
+using internal::Stub;
+using internal::ToResult;
 
 // The server's cap on a page: the fewer pages, the less a listing is smeared
 // over time.
 constexpr int kListAllPageSize = 10'000;
-
-// What every call, blocking or not, gets on its context.
-void PrepareContext(grpc::ClientContext* context, absl::Duration deadline) {
-  context->set_deadline(absl::ToChronoTime(absl::Now() + deadline));
-}
-
-// The one conversion of a call's status, blocking, asynchronous or a stream.
-absl::Status ToStatus(const grpc::Status& status) {
-  // grpc::StatusCode and absl::StatusCode share their numbering.
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      status.error_message());
-}
-
-template <typename Response>
-absl::StatusOr<Response> ToResult(const grpc::Status& status,
-                                  Response response) {
-  if (status.ok()) return response;
-  return ToStatus(status);
-}
 
 template <typename Request, typename Response>
 using BlockingMethod = grpc::Status (Stub::*)(grpc::ClientContext*,
@@ -153,7 +142,8 @@ class BearerTokenInterceptorFactory
   const std::string header_;  // lives as long as the channel
 };
 
-std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options) {
+std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options,
+                                           const std::string& target) {
   grpc::ChannelArguments args;
   args.SetServiceConfigJSON(kServiceConfig);
   // A WatchPresence snapshot of everyone online (8-10 bytes a user) can
@@ -163,7 +153,7 @@ std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options) {
       options.credentials != nullptr ? options.credentials
                                      : grpc::InsecureChannelCredentials();
   if (options.token.empty()) {
-    return grpc::CreateCustomChannel(options.target, credentials, args);
+    return grpc::CreateCustomChannel(target, credentials, args);
   }
   std::vector<
       std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
@@ -171,7 +161,7 @@ std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options) {
   interceptors.push_back(
       std::make_unique<BearerTokenInterceptorFactory>(options.token));
   return grpc::experimental::CreateCustomChannelWithInterceptors(
-      options.target, credentials, args, std::move(interceptors));
+      target, credentials, args, std::move(interceptors));
 }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path,
@@ -186,183 +176,11 @@ absl::StatusOr<std::string> ReadFile(const std::string& path,
   return content.str();
 }
 
-}  // namespace
-
-namespace internal {
-
-// A Client's asynchronous calls in flight, so that its destructor can cancel
-// them and wait for them.
-class AsyncCalls {
- public:
-  AsyncCalls(Stub* stub, absl::Duration deadline)
-      : stub_(stub), deadline_(deadline) {}
-
-  // Valid while a call is in flight, or while the Client lives.
-  Stub* stub() const { return stub_; }
-  absl::Duration deadline() const { return deadline_; }
-
-  // Counts a call about to start and makes it cancellable. False once the
-  // Client is being destroyed.
-  bool Start(grpc::ClientContext* context) {
-    absl::MutexLock lock(&mu_);
-    if (closing_) return false;
-    ++in_flight_;
-    contexts_.insert(context);
-    return true;
-  }
-  // The call's context is about to go.
-  void Forget(grpc::ClientContext* context) {
-    absl::MutexLock lock(&mu_);
-    contexts_.erase(context);
-  }
-  // The call's callback has returned: the Client may go.
-  void End() {
-    absl::MutexLock lock(&mu_);
-    --in_flight_;
-  }
-
-  void CancelAllAndWait() {
-    absl::MutexLock lock(&mu_);
-    closing_ = true;
-    // gRPC runs no callback inline in TryCancel(), so holding mu_ is safe;
-    // it keeps each context from being forgotten (and freed) meanwhile.
-    for (grpc::ClientContext* context : contexts_) context->TryCancel();
-    mu_.Await(absl::Condition(
-        +[](int* in_flight) { return *in_flight == 0; }, &in_flight_));
-  }
-
- private:
-  Stub* const stub_;
-  const absl::Duration deadline_;
-  absl::Mutex mu_;
-  bool closing_ ABSL_GUARDED_BY(mu_) = false;
-  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::flat_hash_set<grpc::ClientContext*> contexts_ ABSL_GUARDED_BY(mu_);
-};
-
-}  // namespace internal
-
-namespace {
-
-using internal::AsyncCalls;
-
-// The calls whose callback this thread is running, to catch a Client
-// destroyed from its own callback.
-thread_local const AsyncCalls* running_callback_of = nullptr;
-
-template <typename Request, typename Response>
-using AsyncMethod = void (Stub::async::*)(grpc::ClientContext*, const Request*,
-                                          Response*,
-                                          std::function<void(grpc::Status)>);
-
-// Everything an asynchronous call uses until it ends: gRPC's callback API
-// needs the context, request and response to outlive the call.
-template <typename Request, typename Response>
-struct AsyncCall {
-  std::shared_ptr<AsyncCalls> calls;
-  grpc::ClientContext context;
-  Request request;
-  Response response;
-  Client::Callback<Response> done;
-};
-
-template <typename Request, typename Response>
-void CallAsync(const std::shared_ptr<AsyncCalls>& calls,
-               AsyncMethod<Request, Response> method, Request request,
-               Client::Callback<Response> done,
-               std::optional<absl::Duration> deadline = std::nullopt) {
-  auto call = std::make_unique<AsyncCall<Request, Response>>();
-  PrepareContext(&call->context, deadline.value_or(calls->deadline()));
-  if (!calls->Start(&call->context)) {
-    return std::move(done)(
-        absl::CancelledError("the presence::Client is being destroyed"));
-  }
-  call->calls = calls;
-  call->request = std::move(request);
-  call->done = std::move(done);
-  AsyncCall<Request, Response>* raw = call.release();
-  // gRPC calls the lambda exactly once, whatever becomes of the call.
-  (calls->stub()->async()->*method)(
-      &raw->context, &raw->request, &raw->response, [raw](grpc::Status status) {
-        std::unique_ptr<AsyncCall<Request, Response>> owned(raw);
-        std::shared_ptr<AsyncCalls> calls = std::move(owned->calls);
-        absl::StatusOr<Response> result =
-            ToResult(status, std::move(owned->response));
-        Client::Callback<Response> done = std::move(owned->done);
-        calls->Forget(&owned->context);
-        owned.reset();
-        const AsyncCalls* outer = running_callback_of;
-        running_callback_of = calls.get();
-        std::move(done)(std::move(result));
-        // Whatever the callback holds goes while the Client still lives.
-        done = nullptr;
-        running_callback_of = outer;
-        calls->End();
-      });
-}
-
-// One WatchPresenceAsync stream. Deletes itself when gRPC is done with it.
-class WatchStream final
-    : public grpc::ClientReadReactor<v1::WatchPresenceResponse> {
- public:
-  WatchStream(std::shared_ptr<AsyncCalls> calls,
-              std::shared_ptr<grpc::ClientContext> context,
-              v1::WatchPresenceRequest request,
-              absl::AnyInvocable<void(v1::WatchPresenceResponse)> on_message,
-              absl::AnyInvocable<void(absl::Status) &&> on_done)
-      : calls_(std::move(calls)),
-        context_(std::move(context)),
-        request_(std::move(request)),
-        on_message_(std::move(on_message)),
-        on_done_(std::move(on_done)) {}
-
-  // False (and nothing started) once the Client is being destroyed.
-  bool Start() {
-    if (!calls_->Start(context_.get())) return false;
-    calls_->stub()->async()->WatchPresence(context_.get(), &request_, this);
-    StartRead(&message_);
-    StartCall();
-    return true;
-  }
-
-  // Instead of Start(), when that refused.
-  void Refuse() && {
-    std::move(on_done_)(
-        absl::CancelledError("the presence::Client is being destroyed"));
-  }
-
-  void OnReadDone(bool ok) override {
-    if (!ok) return;  // OnDone follows with the status
-    on_message_(std::move(message_));
-    message_.Clear();
-    StartRead(&message_);
-  }
-
-  void OnDone(const grpc::Status& status) override {
-    std::shared_ptr<AsyncCalls> calls = std::move(calls_);
-    absl::AnyInvocable<void(absl::Status)&&> on_done = std::move(on_done_);
-    calls->Forget(context_.get());
-    delete this;
-    const AsyncCalls* outer = running_callback_of;
-    running_callback_of = calls.get();
-    std::move(on_done)(ToStatus(status));
-    on_done = nullptr;
-    running_callback_of = outer;
-    calls->End();
-  }
-
- private:
-  std::shared_ptr<AsyncCalls> calls_;
-  const std::shared_ptr<grpc::ClientContext> context_;
-  const v1::WatchPresenceRequest request_;
-  absl::AnyInvocable<void(v1::WatchPresenceResponse)> on_message_;
-  absl::AnyInvocable<void(absl::Status) &&> on_done_;
-  v1::WatchPresenceResponse message_;
-};
-
-// One ListAllOnlineAsync: the pages so far and the request for the next.
+// One ListAllOnlineAsync of one presenced: the pages so far and the request
+// for the next.
 struct ListAll {
   std::shared_ptr<AsyncCalls> calls;
+  size_t shard = 0;
   v1::ListOnlineRequest request;
   std::vector<int64_t> users;
   Client::Callback<std::vector<int64_t>> done;
@@ -372,8 +190,9 @@ struct ListAll {
 // the page before, while that call still holds the Client.
 void ListNextPage(std::unique_ptr<ListAll> list) {
   std::shared_ptr<AsyncCalls> calls = list->calls;
+  const size_t shard = list->shard;
   v1::ListOnlineRequest request = list->request;
-  CallAsync(calls, &Stub::async::ListOnline, std::move(request),
+  CallAsync(calls, shard, &Stub::async::ListOnline, std::move(request),
             Client::Callback<v1::ListOnlineResponse>(
                 [list = std::move(list)](
                     absl::StatusOr<v1::ListOnlineResponse> page) mutable {
@@ -389,7 +208,51 @@ void ListNextPage(std::unique_ptr<ListAll> list) {
                 }));
 }
 
+template <typename Response>
+absl::StatusOr<Response> NamingShard(const ShardMap& map, size_t shard,
+                                     absl::StatusOr<Response> result) {
+  if (!result.ok() && map.sharded()) {
+    return ShardError(map.shard(shard), result.status());
+  }
+  return result;
+}
+
+// The target as a shard map; unparsable as one, the plain gRPC target it
+// always was (Create() reports the error instead).
+ShardMap ShardMapOrTarget(const std::string& target) {
+  absl::StatusOr<ShardMap> map = ShardMap::Parse(target);
+  if (!map.ok()) return ShardMap::Single(target);
+  return *std::move(map);
+}
+
+std::vector<Stub*> Pointers(const std::vector<std::unique_ptr<Stub>>& stubs) {
+  std::vector<Stub*> out;
+  for (const std::unique_ptr<Stub>& stub : stubs) out.push_back(stub.get());
+  return out;
+}
+
 }  // namespace
+
+namespace internal {
+
+absl::Status ShardError(const Shard& shard, const absl::Status& status) {
+  return absl::Status(status.code(),
+                      absl::StrCat("shard ", shard.name, " (", shard.target,
+                                   "): ", status.message()));
+}
+
+void ListAllPagesAsync(const std::shared_ptr<AsyncCalls>& calls, size_t shard,
+                       absl::Span<const int64_t> only,
+                       Client::Callback<std::vector<int64_t>> done) {
+  auto list = std::make_unique<ListAll>();
+  list->calls = calls;
+  list->shard = shard;
+  list->request = ListAllRequest(only);
+  list->done = std::move(done);
+  ListNextPage(std::move(list));
+}
+
+}  // namespace internal
 
 const char* Client::ServiceConfigJson() { return kServiceConfig; }
 
@@ -419,13 +282,32 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> TlsCredentials(
 }
 
 Client::Client(const ClientOptions& options)
-    : Client(MakeChannel(options), options.deadline) {}
+    : Client(ShardMapOrTarget(options.target), options) {}
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Create(
+    const ClientOptions& options) {
+  absl::StatusOr<ShardMap> map = ShardMap::Parse(options.target);
+  if (!map.ok()) return map.status();
+  return std::unique_ptr<Client>(new Client(*std::move(map), options));
+}
+
+Client::Client(ShardMap shard_map, const ClientOptions& options)
+    : deadline_(options.deadline), shard_map_(std::move(shard_map)) {
+  for (const Shard& shard : shard_map_.shards()) {
+    channels_.push_back(MakeChannel(options, shard.target));
+    stubs_.push_back(v1::PresenceService::NewStub(channels_.back()));
+  }
+  calls_ =
+      std::make_shared<AsyncCalls>(Pointers(stubs_), &shard_map_, deadline_);
+}
 
 Client::Client(std::shared_ptr<grpc::Channel> channel, absl::Duration deadline)
-    : deadline_(deadline),
-      channel_(std::move(channel)),
-      stub_(v1::PresenceService::NewStub(channel_)),
-      calls_(std::make_shared<internal::AsyncCalls>(stub_.get(), deadline_)) {}
+    : deadline_(deadline), shard_map_(ShardMap::Single("")) {
+  channels_.push_back(std::move(channel));
+  stubs_.push_back(v1::PresenceService::NewStub(channels_.back()));
+  calls_ =
+      std::make_shared<AsyncCalls>(Pointers(stubs_), &shard_map_, deadline_);
+}
 
 Client::~Client() {
   if (running_callback_of == calls_.get()) {
@@ -437,50 +319,93 @@ Client::~Client() {
   calls_->CancelAllAndWait();
 }
 
+void Client::ResetConnectionBackoff() {
+  for (const std::shared_ptr<grpc::Channel>& channel : channels_) {
+    grpc::experimental::ChannelResetConnectionBackoff(channel.get());
+  }
+}
+
 absl::StatusOr<v1::HeartbeatResponse> Client::Heartbeat(
     int64_t user_id, absl::string_view session_id) {
-  return Call(*stub_, deadline_, &Stub::Heartbeat,
-              HeartbeatRequest(user_id, session_id));
+  const size_t shard = shard_map_.OwnerIndex(user_id);
+  return NamingShard(shard_map_, shard,
+                     Call(*stubs_[shard], deadline_, &Stub::Heartbeat,
+                          HeartbeatRequest(user_id, session_id)));
 }
 
 void Client::HeartbeatAsync(int64_t user_id, absl::string_view session_id,
                             Callback<v1::HeartbeatResponse> done) {
-  CallAsync(calls_, &Stub::async::Heartbeat,
+  const size_t shard = shard_map_.OwnerIndex(user_id);
+  if (shard_map_.sharded()) {
+    done = NamingShard(&shard_map_.shard(shard), std::move(done));
+  }
+  CallAsync(calls_, shard, &Stub::async::Heartbeat,
             HeartbeatRequest(user_id, session_id), std::move(done));
 }
 
 absl::StatusOr<v1::BatchHeartbeatResponse> Client::BatchHeartbeat(
     const v1::BatchHeartbeatRequest& request) {
-  return Call(*stub_, deadline_, &Stub::BatchHeartbeat, request);
+  if (!shard_map_.sharded()) {
+    return Call(*stubs_[0], deadline_, &Stub::BatchHeartbeat, request);
+  }
+  return internal::ShardedBatchHeartbeat(*calls_, request);
 }
 
 void Client::BatchHeartbeatAsync(v1::BatchHeartbeatRequest request,
                                  Callback<v1::BatchHeartbeatResponse> done) {
-  CallAsync(calls_, &Stub::async::BatchHeartbeat, std::move(request),
+  if (shard_map_.sharded()) {
+    return internal::ShardedBatchHeartbeatAsync(calls_, std::move(request),
+                                                std::move(done));
+  }
+  CallAsync(calls_, 0, &Stub::async::BatchHeartbeat, std::move(request),
             std::move(done));
 }
 
 absl::StatusOr<v1::MarkOfflineResponse> Client::MarkOffline(
     int64_t user_id, absl::string_view session_id) {
-  return Call(*stub_, deadline_, &Stub::MarkOffline,
-              MarkOfflineRequest(user_id, session_id));
+  const size_t shard = shard_map_.OwnerIndex(user_id);
+  return NamingShard(shard_map_, shard,
+                     Call(*stubs_[shard], deadline_, &Stub::MarkOffline,
+                          MarkOfflineRequest(user_id, session_id)));
 }
 
 void Client::MarkOfflineAsync(int64_t user_id, absl::string_view session_id,
                               Callback<v1::MarkOfflineResponse> done) {
-  CallAsync(calls_, &Stub::async::MarkOffline,
+  const size_t shard = shard_map_.OwnerIndex(user_id);
+  if (shard_map_.sharded()) {
+    done = NamingShard(&shard_map_.shard(shard), std::move(done));
+  }
+  CallAsync(calls_, shard, &Stub::async::MarkOffline,
             MarkOfflineRequest(user_id, session_id), std::move(done));
 }
 
 absl::StatusOr<v1::ListOnlineResponse> Client::ListOnline(
     const v1::ListOnlineRequest& request) {
-  return Call(*stub_, deadline_, &Stub::ListOnline, request);
+  if (!shard_map_.sharded()) {
+    return Call(*stubs_[0], deadline_, &Stub::ListOnline, request);
+  }
+  return internal::ShardedListOnline(*calls_, request);
 }
 
 void Client::ListOnlineAsync(v1::ListOnlineRequest request,
                              Callback<v1::ListOnlineResponse> done) {
-  CallAsync(calls_, &Stub::async::ListOnline, std::move(request),
+  if (shard_map_.sharded()) {
+    return internal::ShardedListOnlineAsync(calls_, std::move(request),
+                                            std::nullopt, std::move(done));
+  }
+  CallAsync(calls_, 0, &Stub::async::ListOnline, std::move(request),
             std::move(done));
+}
+
+void Client::ListOnlineAsync(v1::ListOnlineRequest request,
+                             absl::Duration deadline,
+                             Callback<v1::ListOnlineResponse> done) {
+  if (shard_map_.sharded()) {
+    return internal::ShardedListOnlineAsync(calls_, std::move(request),
+                                            deadline, std::move(done));
+  }
+  CallAsync(calls_, 0, &Stub::async::ListOnline, std::move(request),
+            std::move(done), deadline);
 }
 
 void Client::WatchPresenceAsync(
@@ -488,22 +413,26 @@ void Client::WatchPresenceAsync(
     v1::WatchPresenceRequest request,
     absl::AnyInvocable<void(v1::WatchPresenceResponse)> on_message,
     absl::AnyInvocable<void(absl::Status) &&> on_done) {
-  auto stream = std::make_unique<WatchStream>(
-      calls_, std::move(context), std::move(request), std::move(on_message),
+  if (shard_map_.sharded()) {
+    return internal::ShardedWatchPresenceAsync(
+        calls_, std::move(context), std::move(request), std::move(on_message),
+        std::move(on_done));
+  }
+  auto stream = std::make_unique<internal::WatchStream>(
+      calls_, 0, std::move(context), std::move(request), std::move(on_message),
       std::move(on_done));
   if (!stream->Start()) return std::move(*stream).Refuse();
   stream.release();  // OnDone deletes it
 }
 
-void Client::ListOnlineAsync(v1::ListOnlineRequest request,
-                             absl::Duration deadline,
-                             Callback<v1::ListOnlineResponse> done) {
-  CallAsync(calls_, &Stub::async::ListOnline, std::move(request),
-            std::move(done), deadline);
-}
-
 absl::StatusOr<std::vector<int64_t>> Client::ListAllOnline(
     absl::Span<const int64_t> only) {
+  if (shard_map_.sharded()) {
+    absl::StatusOr<OnlineUsers> online =
+        internal::ShardedListAllOnline(*calls_, only, false);
+    if (!online.ok()) return online.status();
+    return std::move(online->users);
+  }
   v1::ListOnlineRequest request = ListAllRequest(only);
   std::vector<int64_t> users;
   do {
@@ -518,22 +447,57 @@ absl::StatusOr<std::vector<int64_t>> Client::ListAllOnline(
 
 void Client::ListAllOnlineAsync(absl::Span<const int64_t> only,
                                 Callback<std::vector<int64_t>> done) {
-  auto list = std::make_unique<ListAll>();
-  list->calls = calls_;
-  list->request = ListAllRequest(only);
-  list->done = std::move(done);
-  ListNextPage(std::move(list));
+  if (shard_map_.sharded()) {
+    return internal::ShardedListAllOnlineAsync(
+        calls_, only, false,
+        [done = std::move(done)](absl::StatusOr<OnlineUsers> online) mutable {
+          if (!online.ok()) return std::move(done)(online.status());
+          std::move(done)(std::move(online->users));
+        });
+  }
+  internal::ListAllPagesAsync(calls_, 0, only, std::move(done));
+}
+
+absl::StatusOr<OnlineUsers> Client::ListAllOnlinePartial(
+    absl::Span<const int64_t> only) {
+  if (!shard_map_.sharded()) {
+    absl::StatusOr<std::vector<int64_t>> users = ListAllOnline(only);
+    if (!users.ok()) return users.status();
+    return OnlineUsers{*std::move(users), {}};
+  }
+  return internal::ShardedListAllOnline(*calls_, only, true);
+}
+
+void Client::ListAllOnlinePartialAsync(absl::Span<const int64_t> only,
+                                       Callback<OnlineUsers> done) {
+  if (shard_map_.sharded()) {
+    return internal::ShardedListAllOnlineAsync(calls_, only, true,
+                                               std::move(done));
+  }
+  internal::ListAllPagesAsync(
+      calls_, 0, only,
+      [done = std::move(done)](
+          absl::StatusOr<std::vector<int64_t>> users) mutable {
+        if (!users.ok()) return std::move(done)(users.status());
+        std::move(done)(OnlineUsers{*std::move(users), {}});
+      });
 }
 
 absl::StatusOr<v1::GetPresenceResponse> Client::GetPresence(
     absl::Span<const int64_t> user_ids) {
-  return Call(*stub_, deadline_, &Stub::GetPresence,
-              GetPresenceRequest(user_ids));
+  if (!shard_map_.sharded()) {
+    return Call(*stubs_[0], deadline_, &Stub::GetPresence,
+                GetPresenceRequest(user_ids));
+  }
+  return internal::ShardedGetPresence(*calls_, user_ids);
 }
 
 void Client::GetPresenceAsync(absl::Span<const int64_t> user_ids,
                               Callback<v1::GetPresenceResponse> done) {
-  CallAsync(calls_, &Stub::async::GetPresence, GetPresenceRequest(user_ids),
+  if (shard_map_.sharded()) {
+    return internal::ShardedGetPresenceAsync(calls_, user_ids, std::move(done));
+  }
+  CallAsync(calls_, 0, &Stub::async::GetPresence, GetPresenceRequest(user_ids),
             std::move(done));
 }
 

@@ -143,9 +143,9 @@ void Upstream::StartAttempt() {
   if (attempt_ > 0) metrics_->CountReconnect();
   const uint64_t attempt = ++attempt_;
   // gRPC's own reconnect backoff (growing past a minute) would otherwise
-  // decide when the channel tries presenced again; this watch's backoff
-  // should.
-  grpc::experimental::ChannelResetConnectionBackoff(client_->channel().get());
+  // decide when a channel tries presenced (each shard) again; this watch's
+  // backoff should.
+  client_->ResetConnectionBackoff();
   watch_context_ = std::make_shared<grpc::ClientContext>();
   v1::WatchPresenceRequest request;
   request.set_send_snapshot(true);  // everyone: browsers filter in fanout

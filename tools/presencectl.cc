@@ -330,7 +330,7 @@ int Watch(presence::Client& client) {
                  std::string(status.message()).c_str(),
                  absl::FormatDuration(retry_in).c_str());
   };
-  presence::Watcher watcher(client.channel(), options, callbacks);
+  presence::Watcher watcher(client, options, callbacks);
   int signal_number = 0;
   sigwait(&signals, &signal_number);
   watcher.Stop();

@@ -13,12 +13,16 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "presence/shard_map.h"
 #include "presence/v1/presence.grpc.pb.h"
 
 namespace presence {
 
 struct ClientOptions {
-  // presenced's HOST:PORT (any gRPC target URI works).
+  // presenced's HOST:PORT (any gRPC target URI works), or the shards of a
+  // sharded deployment in any form ShardMap::Parse() takes:
+  // NAME=HOST:PORT,NAME=HOST:PORT,... or a DNS pattern such as
+  // presenced-{0..2}.presenced.NAMESPACE.svc:50051.
   std::string target = "127.0.0.1:50051";
   // Deadline of each call, retries included.
   absl::Duration deadline = absl::Seconds(5);
@@ -40,8 +44,22 @@ namespace internal {
 class AsyncCalls;
 }  // namespace internal
 
+// A shard that did not answer a listing, and its error.
+struct MissingShard {
+  std::string name;
+  std::string target;
+  absl::Status status;  // names the shard, like every sharded error
+};
+
+// Online users of the shards that answered (ListAllOnlinePartial).
+struct OnlineUsers {
+  std::vector<int64_t> users;  // ascending
+  // Empty when every shard answered: `users` is then complete.
+  std::vector<MissingShard> missing_shards;
+};
+
 // A typed client for presence.v1.PresenceService. Thread-safe; one Client
-// (one channel) per process is the intended use.
+// (one channel, or one per shard) per process is the intended use.
 //
 // Every call has a deadline (ClientOptions::deadline), counted from the moment
 // the call starts. Calls whose repetition is harmless (all but WatchPresence,
@@ -49,6 +67,17 @@ class AsyncCalls;
 // the channel's service config. Errors come back as absl::Status with the
 // server's gRPC code and message; DEADLINE_EXCEEDED and UNAVAILABLE may also
 // come from the client side.
+//
+// Sharded (a target naming several shards, see ShardMap), the Client keeps a
+// channel to each shard, with the same credentials, token and service
+// config, and sends each user's calls to the shard that owns the user
+// (ShardMap::OwnerIndex). A call naming users of several shards is split,
+// its parts sent to their shards concurrently, and the answers merged into
+// what one presenced would have answered; each method says how. Every error
+// a shard gives, or a call to it meets, names it: "shard NAME (HOST:PORT):
+// message", with the code unchanged. A target in none of the map's forms
+// (ShardMap::Parse fails) is taken as one gRPC target, as always: Create()
+// reports it instead.
 //
 // Each call exists twice: blocking (Heartbeat) and asynchronous
 // (HeartbeatAsync). Both build the same request, set the same deadline and
@@ -73,6 +102,10 @@ class Client {
   using Callback = absl::AnyInvocable<void(absl::StatusOr<Response>) &&>;
 
   explicit Client(const ClientOptions& options);
+  // The same, but INVALID_ARGUMENT if options.target is malformed as a
+  // shard map (e.g. "a=host:1,b=").
+  static absl::StatusOr<std::unique_ptr<Client>> Create(
+      const ClientOptions& options);
   // For callers that build their own channel (e.g. in-process tests).
   explicit Client(std::shared_ptr<grpc::Channel> channel,
                   absl::Duration deadline = absl::Seconds(5));
@@ -81,12 +114,22 @@ class Client {
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
+  // Sharded: sent to the user's shard (so are MarkOffline's).
   absl::StatusOr<v1::HeartbeatResponse> Heartbeat(
       int64_t user_id, absl::string_view session_id = "");
   void HeartbeatAsync(int64_t user_id, absl::string_view session_id,
                       Callback<v1::HeartbeatResponse> done);
 
   // Many heartbeats at once; see BatchHeartbeatResponse for per-item results.
+  //
+  // Sharded: the items are split by shard (keeping their order), one call
+  // per shard, all at once, and the results put back in the request's
+  // order; server_time is the latest shard's. The items of a shard whose
+  // call failed get a per-item error with that call's code and a message
+  // naming the shard; per-item errors of a shard name it too (with the
+  // item's index in this request). Only if every shard's call failed does
+  // the call fail, with the first failure (in the order of the shards'
+  // first items). No item: one shard answers.
   absl::StatusOr<v1::BatchHeartbeatResponse> BatchHeartbeat(
       const v1::BatchHeartbeatRequest& request);
   void BatchHeartbeatAsync(v1::BatchHeartbeatRequest request,
@@ -99,6 +142,14 @@ class Client {
                         Callback<v1::MarkOfflineResponse> done);
 
   // One page; see ListAllOnline for every page.
+  //
+  // Sharded: each shard owning some of user_ids (or, with none, every
+  // shard) is asked for page_size users after the page token's cursor, and
+  // the page is the smallest ids of their union; total_online is the sum of
+  // the shards' and server_time the latest. next_page_token is this
+  // client's, not a shard's (web-safe base64 of "sharded-after:<ID>;done:
+  // <NAME>,...": the cursor and the shards already exhausted). Any shard
+  // failing fails the page.
   absl::StatusOr<v1::ListOnlineResponse> ListOnline(
       const v1::ListOnlineRequest& request);
   void ListOnlineAsync(v1::ListOnlineRequest request,
@@ -108,16 +159,32 @@ class Client {
   // next_page_token: one ListOnline call per page of up to 10,000 users, each
   // with its own deadline. The pages are taken at slightly different moments.
   // The first failing page's status is the result.
+  //
+  // Sharded: each shard's pages are followed on their own, all shards at
+  // once, and merged; any shard failing fails the listing with its error
+  // (UNAVAILABLE naming the shard when it is down).
   absl::StatusOr<std::vector<int64_t>> ListAllOnline(
       absl::Span<const int64_t> only = {});
   void ListAllOnlineAsync(absl::Span<const int64_t> only,
                           Callback<std::vector<int64_t>> done);
+
+  // ListAllOnline that lists what it can: the users of the shards that
+  // answered, and the shards that did not (missing_shards, each with its
+  // error). It fails only if no shard answered. Unsharded it is
+  // ListAllOnline with no shard missing.
+  absl::StatusOr<OnlineUsers> ListAllOnlinePartial(
+      absl::Span<const int64_t> only = {});
+  void ListAllOnlinePartialAsync(absl::Span<const int64_t> only,
+                                 Callback<OnlineUsers> done);
 
   // The same with a deadline of its own, e.g. a liveness check that must
   // fail sooner than the client's deadline.
   void ListOnlineAsync(v1::ListOnlineRequest request, absl::Duration deadline,
                        Callback<v1::ListOnlineResponse> done);
 
+  // Sharded: split by shard, all at once, merged back into request order
+  // (duplicates repeated), server_time the latest shard's. Any shard
+  // failing fails the call with its error.
   absl::StatusOr<v1::GetPresenceResponse> GetPresence(
       absl::Span<const int64_t> user_ids);
   void GetPresenceAsync(absl::Span<const int64_t> user_ids,
@@ -129,6 +196,22 @@ class Client {
   // The stream has no deadline; `context->TryCancel()` ends it (on_done then
   // gets CANCELLED), as does destroying the Client, which waits for on_done
   // like for any asynchronous call.
+  //
+  // Sharded: one stream per shard (owning some of user_ids, if given), all
+  // cancelled through `context` (its deadline, if set, applies to each; the
+  // rest of its settings, e.g. metadata, to the first shard's only).
+  // With send_snapshot, the shards' snapshots, and the changes that arrive
+  // before all are in, are folded into ONE Snapshot message, the sorted
+  // union (sequence 0, no epoch; server_time the latest), and every change
+  // after it is forwarded as its shard sent it (with that shard's epoch and
+  // sequence: a user lives on one shard, so each user's changes stay in
+  // order). A shard that sends a snapshot again later (its watcher fell
+  // behind) gets a merged Snapshot again: the union with that shard's part
+  // replaced. Without send_snapshot, every message is forwarded as sent.
+  // When any shard's stream ends, the others are cancelled and `on_done`
+  // gets, once all have ended, the first one's status naming the shard.
+  // resume_after must be 0 (INVALID_ARGUMENT: resuming is per shard, which
+  // Watcher does). `on_message` calls never overlap.
   void WatchPresenceAsync(
       std::shared_ptr<grpc::ClientContext> context,
       v1::WatchPresenceRequest request,
@@ -138,18 +221,38 @@ class Client {
   // The service config applied to channels this class creates (JSON).
   static const char* ServiceConfigJson();
 
+  // The shards this client routes to: ShardMap::Single(target) unsharded.
+  const ShardMap& shard_map() const { return shard_map_; }
+
   // The generated stub, for what this class does not wrap (tests that read
   // a WatchPresence stream by hand). Calls made on it bypass the client's
-  // deadline and status conversion, and its destructor does not wait for
-  // them.
-  v1::PresenceService::Stub& stub() { return *stub_; }
-  // The channel, e.g. to share it with a Watcher.
-  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
+  // deadline, status conversion and routing, and its destructor does not
+  // wait for them. Sharded: the first shard's; stub(i) is shard i's (in
+  // shard_map().shards()'s order).
+  v1::PresenceService::Stub& stub() { return *stubs_[0]; }
+  v1::PresenceService::Stub& stub(size_t shard) { return *stubs_[shard]; }
+  // The channel, e.g. to share it with a Watcher. Sharded: the first
+  // shard's; channel(i) is shard i's. A Watcher built from the Client
+  // itself follows every shard.
+  const std::shared_ptr<grpc::Channel>& channel() const { return channels_[0]; }
+  const std::shared_ptr<grpc::Channel>& channel(size_t shard) const {
+    return channels_[shard];
+  }
+
+  // Makes every channel try to connect now, instead of when gRPC's own
+  // reconnect backoff (growing past a minute) says: for a caller with a
+  // retry schedule of its own (grpc::experimental::
+  // ChannelResetConnectionBackoff on each shard's channel).
+  void ResetConnectionBackoff();
 
  private:
+  Client(ShardMap shard_map, const ClientOptions& options);
+
   const absl::Duration deadline_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::PresenceService::Stub> stub_;
+  const ShardMap shard_map_;
+  // One of each per shard, in shard_map_'s order.
+  std::vector<std::shared_ptr<grpc::Channel>> channels_;
+  std::vector<std::unique_ptr<v1::PresenceService::Stub>> stubs_;
   // The asynchronous calls in flight. Shared with them: the last one may end
   // after the Client has stopped waiting for it.
   std::shared_ptr<internal::AsyncCalls> calls_;
