@@ -27,10 +27,11 @@
 ABSL_FLAG(std::string, listen, "127.0.0.1:8080",
           "HOST:PORT to serve HTTP on. Port 0 picks a free port; the "
           "'serving on' log line names it.");
-ABSL_FLAG(std::string, server, "127.0.0.1:50051",
-          "HOST:PORT of presenced, or a sharded deployment's shard map: "
-          "NAME=HOST:PORT,... or a pattern such as "
-          "presenced-{0..2}.presenced.NAMESPACE.svc:50051 (docs/scale-out.md).");
+ABSL_FLAG(
+    std::string, server, "127.0.0.1:50051",
+    "HOST:PORT of presenced, or a sharded deployment's shard map: "
+    "NAME=HOST:PORT,... or a pattern such as "
+    "presenced-{0..2}.presenced.NAMESPACE.svc:50051 (docs/scale-out.md).");
 ABSL_FLAG(std::string, jwt_secret_file, "",
           "File holding the HS256 secret that signs callers' JWTs (Django's "
           "SIMPLE_JWT SIGNING_KEY, by default its SECRET_KEY). Required. One "
