@@ -244,7 +244,19 @@ void ListAllPagesAsync(const std::shared_ptr<AsyncCalls>& calls, size_t shard,
                        absl::Span<const int64_t> only,
                        Client::Callback<std::vector<int64_t>> done);
 
-// The sharded forms of Client's calls (sharded_calls.cc). The blocking
+// Shared by the sharded calls and the sharded watch (sharded_calls.cc).
+// Each shard's ids of `ids`, in their order (empty for shards owning none).
+std::vector<std::vector<int64_t>> IdsByOwner(const ShardMap& map,
+                                             absl::Span<const int64_t> ids);
+// presenced's check of user_ids, made before splitting them so that the
+// index it names is the caller's.
+absl::Status CheckUserIds(absl::Span<const int64_t> ids);
+// Keeps in `latest` the latest of the server times seen.
+void KeepLatest(const google::protobuf::Timestamp& time,
+                google::protobuf::Timestamp* latest);
+
+// The sharded forms of Client's calls (sharded_calls.cc; the watch in
+// sharded_watch.cc). The blocking
 // ones wait on a completion queue of their own (they need none of gRPC's
 // callback threads, so a callback may make them); the asynchronous ones
 // answer `done` once, like CallAsync.

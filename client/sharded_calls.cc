@@ -1,6 +1,9 @@
 // presence::Client's calls over several shards: each call is split by the
 // owner of its users, the parts go to their shards at once, and the answers
-// are merged into what one presenced would have answered.
+// are merged into what one presenced would have answered. One role, kept
+// whole: every call here is a plan (split), the shared fan-out (Join,
+// CallEach) and a merge, and they read best side by side. The watch, which
+// has state of its own, is in sharded_watch.cc.
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -94,39 +97,6 @@ std::vector<Part> SplitByOwner(const ShardMap& map, int count,
   return parts;
 }
 
-// Each shard's ids of `ids`, in their order (empty for shards owning none).
-std::vector<std::vector<int64_t>> IdsByOwner(const ShardMap& map,
-                                             absl::Span<const int64_t> ids) {
-  std::vector<std::vector<int64_t>> by_shard(map.size());
-  for (int64_t id : ids) by_shard[map.OwnerIndex(id)].push_back(id);
-  return by_shard;
-}
-
-// presenced's check of user_ids, made before splitting them so that the
-// index it names is the caller's.
-template <typename Ids>
-absl::Status CheckUserIds(const Ids& ids) {
-  for (int i = 0; i < static_cast<int>(ids.size()); ++i) {
-    if (ids[i] <= 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("user_ids[", i, "] must be > 0, got ", ids[i]));
-    }
-  }
-  return absl::OkStatus();
-}
-
-bool Before(const google::protobuf::Timestamp& a,
-            const google::protobuf::Timestamp& b) {
-  return a.seconds() < b.seconds() ||
-         (a.seconds() == b.seconds() && a.nanos() < b.nanos());
-}
-
-// Keeps in `latest` the latest of the server times seen.
-void KeepLatest(const google::protobuf::Timestamp& time,
-                google::protobuf::Timestamp* latest) {
-  if (Before(*latest, time)) *latest = time;
-}
-
 // A per-item error's message with the item's index in the shard's request
 // ("heartbeats[K]...") replaced by its index in the caller's.
 std::string Reindexed(absl::string_view message, int shard_index,
@@ -209,137 +179,6 @@ std::string ShardPageToken(int64_t after) {
   if (after == 0) return "";
   return absl::WebSafeBase64Escape(absl::StrCat(kShardCursor, after));
 }
-
-// What a sharded WatchPresenceAsync has received: each shard's online users,
-// so that one Snapshot can stand for all of them.
-class MergedWatch {
- public:
-  MergedWatch(const ShardMap* map, std::vector<size_t> shards, bool merge,
-              absl::AnyInvocable<void(v1::WatchPresenceResponse)> on_message,
-              absl::AnyInvocable<void(absl::Status) &&> on_done)
-      : map_(map),
-        shards_(std::move(shards)),
-        merge_(merge),
-        on_message_(std::move(on_message)),
-        on_done_(std::move(on_done)),
-        online_(shards_.size()),
-        has_snapshot_(shards_.size(), false),
-        snapshots_missing_(shards_.size()),
-        running_(shards_.size()) {}
-
-  // Before any stream starts: what ends them all.
-  void SetContexts(std::vector<std::shared_ptr<grpc::ClientContext>> contexts)
-      ABSL_LOCKS_EXCLUDED(mu_) {
-    absl::MutexLock lock(&mu_);
-    contexts_ = std::move(contexts);
-  }
-
-  // Stream `k`'s next message.
-  void OnMessage(size_t k, v1::WatchPresenceResponse message)
-      ABSL_LOCKS_EXCLUDED(mu_) {
-    absl::MutexLock lock(&mu_);
-    if (ended_) return;  // the consumer hears of nothing after an end
-    if (!merge_) return on_message_(std::move(message));
-    switch (message.event_case()) {
-      case v1::WatchPresenceResponse::kSnapshot: {
-        const v1::Snapshot& snapshot = message.snapshot();
-        online_[k].clear();
-        online_[k].insert(snapshot.online_users().begin(),
-                          snapshot.online_users().end());
-        KeepLatest(snapshot.server_time(), &snapshot_time_);
-        if (!has_snapshot_[k]) {
-          has_snapshot_[k] = true;
-          --snapshots_missing_;
-        }
-        if (snapshots_missing_ == 0) on_message_(MergedSnapshot());
-        return;
-      }
-      case v1::WatchPresenceResponse::kChange:
-        Apply(k, message.change());
-        break;
-      case v1::WatchPresenceResponse::kChanges:
-        for (const v1::PresenceChange& change : message.changes().changes()) {
-          Apply(k, change);
-        }
-        break;
-      default:  // a kind newer than this client: passed on
-        break;
-    }
-    if (snapshots_missing_ == 0) on_message_(std::move(message));
-  }
-
-  // Stream `k` has ended: the first to end ends the others, the last to end
-  // tells the consumer.
-  void OnDone(size_t k, const absl::Status& status) ABSL_LOCKS_EXCLUDED(mu_) {
-    absl::AnyInvocable<void(absl::Status) &&> on_done;
-    absl::Status end;
-    {
-      absl::MutexLock lock(&mu_);
-      if (!ended_) {
-        ended_ = true;
-        end_ = ShardError(map_->shard(shards_[k]), status);
-        // gRPC runs no callback inline in TryCancel(); a stream not started
-        // yet is cancelled as it starts.
-        for (const auto& context : contexts_) context->TryCancel();
-      }
-      if (--running_ > 0) return;
-      on_done = std::move(on_done_);
-      end = end_;
-      // What the consumer's callbacks hold goes while the Client lives.
-      on_message_ = nullptr;
-      contexts_.clear();
-    }
-    std::move(on_done)(std::move(end));
-  }
-
- private:
-  void Apply(size_t k, const v1::PresenceChange& change)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (change.status() == v1::STATUS_ONLINE) {
-      online_[k].insert(change.user_id());
-    } else {
-      online_[k].erase(change.user_id());
-    }
-  }
-
-  v1::WatchPresenceResponse MergedSnapshot()
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    std::vector<int64_t> users;
-    size_t count = 0;
-    for (const auto& online : online_) count += online.size();
-    users.reserve(count);
-    for (const auto& online : online_) {
-      users.insert(users.end(), online.begin(), online.end());
-    }
-    std::sort(users.begin(), users.end());
-    v1::WatchPresenceResponse message;
-    v1::Snapshot* snapshot = message.mutable_snapshot();
-    snapshot->mutable_online_users()->Add(users.begin(), users.end());
-    *snapshot->mutable_server_time() = snapshot_time_;
-    return message;
-  }
-
-  const ShardMap* const map_;
-  const std::vector<size_t> shards_;  // stream k's shard
-  // With send_snapshot: merge the snapshots, and hold changes until then.
-  const bool merge_;
-  // Held while the consumer's callbacks run: one at a time, and never after
-  // the end.
-  absl::Mutex mu_;
-  absl::AnyInvocable<void(v1::WatchPresenceResponse)> on_message_
-      ABSL_GUARDED_BY(mu_);
-  absl::AnyInvocable<void(absl::Status) &&> on_done_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::shared_ptr<grpc::ClientContext>> contexts_
-      ABSL_GUARDED_BY(mu_);
-  // By stream: who its shard has said is online.
-  std::vector<absl::flat_hash_set<int64_t>> online_ ABSL_GUARDED_BY(mu_);
-  std::vector<bool> has_snapshot_ ABSL_GUARDED_BY(mu_);
-  size_t snapshots_missing_ ABSL_GUARDED_BY(mu_);
-  google::protobuf::Timestamp snapshot_time_ ABSL_GUARDED_BY(mu_);
-  size_t running_ ABSL_GUARDED_BY(mu_);
-  bool ended_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Status end_ ABSL_GUARDED_BY(mu_);
-};
 
 // The blocking form of a method, for a call on a completion queue of its
 // own: a blocking sharded call needs none of gRPC's callback threads, like
@@ -730,7 +569,39 @@ std::vector<absl::StatusOr<std::vector<int64_t>>> ListEach(
   return results;
 }
 
+bool Before(const google::protobuf::Timestamp& a,
+            const google::protobuf::Timestamp& b) {
+  return a.seconds() < b.seconds() ||
+         (a.seconds() == b.seconds() && a.nanos() < b.nanos());
+}
+
 }  // namespace
+
+// Each shard's ids of `ids`, in their order (empty for shards owning none).
+std::vector<std::vector<int64_t>> IdsByOwner(const ShardMap& map,
+                                             absl::Span<const int64_t> ids) {
+  std::vector<std::vector<int64_t>> by_shard(map.size());
+  for (int64_t id : ids) by_shard[map.OwnerIndex(id)].push_back(id);
+  return by_shard;
+}
+
+// presenced's check of user_ids, made before splitting them so that the
+// index it names is the caller's.
+absl::Status CheckUserIds(absl::Span<const int64_t> ids) {
+  for (int i = 0; i < static_cast<int>(ids.size()); ++i) {
+    if (ids[i] <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("user_ids[", i, "] must be > 0, got ", ids[i]));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Keeps in `latest` the latest of the server times seen.
+void KeepLatest(const google::protobuf::Timestamp& time,
+                google::protobuf::Timestamp* latest) {
+  if (Before(*latest, time)) *latest = time;
+}
 
 absl::StatusOr<v1::BatchHeartbeatResponse> ShardedBatchHeartbeat(
     const AsyncCalls& calls, const v1::BatchHeartbeatRequest& request) {
@@ -841,64 +712,6 @@ void ShardedListAllOnlineAsync(const std::shared_ptr<AsyncCalls>& calls,
     const size_t shard = plan->shards[p];
     ListAllPagesAsync(calls, shard, plan->ids[shard],
                       Join<Users>::PartDone(join, p));
-  }
-}
-
-void ShardedWatchPresenceAsync(
-    const std::shared_ptr<AsyncCalls>& calls,
-    std::shared_ptr<grpc::ClientContext> context,
-    v1::WatchPresenceRequest request,
-    absl::AnyInvocable<void(v1::WatchPresenceResponse)> on_message,
-    absl::AnyInvocable<void(absl::Status) &&> on_done) {
-  const ShardMap& map = calls->shard_map();
-  if (request.resume_after() != 0) {
-    return std::move(on_done)(absl::InvalidArgumentError(
-        "resume_after: a sharded WatchPresence cannot be resumed (each shard "
-        "has its own epoch and sequence); start again with send_snapshot, or "
-        "use presence::Watcher, which resumes each shard"));
-  }
-  if (absl::Status s = CheckUserIds(request.user_ids()); !s.ok()) {
-    return std::move(on_done)(s);
-  }
-  const std::vector<std::vector<int64_t>> ids =
-      IdsByOwner(map, request.user_ids());
-  std::vector<size_t> shards;
-  for (size_t shard = 0; shard < map.size(); ++shard) {
-    if (request.user_ids().empty() || !ids[shard].empty()) {
-      shards.push_back(shard);
-    }
-  }
-  // The caller's context carries the first stream; the others get their
-  // own, with its deadline, and end with it (a stream's end ends all).
-  std::vector<std::shared_ptr<grpc::ClientContext>> contexts;
-  const auto deadline = context->deadline();
-  contexts.push_back(std::move(context));
-  for (size_t k = 1; k < shards.size(); ++k) {
-    auto other = std::make_shared<grpc::ClientContext>();
-    if (deadline != std::chrono::system_clock::time_point::max()) {
-      other->set_deadline(deadline);
-    }
-    contexts.push_back(std::move(other));
-  }
-  auto watch =
-      std::make_shared<MergedWatch>(&map, shards, request.send_snapshot(),
-                                    std::move(on_message), std::move(on_done));
-  watch->SetContexts(contexts);
-  for (size_t k = 0; k < shards.size(); ++k) {
-    v1::WatchPresenceRequest part = request;
-    part.mutable_user_ids()->Assign(ids[shards[k]].begin(),
-                                    ids[shards[k]].end());
-    auto stream = std::make_unique<WatchStream>(
-        calls, shards[k], contexts[k], std::move(part),
-        [watch, k](v1::WatchPresenceResponse message) {
-          watch->OnMessage(k, std::move(message));
-        },
-        [watch, k](absl::Status status) { watch->OnDone(k, status); });
-    if (!stream->Start()) {
-      std::move(*stream).Refuse();
-      continue;
-    }
-    stream.release();  // OnDone deletes it
   }
 }
 
