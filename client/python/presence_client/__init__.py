@@ -4,6 +4,7 @@
     client = PresenceClient("127.0.0.1:50051")
     beat = client.heartbeat(42, "tab-7f3a")
     client.list_online()  # [42]
+    client.batch_heartbeat([7, (9, "tab-1")])  # [HeartbeatResult, ...]
 
     # A sharded deployment: calls are routed to the shard owning the user.
     client = PresenceClient("s0=10.0.0.5:50051,s1=10.0.0.6:50051")

@@ -3,12 +3,9 @@ presenced or of a sharded deployment (routed by the shard map)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import bisect
 import collections
-import heapq
 import json
+import operator
 import os
 from typing import (Any, Dict, Iterable, List, Mapping, Optional, Sequence,
                     Tuple, Union)
@@ -17,16 +14,20 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from ._proto import pb, pb_grpc
-from .errors import (InvalidArgument, PresenceError, from_rpc_error,
-                     shard_error)
 from .model import (HeartbeatResult, MarkOfflineResult, OnlinePage,
-                    OnlineUsers, PresenceLookup, to_datetime, user_presence)
+                    OnlineUsers, PresenceLookup, heartbeat_result,
+                    to_datetime, user_presence)
+from .sharded import BatchItem, ShardRouter
 from .shards import ShardMap
 from .watch import (DEFAULT_MAX_BATCH, DisconnectCallback, PresenceWatch,
                     ShardedWatch)
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 5.0
+
+# An item of batch_heartbeat(): a user id (the user's default session), or
+# (user_id, session_id).
+HeartbeatItem = Union[int, Tuple[int, str]]
 
 # The C++ client's service config (client/client.cc). Retries only what can
 # safely happen twice: a repeated heartbeat re-stamps the session with the
@@ -82,25 +83,6 @@ class _BearerToken(grpc.UnaryUnaryClientInterceptor,
         return continuation(self._with_token(details), request)
 
 
-# ListOnline's page size when the request gives none (presenced's default),
-# and its largest.
-DEFAULT_PAGE_SIZE = 1000
-MAX_PAGE_SIZE = 10_000
-
-# A shard that failed with one of these is left out of a partial=True
-# listing (it is down, shutting down, overloaded or too slow); any other
-# error is about the request and is raised.
-_SHARD_DOWN_CODES = frozenset({
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.CANCELLED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-})
-
-_SERVER_TOKEN_PREFIX = "after:"
-_SHARDED_TOKEN_PREFIX = "sharded-after:"
-
-
 class _CallDetails(
         collections.namedtuple(
             "_CallDetails", ("method", "timeout", "metadata", "credentials",
@@ -114,8 +96,8 @@ class PresenceClient:
 
     Every call has a deadline of `timeout` seconds (per call, retries
     included; each method takes a `timeout` to override it). Heartbeat,
-    MarkOffline, ListOnline and GetPresence are retried by gRPC on
-    UNAVAILABLE with backoff (SERVICE_CONFIG). Failures raise a
+    BatchHeartbeat, MarkOffline, ListOnline and GetPresence are retried by
+    gRPC on UNAVAILABLE with backoff (SERVICE_CONFIG). Failures raise a
     PresenceError subclass carrying the gRPC code and the server's message.
 
     Not fork-safe: create it in the process that uses it (e.g. lazily, after
@@ -124,12 +106,14 @@ class PresenceClient:
     Given a sharded deployment ("s0=HOST:PORT,s1=HOST:PORT,..." or a DNS
     pattern, see ShardMap), it keeps a channel per shard and routes each
     call by the rendezvous hash of the user id, as presenced's --shards
-    does: heartbeat and mark_offline go to the user's shard; get_presence
-    and list_online ask the shards concerned at once and merge their
-    answers; watch() merges one stream per shard (ShardedWatch). An error
-    of one shard is raised as its PresenceError subclass, with a message
-    that names it ("shard s1 (10.0.0.7:50051): ...") and `.shard` set; a
-    shard being down does not affect calls about other shards' users.
+    does: heartbeat and mark_offline go to the user's shard;
+    batch_heartbeat, get_presence and list_online ask the shards concerned
+    at once and merge their answers; watch() merges one stream per shard
+    (ShardedWatch). The routing and merging are sharded.ShardRouter's. An
+    error of one shard is raised as its PresenceError subclass, with a
+    message that names it ("shard s1 (10.0.0.7:50051): ...") and `.shard`
+    set; a shard being down does not affect calls about other shards'
+    users.
     """
 
     def __init__(self, target: Union[str, ShardMap] = DEFAULT_TARGET, *,
@@ -202,28 +186,26 @@ class PresenceClient:
 
     def _init(self, shard_map: ShardMap, channels: List[grpc.Channel],
               timeout: float) -> None:
-        self._shard_map = shard_map
         self._channels = channels
-        self._stubs = [pb_grpc.PresenceServiceStub(c) for c in channels]
-        self._channel = channels[0]
-        self._stub = self._stubs[0]
+        self._router = ShardRouter(
+            shard_map, [pb_grpc.PresenceServiceStub(c) for c in channels])
         self.timeout = timeout
 
     @property
     def shard_map(self) -> ShardMap:
         """The shards this client routes to (one unsharded entry for a plain
         target)."""
-        return self._shard_map
+        return self._router.shard_map
 
     @property
     def sharded(self) -> bool:
-        return self._shard_map.sharded
+        return self._router.sharded
 
     @property
     def channels(self) -> Dict[str, grpc.Channel]:
         """Each shard's channel by name ({"": channel} unsharded)."""
         return {shard.name: channel for shard, channel
-                in zip(self._shard_map.shards, self._channels)}
+                in zip(self.shard_map.shards, self._channels)}
 
     @property
     def channel(self) -> grpc.Channel:
@@ -232,65 +214,10 @@ class PresenceClient:
         if self.sharded:
             raise ValueError("a sharded client has a channel per shard: use "
                              ".channels")
-        return self._channel
+        return self._channels[0]
 
-    def _call(self, method, request, timeout: Optional[float]):
-        try:
-            return method(request,
-                          timeout=self.timeout if timeout is None else timeout)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from error
-
-    # --- sharded routing -------------------------------------------------
-
-    def _shard_error(self, index: int, error: PresenceError) -> PresenceError:
-        shard = self._shard_map.shards[index]
-        return shard_error(error, shard.name, shard.target)
-
-    def _call_owner(self, method: str, user_id: int, request,
-                    timeout: Optional[float]):
-        """`method` of the shard that owns `user_id`; errors name it."""
-        if not self.sharded:
-            return self._call(getattr(self._stub, method), request, timeout)
-        index = self._shard_map.owner_index(user_id)
-        try:
-            return self._call(getattr(self._stubs[index], method), request,
-                              timeout)
-        except PresenceError as error:
-            raise self._shard_error(index, error) from error.__cause__
-
-    def _split(self, user_ids: Sequence[int]) -> Dict[int, List[int]]:
-        """The ids by owning shard's index (shards in map order), each
-        shard's in request order."""
-        owner = self._shard_map.owner_index
-        groups: Dict[int, List[int]] = {}
-        for user_id in user_ids:
-            groups.setdefault(owner(user_id), []).append(user_id)
-        return dict(sorted(groups.items()))
-
-    def _fan_out(self, method: str, requests: Mapping[int, Any],
-                 timeout: Optional[float]) -> Dict[int, Any]:
-        """`method` on each shard (by index) at once, with one deadline;
-        each shard's response, or its error (naming the shard)."""
-        deadline = self.timeout if timeout is None else timeout
-        futures = {index: getattr(self._stubs[index], method).future(
-                       request, timeout=deadline)
-                   for index, request in requests.items()}
-        results: Dict[int, Any] = {}
-        for index, future in futures.items():
-            try:
-                results[index] = future.result()
-            except grpc.RpcError as rpc_error:
-                error = self._shard_error(index, from_rpc_error(rpc_error))
-                error.__cause__ = rpc_error
-                results[index] = error
-        return results
-
-    @staticmethod
-    def _raise_first(results: Mapping[int, Any]) -> None:
-        for result in results.values():
-            if isinstance(result, PresenceError):
-                raise result
+    def _deadline(self, timeout: Optional[float]) -> float:
+        return self.timeout if timeout is None else timeout
 
     def heartbeat(self, user_id: int, session_id: str = "", *,
                   timeout: Optional[float] = None) -> HeartbeatResult:
@@ -299,12 +226,34 @@ class PresenceClient:
         empty session_id is the user's default session."""
         request = pb.HeartbeatRequest(user_id=user_id, session_id=session_id)
         request.client_time.CopyFrom(_now())  # informational only
-        response = self._call_owner("Heartbeat", user_id, request, timeout)
-        return HeartbeatResult(
-            server_time=to_datetime(response.server_time),
-            online_until=to_datetime(response.online_until),
-            heartbeat_interval=response.heartbeat_interval.ToTimedelta(),
-            became_online=response.became_online)
+        return heartbeat_result(self._router.call_owner(
+            "Heartbeat", user_id, request, self._deadline(timeout)))
+
+    def batch_heartbeat(self, heartbeats: Iterable[HeartbeatItem], *,
+                        timeout: Optional[float] = None) -> List[BatchItem]:
+        """Many heartbeats in one call (BatchHeartbeat), e.g. from a gateway
+        that collects them: each item is a user id (the user's default
+        session) or a (user_id, session_id) pair, checked and applied on
+        its own, as heartbeat() does.
+
+        Returns one result per item, in order: a HeartbeatResult, or, for
+        an item presenced refused (e.g. user_id 0), a PresenceError
+        subclass instance (InvalidArgument("heartbeats[2].user_id must be
+        > 0, got 0")), which is returned, not raised: the other items are
+        applied. An error of the whole call raises (InvalidArgument for
+        more items than presenced takes in one call, 10,000 by default;
+        Unavailable when the changes could not be made durable). Retried
+        on UNAVAILABLE, like heartbeat(): a repeated heartbeat is harmless.
+
+        Sharded: the items are split by owner, one call per shard, all at
+        once, and the results put back in order; an item's error names its
+        shard, and its "heartbeats[K]" is the item's index in `heartbeats`.
+        If one shard's whole call fails, each of its items gets that error
+        (naming the shard) and the others are still applied; only if every
+        shard's call fails does it raise, the first failure."""
+        now = _now()
+        requests = [_heartbeat_request(item, now) for item in heartbeats]
+        return self._router.batch_heartbeat(requests, self._deadline(timeout))
 
     def mark_offline(self, user_id: int, session_id: str = "", *,
                      timeout: Optional[float] = None) -> MarkOfflineResult:
@@ -312,8 +261,8 @@ class PresenceClient:
         the user (logout everywhere). The user stays online while another
         session is live (`still_online`)."""
         request = pb.MarkOfflineRequest(user_id=user_id, session_id=session_id)
-        response = self._call_owner("MarkOffline", user_id, request,
-                                    timeout)
+        response = self._router.call_owner("MarkOffline", user_id, request,
+                                           self._deadline(timeout))
         return MarkOfflineResult(
             server_time=to_datetime(response.server_time),
             still_online=response.still_online,
@@ -337,12 +286,14 @@ class PresenceClient:
         shard answers, the error raises. An unsharded client ignores
         `partial`."""
         if self.sharded:
-            return self._list_online_page_sharded(
-                list(user_ids), page_size, page_token, timeout, partial)
+            return self._router.list_online_page(
+                list(user_ids), page_size, page_token,
+                self._deadline(timeout), partial)
         request = pb.ListOnlineRequest(user_ids=list(user_ids),
                                        page_size=page_size,
                                        page_token=page_token)
-        response = self._call(self._stub.ListOnline, request, timeout)
+        response = self._router.call(0, "ListOnline", request,
+                                     self._deadline(timeout))
         return OnlinePage(
             online_users=list(response.online_users),
             next_page_token=response.next_page_token,
@@ -366,8 +317,8 @@ class PresenceClient:
         OnlineUsers, and every error raises."""
         user_ids = list(user_ids)
         if self.sharded:
-            return self._list_online_sharded(user_ids, page_size, timeout,
-                                             partial)
+            return self._router.list_online(user_ids, page_size,
+                                            self._deadline(timeout), partial)
         online: List[int] = []
         token = ""
         while True:
@@ -377,124 +328,6 @@ class PresenceClient:
             token = page.next_page_token
             if not token:
                 return OnlineUsers(online) if partial else online
-
-    def _list_online_sharded(self, user_ids: List[int], page_size: int,
-                             timeout: Optional[float],
-                             partial: bool) -> List[int]:
-        if user_ids:
-            groups = self._split(user_ids)
-        else:
-            groups = {index: [] for index in range(len(self._shard_map))}
-        tokens = {index: "" for index in groups}  # shards not done yet
-        lists: Dict[int, List[int]] = {index: [] for index in groups}
-        missing: List[int] = []
-        while tokens:
-            results = self._fan_out("ListOnline", {
-                index: pb.ListOnlineRequest(user_ids=groups[index],
-                                            page_size=page_size,
-                                            page_token=token)
-                for index, token in tokens.items()}, timeout)
-            for index, result in results.items():
-                if isinstance(result, PresenceError):
-                    if not partial or result.code not in _SHARD_DOWN_CODES:
-                        raise result
-                    missing.append(index)
-                    del tokens[index], lists[index]
-                    if not lists:  # no shard answered: no partial answer
-                        raise result
-                    continue
-                lists[index].extend(result.online_users)
-                if result.next_page_token:
-                    tokens[index] = result.next_page_token
-                else:
-                    del tokens[index]
-        online = sorted(set(heapq.merge(*lists.values())))
-        if not partial:
-            return online
-        return OnlineUsers(online, [self._shard_map.shards[index].name
-                                    for index in sorted(missing)])
-
-    def _list_online_page_sharded(self, user_ids: List[int], page_size: int,
-                                  page_token: str, timeout: Optional[float],
-                                  partial: bool) -> OnlinePage:
-        """The sharded page (list_online_page), as the C++ client makes it.
-
-        Every shard that takes part (owns some of user_ids, or all of them
-        without) and is not done lists page_size users after the token's
-        cursor; the page is the smallest ids of their union, up to the
-        smallest last id of a shard that has more (beyond it, that shard's
-        next ids are unknown). Every id up to the page's last one has then
-        been listed by every shard: the next page starts after it
-        everywhere. A shard that answered everything it has after the
-        cursor, and whose ids all made the page, is done. Done shards are
-        asked for one id only: their count still belongs in total_online.
-        """
-        shards = self._shard_map.shards
-        after, done_names = _decode_sharded_token(page_token)
-        done = set()
-        for name in done_names:
-            index = self._shard_map.index_of(name)
-            if index is None:
-                raise InvalidArgument(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f'page_token names shard "{name}", which is not in the '
-                    "shard map")
-            done.add(index)
-        if user_ids:
-            groups = self._split(user_ids)
-            # Nothing of the others is asked for.
-            done |= set(range(len(shards))) - set(groups)
-        else:
-            groups = {index: [] for index in range(len(shards))}
-        server_token = _server_token(after) if after else ""
-        results = self._fan_out("ListOnline", {
-            index: pb.ListOnlineRequest(
-                user_ids=ids, page_size=1 if index in done else page_size,
-                page_token=server_token)
-            for index, ids in groups.items()}, timeout)
-
-        total = 0
-        times = []
-        missing: List[str] = []
-        pages: Dict[int, Tuple[List[int], bool]] = {}  # ids, has more
-        for index, result in results.items():
-            if isinstance(result, PresenceError):
-                if not partial or result.code not in _SHARD_DOWN_CODES:
-                    raise result
-                missing.append(shards[index].name)
-                # Left out of the rest of this listing too: pages that kept
-                # asking a shard that stays down would never end.
-                done.add(index)
-                continue
-            total += result.total_online
-            times.append(to_datetime(result.server_time))
-            if index not in done:
-                pages[index] = (list(result.online_users),
-                                bool(result.next_page_token))
-        if not times:  # partial, and no shard answered
-            raise results[min(results)]
-
-        bound = min((ids[-1] for ids, more in pages.values() if more and ids),
-                    default=None)
-        users = sorted(set(heapq.merge(*(ids for ids, _ in pages.values()))))
-        if bound is not None:
-            users = users[:bisect.bisect_right(users, bound)]
-        limit = min(page_size, MAX_PAGE_SIZE) if page_size > 0 else \
-            DEFAULT_PAGE_SIZE
-        del users[limit:]
-        if users:
-            after = users[-1]
-        for index, (ids, more) in pages.items():
-            # A shard with "more" but no id cannot say where: done.
-            if not ids or (not more and ids[-1] <= after):
-                done.add(index)
-        next_token = ""
-        if len(done) < len(shards):
-            next_token = _sharded_token(after, [
-                shards[index].name for index in sorted(done)])
-        return OnlinePage(online_users=users, next_page_token=next_token,
-                          server_time=max(times), total_online=total,
-                          missing_shards=tuple(missing))
 
     def get_presence(self, user_ids: Iterable[int], *,
                      timeout: Optional[float] = None) -> PresenceLookup:
@@ -506,37 +339,14 @@ class PresenceClient:
         it: e.g. Unavailable("shard s1 (10.0.0.7:50051): ...")."""
         user_ids = list(user_ids)
         if self.sharded:
-            return self._get_presence_sharded(user_ids, timeout)
+            return self._router.get_presence(user_ids,
+                                             self._deadline(timeout))
         request = pb.GetPresenceRequest(user_ids=user_ids)
-        response = self._call(self._stub.GetPresence, request, timeout)
+        response = self._router.call(0, "GetPresence", request,
+                                     self._deadline(timeout))
         return PresenceLookup(
             users=[user_presence(user) for user in response.users],
             server_time=to_datetime(response.server_time))
-
-    def _get_presence_sharded(self, user_ids: List[int],
-                              timeout: Optional[float]) -> PresenceLookup:
-        owners = [self._shard_map.owner_index(u) for u in user_ids]
-        groups: Dict[int, List[int]] = {}
-        for user_id, owner in zip(user_ids, owners):
-            groups.setdefault(owner, []).append(user_id)
-        if not groups:
-            groups[0] = []  # still a server_time, from one shard
-        results = self._fan_out("GetPresence", {
-            index: pb.GetPresenceRequest(user_ids=ids)
-            for index, ids in sorted(groups.items())}, timeout)
-        self._raise_first(results)
-        for index, response in results.items():
-            if len(response.users) != len(groups[index]):
-                raise self._shard_error(index, PresenceError(
-                    grpc.StatusCode.INTERNAL,
-                    f"GetPresence answered {len(response.users)} users for "
-                    f"{len(groups[index])} ids"))
-        answers = {index: iter(response.users)
-                   for index, response in results.items()}
-        return PresenceLookup(
-            users=[user_presence(next(answers[owner])) for owner in owners],
-            server_time=max(to_datetime(response.server_time)
-                            for response in results.values()))
 
     def watch(self, user_ids: Iterable[int] = (), *,
               initial_backoff: float = 0.1, max_backoff: float = 5.0,
@@ -559,22 +369,11 @@ class PresenceClient:
         shard re-snapshots. on_disconnect is then called from the shard's
         own thread, with an error naming the shard."""
         user_ids = list(user_ids)
-        if not self.sharded:
-            return PresenceWatch(self._stub, user_ids, initial_backoff,
-                                 max_backoff, on_disconnect,
-                                 max_batch=max_batch)
-        if not 0 <= max_batch < 2**32:
-            raise ValueError(
-                f"max_batch must be in [0, 2^32), got {max_batch}")
-        if user_ids:
-            groups = self._split(user_ids)
-        else:
-            groups = {index: [] for index in range(len(self._shard_map))}
-        parts = [(self._shard_map.shards[index].name,
-                  self._shard_map.shards[index].target, self._stubs[index],
-                  ids) for index, ids in groups.items()]
-        return ShardedWatch(parts, initial_backoff, max_backoff,
-                            on_disconnect, max_batch=max_batch)
+        if self.sharded:
+            return self._router.watch(user_ids, initial_backoff, max_backoff,
+                                      on_disconnect, max_batch)
+        return PresenceWatch(self._router.stubs[0], user_ids, initial_backoff,
+                             max_backoff, on_disconnect, max_batch=max_batch)
 
     def close(self) -> None:
         """Closes the channels; calls in flight are cancelled."""
@@ -594,40 +393,18 @@ def _now() -> timestamp_pb2.Timestamp:
     return timestamp
 
 
-def _server_token(after: int) -> str:
-    """presenced's ListOnline page_token for the page after user `after`."""
-    raw = f"{_SERVER_TOKEN_PREFIX}{after}".encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def _sharded_token(after: int, done: Sequence[str]) -> str:
-    """A sharded client's page_token: the global cursor and the shards with
-    nothing after it, as urlsafe base64 (no padding) of
-    "sharded-after:<after>;done:<name>,<name>". The C++ client's is the
-    same."""
-    raw = f"{_SHARDED_TOKEN_PREFIX}{after};done:{','.join(done)}".encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def _decode_sharded_token(token: str) -> Tuple[int, List[str]]:
-    """(after, done shard names) of a sharded page_token; (0, []) for the
-    first page. InvalidArgument for anything else, as presenced says of its
-    tokens."""
-    if not token:
-        return 0, []
+def _heartbeat_request(item: HeartbeatItem,
+                       now: timestamp_pb2.Timestamp) -> Any:
+    """The HeartbeatRequest of a batch_heartbeat() item."""
+    pair = isinstance(item, (tuple, list)) and len(item) == 2
+    user_id, session_id = item if pair else (item, "")
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        text = raw.decode("ascii")
-        if not text.startswith(_SHARDED_TOKEN_PREFIX):
-            raise ValueError(text)
-        cursor, separator, done = text[len(_SHARDED_TOKEN_PREFIX):].partition(
-            ";done:")
-        if not separator or not cursor.isdigit() or int(cursor) <= 0:
-            raise ValueError(text)
-        return int(cursor), done.split(",") if done else []
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "page_token is not a token from a previous ListOnline response "
-            "of this sharded deployment; pass next_page_token unchanged, or "
-            "empty for the first page") from None
+        if not isinstance(session_id, str):
+            raise TypeError(f"session_id {session_id!r} is not a str")
+        request = pb.HeartbeatRequest(user_id=operator.index(user_id),
+                                      session_id=session_id)
+    except TypeError as error:
+        raise TypeError("batch_heartbeat() takes user ids and (user_id, "
+                        f"session_id) pairs, got {item!r}") from error
+    request.client_time.CopyFrom(now)  # informational only
+    return request

@@ -89,6 +89,17 @@ def error_for(code: grpc.StatusCode, message: str) -> PresenceError:
     return _BY_CODE.get(code, PresenceError)(code, message)
 
 
+_BY_NUMBER: Dict[int, grpc.StatusCode] = {
+    code.value[0]: code for code in grpc.StatusCode}
+
+
+def status_code(number: int) -> grpc.StatusCode:
+    """The grpc.StatusCode of a code's number (e.g. 3: INVALID_ARGUMENT), as
+    BatchHeartbeat's per-item errors give it; UNKNOWN for a number that is
+    none."""
+    return _BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN)
+
+
 def from_rpc_error(error: grpc.RpcError) -> PresenceError:
     """The exception for a failed call (a grpc.RpcError that is a grpc.Call)."""
     code: Optional[grpc.StatusCode] = error.code()  # type: ignore[attr-defined]

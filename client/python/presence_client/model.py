@@ -166,6 +166,15 @@ def optional_datetime(message, field: str) -> Optional[datetime.datetime]:
     return to_datetime(getattr(message, field))
 
 
+def heartbeat_result(message) -> HeartbeatResult:
+    """Of a HeartbeatResponse."""
+    return HeartbeatResult(
+        server_time=to_datetime(message.server_time),
+        online_until=to_datetime(message.online_until),
+        heartbeat_interval=message.heartbeat_interval.ToTimedelta(),
+        became_online=message.became_online)
+
+
 def user_presence(message) -> UserPresence:
     return UserPresence(
         user_id=message.user_id,

@@ -15,9 +15,10 @@ from typing import List, Optional
 import grpc
 
 import presence_client
-from presence_client import (DeadlineExceeded, InvalidArgument,
-                             PresenceChange, PresenceClient, PresenceError,
-                             Reason, Snapshot, Status, Unavailable)
+from presence_client import (DeadlineExceeded, HeartbeatResult,
+                             InvalidArgument, PresenceChange, PresenceClient,
+                             PresenceError, Reason, Snapshot, Status,
+                             Unavailable)
 from presence_client._proto import pb
 from presence_client.model import watch_events
 from presenced import Presenced, Proxy, SilentServer, closed_port_address
@@ -427,6 +428,66 @@ class UnaryCallsTest(PresencedTestCase):
                 self.assertIn(field, caught.exception.message)
 
 
+class BatchHeartbeatTest(PresencedTestCase):
+    def test_one_result_per_item_in_request_order(self) -> None:
+        results = self.client.batch_heartbeat(
+            [5, (7, "laptop"), 0, (7, "phone"), (9, "x" * 129), [5, ""]])
+        self.assertEqual(len(results), 6)
+        applied = [results[i] for i in (0, 1, 3, 5)]
+        for result in applied:
+            self.assertIsInstance(result, HeartbeatResult)
+            self.assertEqual(result.online_until - result.server_time,
+                             datetime.timedelta(minutes=5))
+            self.assertEqual(result.heartbeat_interval,
+                             datetime.timedelta(minutes=2))
+        # Applied in order: the second of a user (or of a session) finds
+        # it online.
+        self.assertEqual([r.became_online for r in applied],
+                         [True, True, False, False])
+
+        # A refused item is returned as its error, not raised, and the
+        # others are applied.
+        for index, field, message in [
+                (2, "user_id", "heartbeats[2].user_id must be > 0, got 0"),
+                (4, "session_id", "heartbeats[4].session_id must be at most "
+                 "128 bytes, got 129")]:
+            with self.subTest(field=field):
+                error = results[index]
+                self.assertIsInstance(error, InvalidArgument)
+                self.assertEqual(error.code, grpc.StatusCode.INVALID_ARGUMENT)
+                self.assertEqual(error.message, message)
+                self.assertIsNone(error.shard)
+        self.assertEqual(self.client.list_online(), [5, 7])
+        self.assertEqual(self.client.get_presence([7]).users[0].live_sessions,
+                         2)
+
+        self.assertEqual(self.client.batch_heartbeat([]), [])
+        again = self.client.batch_heartbeat(iter([(7, "phone")]))
+        self.assertFalse(again[0].became_online)
+
+    def test_the_watch_sees_a_batch_come_online(self) -> None:
+        recorder = self.record_watch([])
+        self.assertEqual(recorder.next_event().online_users, [])
+        self.client.batch_heartbeat([3, 1, 0, 2])
+        for user_id in (3, 1, 2):
+            self.assert_change(recorder.next_event(), user_id, Status.ONLINE,
+                               Reason.HEARTBEAT)
+
+    def test_errors_of_the_whole_call_raise(self) -> None:
+        # More items than presenced takes in one call (10,000).
+        with self.assertRaises(InvalidArgument) as caught:
+            self.client.batch_heartbeat(range(1, 10_002))
+        self.assertIn("heartbeats has 10001 items", caught.exception.message)
+        self.assertEqual(self.client.list_online(), [])
+        # Items that are neither a user id nor (user_id, session_id).
+        for bad in ("42", (1, 2), (1, "a", "b"), None):
+            with self.subTest(item=bad):
+                with self.assertRaises(TypeError) as caught:
+                    self.client.batch_heartbeat([1, bad])
+                self.assertIn(repr(bad), str(caught.exception))
+        self.assertEqual(self.client.list_online(), [])
+
+
 class ConnectionErrorsTest(unittest.TestCase):
     def test_default_deadline_ends_a_call_to_a_silent_server(self) -> None:
         silent = SilentServer()
@@ -445,6 +506,10 @@ class ConnectionErrorsTest(unittest.TestCase):
             with self.assertRaises(DeadlineExceeded):
                 client.list_online(timeout=0.1)
             self.assertLess(time.monotonic() - started, 0.9)
+            started = time.monotonic()
+            with self.assertRaises(DeadlineExceeded):
+                client.batch_heartbeat([1, 2], timeout=0.1)
+            self.assertLess(time.monotonic() - started, 0.9)
 
     def test_default_deadline_is_five_seconds(self) -> None:
         client = PresenceClient(closed_port_address())
@@ -457,6 +522,9 @@ class ConnectionErrorsTest(unittest.TestCase):
                 client.get_presence([1])
             self.assertEqual(caught.exception.code,
                              grpc.StatusCode.UNAVAILABLE)
+            # A batch whose whole call fails raises, unsharded.
+            with self.assertRaises(Unavailable):
+                client.batch_heartbeat([1, (2, "tab")])
 
     def test_service_config_matches_the_cpp_client(self) -> None:
         # The installed-package test runs a copy of this file elsewhere.

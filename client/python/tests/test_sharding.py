@@ -16,13 +16,13 @@ from typing import Dict, List, Optional, Set
 import grpc
 
 import presence_client
-from presence_client import (FailedPrecondition, InvalidArgument,
-                             OnlineUsers, PresenceChange, PresenceClient,
-                             Reason, ShardedWatch, ShardMap, Snapshot, Status,
-                             Unavailable)
+from presence_client import (FailedPrecondition, HeartbeatResult,
+                             InvalidArgument, OnlineUsers, PresenceChange,
+                             PresenceClient, Reason, ShardedWatch, ShardMap,
+                             Snapshot, Status, Unavailable)
 from presence_client._proto import pb
-from presence_client.client import (_decode_sharded_token, _server_token,
-                                    _sharded_token)
+from presence_client.sharded import (decode_sharded_token,
+                                     server_page_token, sharded_page_token)
 from presence_client.shards import shard_name_hash, shard_weight
 from presenced import Presenced
 from test_client import FakeRpcError, WatchRecorder
@@ -145,23 +145,23 @@ class ShardMapTest(unittest.TestCase):
     def test_page_tokens(self) -> None:
         # presenced's own, for the page after user 42, and the sharded
         # client's, both urlsafe base64 without padding.
-        self.assertEqual(_server_token(42), "YWZ0ZXI6NDI")
+        self.assertEqual(server_page_token(42), "YWZ0ZXI6NDI")
         self.assertEqual(base64.urlsafe_b64decode("YWZ0ZXI6NDI="), b"after:42")
-        token = _sharded_token(1234, ["s0", "s2"])
+        token = sharded_page_token(1234, ["s0", "s2"])
         self.assertNotIn("=", token)
         self.assertEqual(
             base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)),
             b"sharded-after:1234;done:s0,s2")
-        self.assertEqual(_decode_sharded_token(token), (1234, ["s0", "s2"]))
-        self.assertEqual(_decode_sharded_token(_sharded_token(7, [])),
+        self.assertEqual(decode_sharded_token(token), (1234, ["s0", "s2"]))
+        self.assertEqual(decode_sharded_token(sharded_page_token(7, [])),
                          (7, []))
-        self.assertEqual(_decode_sharded_token(""), (0, []))
+        self.assertEqual(decode_sharded_token(""), (0, []))
         no_done = base64.urlsafe_b64encode(b"sharded-after:5").decode()
-        for bad in ("bogus", _server_token(42), _sharded_token(0, []),
+        for bad in ("bogus", server_page_token(42), sharded_page_token(0, []),
                     "!!!!", no_done):
             with self.subTest(token=bad):
                 with self.assertRaises(InvalidArgument) as caught:
-                    _decode_sharded_token(bad)
+                    decode_sharded_token(bad)
                 self.assertIn("page_token", caught.exception.message)
 
 
@@ -353,12 +353,17 @@ def owner(user_id: int) -> str:
     return ShardMap.parse_names(",".join(NAMES)).owner(user_id).name
 
 
-def drive(client: PresenceClient, user_ids, threads: int = 16) -> None:
-    """A heartbeat of each user, from `threads` threads (the Python client
-    has no BatchHeartbeat)."""
+def drive(client: PresenceClient, user_ids, batch: int = 500,
+          threads: int = 2) -> None:
+    """A heartbeat of each user: BatchHeartbeats of `batch` users (each
+    split over the shards by the client), `threads` at a time."""
+    user_ids = list(user_ids)
+    batches = [user_ids[i:i + batch] for i in range(0, len(user_ids), batch)]
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-        for _ in pool.map(client.heartbeat, user_ids, chunksize=200):
-            pass
+        for results in pool.map(client.batch_heartbeat, batches):
+            for result in results:
+                if not isinstance(result, HeartbeatResult):
+                    raise result
 
 
 class ShardedDeploymentTest(unittest.TestCase):
@@ -446,12 +451,12 @@ class ShardedDeploymentTest(unittest.TestCase):
 
         # A token of presenced itself is no token of the sharded client.
         with self.assertRaises(InvalidArgument):
-            self.client.list_online_page(page_token=_server_token(10))
+            self.client.list_online_page(page_token=server_page_token(10))
 
     def test_the_servers_page_token_is_after_the_last_id(self) -> None:
         page = self.direct["s0"].list_online_page(page_size=2)
         self.assertEqual(page.next_page_token,
-                         _server_token(page.online_users[-1]))
+                         server_page_token(page.online_users[-1]))
 
     def test_get_presence_across_shards_in_request_order(self) -> None:
         # Online and never seen, of every shard, mixed, one twice.
@@ -512,6 +517,100 @@ class ShardedDeploymentTest(unittest.TestCase):
               end=" ")
 
 
+class ShardedBatchHeartbeatTest(unittest.TestCase):
+    """batch_heartbeat split over three shards and merged back in order."""
+
+    def setUp(self) -> None:
+        self.servers = start_shards()
+        for server in self.servers:
+            self.addCleanup(server.close)
+        self.client = PresenceClient(spec(self.servers))
+        self.addCleanup(self.client.close)
+        self.users = {name: [u for u in range(1, 100) if owner(u) == name][:3]
+                      for name in NAMES}
+
+    def test_split_by_owner_and_merged_in_request_order(self) -> None:
+        s0, s1, s2 = (self.users[name] for name in NAMES)
+        items = [s2[0], (s0[0], "tab-a"), 0, (s1[0], "tab-b"), s0[1], -4,
+                 (s0[0], "tab-c"), s2[0]]
+        results = self.client.batch_heartbeat(items)
+        self.assertEqual(len(results), len(items))
+        applied = [0, 1, 3, 4, 6, 7]
+        for index in applied:
+            self.assertIsInstance(results[index], HeartbeatResult, index)
+        # Each shard applies its items in request order: the second
+        # heartbeat of s0[0] and of s2[0] finds the user online.
+        self.assertEqual([results[i].became_online for i in applied],
+                         [True, True, True, True, False, False])
+
+        # A refused item is its error, naming its shard and counted in the
+        # caller's request, not in the shard's part of it.
+        for index, user_id in ((2, 0), (5, -4)):
+            with self.subTest(user_id=user_id):
+                error = results[index]
+                name = owner(user_id)
+                address = self.servers[NAMES.index(name)].address
+                self.assertIsInstance(error, InvalidArgument)
+                self.assertEqual(error.code, grpc.StatusCode.INVALID_ARGUMENT)
+                self.assertEqual(error.shard, name)
+                self.assertEqual(
+                    error.message,
+                    f"shard {name} ({address}): heartbeats[{index}].user_id "
+                    f"must be > 0, got {user_id}")
+
+        self.assertEqual(self.client.list_online(),
+                         sorted([s0[0], s0[1], s1[0], s2[0]]))
+        self.assertEqual(
+            self.client.get_presence([s0[0]]).users[0].live_sessions, 2)
+        self.assertEqual(self.client.batch_heartbeat([]), [])
+
+    def test_a_misrouted_item_to_one_shard_directly(self) -> None:
+        direct = PresenceClient(self.servers[0].address)
+        self.addCleanup(direct.close)
+        s0, s1, s2 = (self.users[name] for name in NAMES)
+        results = direct.batch_heartbeat([s0[2], s1[1], (s2[1], "tab")])
+        self.assertIsInstance(results[0], HeartbeatResult)
+        self.assertTrue(results[0].became_online)
+        for index, name in ((1, "s1"), (2, "s2")):
+            with self.subTest(shard=name):
+                error = results[index]
+                self.assertIsInstance(error, FailedPrecondition)
+                self.assertEqual(error.code,
+                                 grpc.StatusCode.FAILED_PRECONDITION)
+                self.assertTrue(error.message.startswith(
+                    f"heartbeats[{index}]."), error.message)
+                self.assertIn(f"belongs to shard {name}", error.message)
+                self.assertIsNone(error.shard)  # an unsharded client's
+        # Nothing of the misrouted items was applied anywhere.
+        self.assertEqual(self.client.list_online(), [s0[2]])
+
+    def test_a_shard_down_fails_its_items_only(self) -> None:
+        s0, s1, s2 = (self.users[name] for name in NAMES)
+        down = self.servers[1]
+        address = down.address
+        down.kill()
+        started = time.monotonic()
+        results = self.client.batch_heartbeat([s0[0], s1[0], s2[0], s1[1]])
+        self.assertLess(time.monotonic() - started, 2.0)
+        self.assertIsInstance(results[0], HeartbeatResult)
+        self.assertIsInstance(results[2], HeartbeatResult)
+        error = results[1]
+        self.assertIsInstance(error, Unavailable)
+        self.assertEqual(error.shard, "s1")
+        self.assertTrue(error.message.startswith(f"shard s1 ({address}): "),
+                        error.message)
+        self.assertIs(results[3], error)  # that call's one error
+        self.assertEqual(self.client.list_online(partial=True),
+                         sorted([s0[0], s2[0]]))
+
+        # Every shard down: the first failure, in request order, raises.
+        self.servers[0].kill()
+        self.servers[2].kill()
+        with self.assertRaises(Unavailable) as caught:
+            self.client.batch_heartbeat([s2[0], s0[0], s1[0]])
+        self.assertEqual(caught.exception.shard, "s2")
+
+
 class ShardedTokenTest(unittest.TestCase):
     """Every shard's channel carries the token, the watch's included."""
 
@@ -561,7 +660,7 @@ class ShardDownTest(unittest.TestCase):
         self.addCleanup(self.client.close)
         self.users = {name: [u for u in range(1, 301) if owner(u) == name]
                       for name in NAMES}
-        drive(self.client, range(1, 301), threads=8)
+        drive(self.client, range(1, 301))
 
     def test_one_shard_down_and_back(self) -> None:
         recorder = WatchRecorder(self.client, [])
