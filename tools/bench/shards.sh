@@ -39,9 +39,10 @@ cpu_seconds() {
   awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN {print t / hz}'
 }
 
-# One round with $1 shards; prints "heartbeats/s server-CPU-us-per-heartbeat".
+# One round with $1 shards and $2 heartbeats per client call; prints
+# "heartbeats/s server-CPU-us-per-heartbeat".
 round() {
-  local n=$1 map="" started=() i out before after
+  local n=$1 batch=$2 map="" started=() i out before after
   for ((i = 0; i < n; i++)); do
     rm -f "$work"/s$i.db*
     start_presenced --db="$work/s$i.db" --shard=s$i --shards="s{0..$((n - 1))}"
@@ -50,7 +51,7 @@ round() {
   done
   before=$(cpu_seconds "${started[@]}")
   out=$("$bin/presence_load" --server="$map" --mode=batch --users=300000 \
-      --batch=100 --threads=16 --seconds="$seconds")
+      --batch="$batch" --threads=16 --seconds="$seconds")
   after=$(cpu_seconds "${started[@]}")
   awk -v out="$out" -v cpu="$(awk -v a="$after" -v b="$before" 'BEGIN {print a - b}')" 'BEGIN {
     match(out, /heartbeats=[0-9]+/); n = substr(out, RSTART + 11, RLENGTH - 11)
@@ -59,21 +60,33 @@ round() {
   for server_pid in "${started[@]}"; do stop_presenced; done
 }
 
+# Two ways to split the same load: a client call of 100 heartbeats (each
+# shard gets 100/N of it: more calls per heartbeat as N grows), and a call
+# of 100 x N (each shard gets ~100 per call, as with one shard).
 declare -A rates cpus
 for ((r = 0; r < rounds; r++)); do
   for n in 1 2 3; do
-    read -r rate cpu <<< "$(round "$n")"
-    rates[$n]+="$rate "
-    cpus[$n]+="$cpu "
+    for mode in fixed scaled; do
+      batch=100
+      [ "$mode" = scaled ] && batch=$((100 * n))
+      read -r rate cpu <<< "$(round "$n" "$batch")"
+      rates[$n.$mode]+="$rate "
+      cpus[$n.$mode]+="$cpu "
+    done
   done
 done
-one=$(tr ' ' '\n' <<< "${rates[1]}" | grep . | median)
-for n in 1 2 3; do
-  values=$(tr ' ' '\n' <<< "${rates[$n]}" | grep .)
-  med=$(median <<< "$values")
-  lo=$(sort -g <<< "$values" | head -1)
-  hi=$(sort -g <<< "$values" | tail -1)
-  cpu=$(tr ' ' '\n' <<< "${cpus[$n]}" | grep . | median)
-  printf 'shards=%d heartbeats_per_second=%.0f range=%.0f-%.0f ratio_to_one=%.2f server_cpu_us_per_heartbeat=%s rounds=%d\n' \
-    "$n" "$med" "$lo" "$hi" "$(awk -v a="$med" -v b="$one" 'BEGIN {print a / b}')" "$cpu" "$rounds"
+for mode in fixed scaled; do
+  one=$(tr ' ' '\n' <<< "${rates[1.$mode]}" | grep . | median)
+  for n in 1 2 3; do
+    values=$(tr ' ' '\n' <<< "${rates[$n.$mode]}" | grep .)
+    med=$(median <<< "$values")
+    lo=$(sort -g <<< "$values" | head -1)
+    hi=$(sort -g <<< "$values" | tail -1)
+    cpu=$(tr ' ' '\n' <<< "${cpus[$n.$mode]}" | grep . | median)
+    batch=100
+    [ "$mode" = scaled ] && batch=$((100 * n))
+    printf 'shards=%d batch=%d heartbeats_per_second=%.0f range=%.0f-%.0f ratio_to_one=%.2f server_cpu_us_per_heartbeat=%s rounds=%d\n' \
+      "$n" "$batch" "$med" "$lo" "$hi" \
+      "$(awk -v a="$med" -v b="$one" 'BEGIN {print a / b}')" "$cpu" "$rounds"
+  done
 done
