@@ -195,6 +195,23 @@ fanout_us=$(awk '/changes delivered per CPU-second/ {print $(NF-6)}' <<< "$fanou
 fanout_made=$(awk '/changes made/ {gsub(/[(\/s,]/, "", $4); print $4}' <<< "$fanout_report")
 fanout_lag=$(awk '/every watcher had the last change/ {print $(NF-2)}' <<< "$fanout_report")
 
+echo "== scale-out: 1, 2, 3 shards through the sharded client"
+shards_report=$(ROUNDS="$rounds" SECONDS_PER_ROUND="$batch_seconds" BUILD_DIR="$build" \
+  tools/bench/shards.sh)
+# Sets ${prefix}_hps, _range, _us from the line of $1 shards at $2 per call.
+shard_row() {
+  local line
+  line=$(awk -v n="$1" -v b="$2" '$1 == "shards=" n && $2 == "batch=" b {print; exit}' \
+    <<< "$shards_report")
+  printf -v "$3_hps" '%s' "$(sed 's/.*heartbeats_per_second=\([0-9]*\).*/\1/' <<< "$line")"
+  printf -v "$3_range" '%s' "$(sed 's/.*range=\([0-9-]*\).*/\1/' <<< "$line")"
+  printf -v "$3_us" '%s' "$(sed 's/.*server_cpu_us_per_heartbeat=\([0-9.]*\).*/\1/' <<< "$line")"
+}
+shard_row 1 100 s1
+shard_row 2 200 s2
+shard_row 3 300 s3
+shard_row 3 100 s3s
+
 echo "== classic SQL design"
 classic=$(python3 tools/bench/classic_sql.py "$work/classic.db" --users "$fill_users" \
   --updates "$sql_updates" --rounds "$rounds")
@@ -253,6 +270,9 @@ Load generators: h2load (one thread, pinned to core 1), redis-benchmark,
 | changes delivered per server CPU-second, $watchers watchers, $fanout_rate changes/s offered ($fanout_made/s made) | $fanout_per_cpu_s | | | >= 2000000 |
 | start-up with $fill_users live sessions to SERVING, ms | $startup_ms | | | <= 2000 |
 | SQLite under full heartbeat load (async, 100 ms interval) | $tx_line in $(awk -v a="$start_tx" -v b="$end_tx" 'BEGIN {printf "%.1f", b - a}') s | | | bounded by --commit_interval |
+| BatchHeartbeat heartbeats/s through the sharded client, 2 shards, 200 per call (100 per shard; rounds $s2_range, $s2_us µs server CPU per heartbeat) / 1 shard, 100 per call ($s1_range, $s1_us µs) | $s2_hps | $s1_hps | $(ratio "$s2_hps" "$s1_hps") | aggregate (capacity model below) |
+| the same, 3 shards, 300 per call (rounds $s3_range, $s3_us µs) | $s3_hps | $s1_hps | $(ratio "$s3_hps" "$s1_hps") | |
+| the same, 3 shards, 100 per call (about 33 per shard; rounds $s3s_range, $s3s_us µs) | $s3s_hps | $s1_hps | $(ratio "$s3s_hps" "$s1_hps") | |
 | classic design: autocommit UPDATEs/s / presenced Heartbeat c16 m16 | $classic_ups | $hb_qps | $(ratio "$classic_ups" "$hb_qps") | |
 | classic design: SELECT of $fill_users recent, ms / presenced full ListOnline | $classic_list_ms | $list_ms | $(ratio "$classic_list_ms" "$list_ms") | |
 
