@@ -154,7 +154,7 @@ void Watcher::DeliverChange(const v1::PresenceChange& change,
   callbacks_.on_change(numbered);
 }
 
-void Watcher::Deliver(Stream& stream,
+void Watcher::Advance(Stream& stream,
                       const v1::WatchPresenceResponse& message) {
   // A message is delivered whole before the next Read(), so its sequence,
   // which is its last change's, is where a new stream resumes.
@@ -162,6 +162,11 @@ void Watcher::Deliver(Stream& stream,
   stream.sequence = message.sequence();
   stream.delivered_since_connect = true;
   if (callbacks_.on_message) callbacks_.on_message(message);
+}
+
+void Watcher::Deliver(Stream& stream,
+                      const v1::WatchPresenceResponse& message) {
+  Advance(stream, message);
   switch (message.event_case()) {
     case v1::WatchPresenceResponse::kSnapshot:
       if (callbacks_.on_snapshot) callbacks_.on_snapshot(message.snapshot());
@@ -181,10 +186,7 @@ void Watcher::Deliver(Stream& stream,
 
 void Watcher::DeliverMerged(Stream& stream,
                             const v1::WatchPresenceResponse& message) {
-  stream.epoch = message.epoch();
-  stream.sequence = message.sequence();
-  stream.delivered_since_connect = true;
-  if (callbacks_.on_message) callbacks_.on_message(message);
+  Advance(stream, message);
   switch (message.event_case()) {
     case v1::WatchPresenceResponse::kSnapshot: {
       stream.online.clear();

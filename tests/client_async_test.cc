@@ -37,6 +37,8 @@
 namespace presence {
 namespace {
 
+using testing::Await;
+
 using google::protobuf::util::MessageDifferencer;
 using google::protobuf::util::TimeUtil;
 using ::testing::ElementsAre;
@@ -97,24 +99,6 @@ class Tally {
   std::vector<absl::Status> statuses_ ABSL_GUARDED_BY(mu_);
   int finished_ ABSL_GUARDED_BY(mu_) = 0;
 };
-
-// Starts one asynchronous call with `start` and waits for its result.
-template <typename T>
-absl::StatusOr<T> Await(const std::function<void(Client::Callback<T>)>& start) {
-  struct Outcome {
-    absl::Notification done;
-    absl::StatusOr<T> result = absl::UnknownError("no callback");
-  };
-  auto outcome = std::make_shared<Outcome>();
-  start([outcome](absl::StatusOr<T> result) {
-    outcome->result = std::move(result);
-    outcome->done.Notify();
-  });
-  if (!outcome->done.WaitForNotificationWithTimeout(kWait)) {
-    return absl::InternalError("the test gave up waiting for the callback");
-  }
-  return outcome->result;
-}
 
 // A TCP listener on 127.0.0.1 that never accepts and never answers: the
 // kernel completes connections into its backlog, so a call neither fails

@@ -32,6 +32,8 @@
 namespace presence {
 namespace {
 
+using testing::Await;
+
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using testing::RunningPresenced;
@@ -623,24 +625,6 @@ TEST_F(ShardedClientTest, WatchPresenceAsyncMergesTheShardsIntoOneStream) {
   EXPECT_THAT(std::string(broken->status.message()),
               HasSubstr(absl::StrCat("shard s2 (", shards_[2].address, ")")));
   EXPECT_EQ(broken->dones, 1);
-}
-
-// Starts one asynchronous call with `start` and waits for its result.
-template <typename T>
-absl::StatusOr<T> Await(const std::function<void(Client::Callback<T>)>& start) {
-  struct Outcome {
-    absl::Notification done;
-    absl::StatusOr<T> result = absl::UnknownError("no callback");
-  };
-  auto outcome = std::make_shared<Outcome>();
-  start([outcome](absl::StatusOr<T> result) {
-    outcome->result = std::move(result);
-    outcome->done.Notify();
-  });
-  if (!outcome->done.WaitForNotificationWithTimeout(kWait)) {
-    return absl::InternalError("the test gave up waiting for the callback");
-  }
-  return outcome->result;
 }
 
 // The asynchronous calls split and merge like the blocking ones; and the

@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -10,7 +11,10 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 
 namespace presence::testing {
@@ -72,6 +76,29 @@ class Subprocess {
   bool streams_closed_ ABSL_GUARDED_BY(mu_) = false;
   std::thread reader_;
 };
+
+// Starts one asynchronous call with `start` (given the call's callback, of
+// presence::Client::Callback's type) and waits up to `timeout` for its
+// result.
+template <typename T>
+absl::StatusOr<T> Await(
+    const std::function<void(absl::AnyInvocable<void(absl::StatusOr<T>) &&>)>&
+        start,
+    absl::Duration timeout = absl::Seconds(60)) {
+  struct Outcome {
+    absl::Notification done;
+    absl::StatusOr<T> result = absl::UnknownError("no callback");
+  };
+  auto outcome = std::make_shared<Outcome>();
+  start([outcome](absl::StatusOr<T> result) {
+    outcome->result = std::move(result);
+    outcome->done.Notify();
+  });
+  if (!outcome->done.WaitForNotificationWithTimeout(timeout)) {
+    return absl::InternalError("the test gave up waiting for the callback");
+  }
+  return outcome->result;
+}
 
 // Runs a command to completion.
 Subprocess::Exit Run(std::vector<std::string> argv,

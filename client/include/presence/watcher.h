@@ -119,6 +119,10 @@ class Watcher {
   void Run(Stream& stream);
   // Reads one stream until it ends; returns its status.
   grpc::Status Follow(Stream& stream, grpc::ClientContext* context);
+  // Advances the stream's (epoch, sequence) past `message` and hands it to
+  // on_message: what Deliver and DeliverMerged do first.
+  void Advance(Stream& stream, const v1::WatchPresenceResponse& message)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(deliver_mu_);
   // Hands one message to the callbacks and advances the stream's (epoch,
   // sequence).
   void Deliver(Stream& stream, const v1::WatchPresenceResponse& message)

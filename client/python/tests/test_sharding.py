@@ -344,6 +344,17 @@ def start_shards(flags: Optional[List[str]] = None) -> List[Presenced]:
     return servers
 
 
+def start_sharded(test: unittest.TestCase):
+    """Three shards and a sharded client over them, both closed when `test`
+    ends: (servers, client)."""
+    servers = start_shards()
+    for server in servers:
+        test.addCleanup(server.close)
+    client = PresenceClient(spec(servers))
+    test.addCleanup(client.close)
+    return servers, client
+
+
 def spec(servers: List[Presenced]) -> str:
     return ",".join(f"{name}={server.address}"
                     for name, server in zip(NAMES, servers))
@@ -521,11 +532,7 @@ class ShardedBatchHeartbeatTest(unittest.TestCase):
     """batch_heartbeat split over three shards and merged back in order."""
 
     def setUp(self) -> None:
-        self.servers = start_shards()
-        for server in self.servers:
-            self.addCleanup(server.close)
-        self.client = PresenceClient(spec(self.servers))
-        self.addCleanup(self.client.close)
+        self.servers, self.client = start_sharded(self)
         self.users = {name: [u for u in range(1, 100) if owner(u) == name][:3]
                       for name in NAMES}
 
@@ -653,11 +660,7 @@ class ShardDownTest(unittest.TestCase):
     listings say who is missing, and the merged watch carries on."""
 
     def setUp(self) -> None:
-        self.servers = start_shards()
-        for server in self.servers:
-            self.addCleanup(server.close)
-        self.client = PresenceClient(spec(self.servers))
-        self.addCleanup(self.client.close)
+        self.servers, self.client = start_sharded(self)
         self.users = {name: [u for u in range(1, 301) if owner(u) == name]
                       for name in NAMES}
         drive(self.client, range(1, 301))
