@@ -497,6 +497,21 @@ absl::StatusOr<ListAllPlan> PlanListAll(const ShardMap& map,
   return plan;
 }
 
+// What leaves a shard out of a partial listing: it is down, overloaded or
+// too slow. Anything else (a refused token, a map that is not the shards'
+// own) would be as wrong on the next call, and fails the listing.
+bool ShardIsDown(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kCancelled:
+    case absl::StatusCode::kResourceExhausted:
+      return true;
+    default:
+      return false;
+  }
+}
+
 absl::StatusOr<OnlineUsers> MergeListAll(
     const ShardMap& map, const ListAllPlan& plan, bool allow_missing,
     std::vector<absl::StatusOr<std::vector<int64_t>>> results) {
@@ -509,8 +524,10 @@ absl::StatusOr<OnlineUsers> MergeListAll(
   for (size_t p = 0; p < plan.shards.size(); ++p) {
     const Shard& shard = map.shard(plan.shards[p]);
     if (!results[p].ok()) {
-      merged.missing_shards.push_back(MissingShard{
-          shard.name, shard.target, ShardError(shard, results[p].status())});
+      const absl::Status error = ShardError(shard, results[p].status());
+      if (!ShardIsDown(error)) return error;
+      merged.missing_shards.push_back(
+          MissingShard{shard.name, shard.target, error});
       continue;
     }
     merged.users.insert(merged.users.end(), results[p]->begin(),

@@ -22,6 +22,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "gateway/rest_server.h"
+#include "presence/shard_map.h"
 #include "service/log.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:8080",
@@ -147,6 +148,13 @@ int main(int argc, char** argv) {
   presence::rest::RestOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
   options.presenced.target = absl::GetFlag(FLAGS_server);
+  // A map that does not parse would otherwise be taken as one gRPC target,
+  // and the gateway would start only to stay stale.
+  if (absl::StatusOr<presence::ShardMap> map =
+          presence::ShardMap::Parse(options.presenced.target);
+      !map.ok()) {
+    return Fail(absl::StrCat("--server: ", map.status().message()));
+  }
   options.presenced.deadline = absl::GetFlag(FLAGS_deadline);
   if (absl::GetFlag(FLAGS_max_event_streams) < 0) {
     return Fail("--max_event_streams must be >= 0");

@@ -406,14 +406,23 @@ absl::Status CheckOwner(const ShardOwnership&,
                         const v1::BatchHeartbeatRequest&) {
   return absl::OkStatus();
 }
-absl::Status CheckOwner(const ShardOwnership&,
-                        const v1::ListForeignUsersRequest&) {
-  return absl::OkStatus();
+// The hand-over calls exist for resharding only: an unsharded presenced
+// refuses them, so that they are no way around Heartbeat on a single node.
+absl::Status HandOverOnlyWhenSharded(const ShardOwnership& o) {
+  if (o.sharded()) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      "this presenced is not sharded (no --shards): it has no users to hand "
+      "over or take over; ListForeignUsers and ImportLastSeen are for "
+      "resharding (docs/scale-out.md)");
 }
-// Checked before any item is applied, by the handler.
-absl::Status CheckOwner(const ShardOwnership&,
+absl::Status CheckOwner(const ShardOwnership& o,
+                        const v1::ListForeignUsersRequest&) {
+  return HandOverOnlyWhenSharded(o);
+}
+// Each item's owner is checked by the handler, before any is applied.
+absl::Status CheckOwner(const ShardOwnership& o,
                         const v1::ImportLastSeenRequest&) {
-  return absl::OkStatus();
+  return HandOverOnlyWhenSharded(o);
 }
 template <typename Request>
 absl::Status CheckOwner(const ShardOwnership& o, const Request& r) {
@@ -669,6 +678,10 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::ImportLastSeen(
     if (ticket != 0) ++updated;
     last_ticket = std::max(last_ticket, ticket);
   }
+  // Rare (a reshard) and a change of state no event announces: on record.
+  LogInfo(absl::StrCat("ImportLastSeen from ", context->peer(), ": ",
+                       request.users_size(), " users, last_seen raised for ",
+                       updated));
   v1::ImportLastSeenResponse response;
   response.set_updated(updated);
   Serialize(response, answer);

@@ -3,6 +3,8 @@
 // and a fake clock. It answers only for its own users, and hands those it
 // set aside at start-up to their new owners (ListForeignUsers,
 // ImportLastSeen). The sharded clients are tested in sharded_client_test.
+#include <signal.h>
+
 #include <chrono>
 #include <memory>
 #include <string>
@@ -342,7 +344,7 @@ TEST_F(ShardServerTest, SetsAsideUsersItNoLongerOwnsAndTheirOwnerImportsThem) {
 }
 
 TEST_F(ShardServerTest, ImportRejectsAMissingLastSeenAndClampsAFutureOne) {
-  std::unique_ptr<PresenceServer> server = Start("", "");
+  std::unique_ptr<PresenceServer> server = Start("a", "a");
   ASSERT_NE(server, nullptr);
   std::unique_ptr<Client> client = ClientOf(*server);
   v1::ImportLastSeenRequest request;
@@ -364,6 +366,67 @@ TEST_F(ShardServerTest, ImportRejectsAMissingLastSeenAndClampsAFutureOne) {
   absl::StatusOr<v1::GetPresenceResponse> got = client->GetPresence({5});
   ASSERT_TRUE(got.ok());
   EXPECT_EQ(FromProto(got->users(0).last_seen()), clock_.Now());
+}
+
+// The hand-over calls are for resharding: one unsharded presenced refuses
+// them, so they are no way around Heartbeat there.
+TEST_F(ShardServerTest, AnUnshardedServerRefusesTheHandOverCalls) {
+  std::unique_ptr<PresenceServer> server = Start("", "");
+  ASSERT_NE(server, nullptr);
+  std::unique_ptr<Client> client = ClientOf(*server);
+  v1::ImportLastSeenRequest import;
+  import.add_users()->set_user_id(5);
+  *import.mutable_users(0)->mutable_last_seen() = ToProto(clock_.Now());
+  grpc::ClientContext import_context;
+  v1::ImportLastSeenResponse imported;
+  grpc::Status s =
+      client->stub().ImportLastSeen(&import_context, import, &imported);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(s.error_message(), HasSubstr("not sharded"));
+  grpc::ClientContext list_context;
+  v1::ListForeignUsersResponse listed;
+  s = client->stub().ListForeignUsers(&list_context,
+                                      v1::ListForeignUsersRequest(), &listed);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  absl::StatusOr<v1::GetPresenceResponse> got = client->GetPresence({5});
+  ASSERT_TRUE(got.ok());
+  EXPECT_FALSE(got->users(0).has_last_seen());
+}
+
+// An answered import survives kill -9 of the real process (commit mode):
+// its answer waited for the commit.
+TEST(ShardProcessTest, AnAnsweredImportSurvivesKill9) {
+  testing::TempDir dir;
+  const std::vector<std::string> flags = {"--db=" + dir.File("b.db"),
+                                          "--shard=b", "--shards=a,b"};
+  testing::RunningPresenced b = testing::StartPresenced(flags);
+  ASSERT_FALSE(b.address.empty());
+  const std::vector<int64_t> users = UsersOf("a,b", "b", 50);
+  const absl::Time seen = absl::FromUnixSeconds(1'700'000'000);
+  v1::ImportLastSeenRequest import;
+  for (int64_t user : users) {
+    v1::UserLastSeen* u = import.add_users();
+    u->set_user_id(user);
+    *u->mutable_last_seen() = ToProto(seen + absl::Seconds(user));
+  }
+  {
+    Client client(b.address);
+    grpc::ClientContext context;
+    v1::ImportLastSeenResponse response;
+    ASSERT_TRUE(client.stub().ImportLastSeen(&context, import, &response).ok());
+    ASSERT_EQ(response.updated(), 50);
+  }
+  b.process->Signal(SIGKILL);
+  b.process->Wait();
+  b = testing::StartPresenced(flags);
+  ASSERT_FALSE(b.address.empty());
+  Client client(b.address);
+  absl::StatusOr<v1::GetPresenceResponse> got = client.GetPresence(users);
+  ASSERT_TRUE(got.ok()) << got.status();
+  for (const v1::UserPresence& p : got->users()) {
+    EXPECT_EQ(FromProto(p.last_seen()), seen + absl::Seconds(p.user_id()))
+        << p.user_id();
+  }
 }
 
 }  // namespace

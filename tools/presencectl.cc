@@ -201,19 +201,14 @@ int Get(presence::Client& client, const std::vector<int64_t>& users) {
 }
 
 // Needs no server: the owner is the hash's, over --server's shard map.
-int ShardOf(const std::vector<int64_t>& users) {
-  absl::StatusOr<presence::ShardMap> map =
-      presence::ShardMap::Parse(absl::GetFlag(FLAGS_server));
-  if (!map.ok()) {
-    return UsageError(absl::StrCat("--server: ", map.status().message()));
-  }
+int ShardOf(const presence::ShardMap& map, const std::vector<int64_t>& users) {
   for (int64_t user : users) {
-    const presence::Shard& owner = map->shard(map->OwnerIndex(user));
+    const presence::Shard& owner = map.shard(map.OwnerIndex(user));
     if (absl::GetFlag(FLAGS_json)) {
       std::printf("{\"userId\":\"%lld\",\"shard\":\"%s\",\"target\":\"%s\"}\n",
                   static_cast<long long>(user), owner.name.c_str(),
                   owner.target.c_str());
-    } else if (map->sharded()) {
+    } else if (map.sharded()) {
       std::printf("%lld\t%s\t%s\n", static_cast<long long>(user),
                   owner.name.c_str(), owner.target.c_str());
     } else {
@@ -224,21 +219,15 @@ int ShardOf(const std::vector<int64_t>& users) {
   return 0;
 }
 
-int Reshard(const presence::ClientOptions& connection) {
-  absl::StatusOr<presence::ShardMap> map =
-      presence::ShardMap::Parse(connection.target);
-  if (!map.ok()) {
-    return UsageError(absl::StrCat("--server: ", map.status().message()));
-  }
+int RunReshard(const presence::ShardMap& map,
+               const presence::ClientOptions& connection) {
   absl::StatusOr<presence::ReshardReport> report =
-      presence::Reshard(*map, connection);
+      presence::Reshard(map, connection);
   if (!report.ok()) {
     std::fprintf(stderr, "presencectl: reshard stopped: %s: %s\n",
                  absl::StatusCodeToString(report.status().code()).c_str(),
                  std::string(report.status().message()).c_str());
-    return report.status().code() == absl::StatusCode::kInvalidArgument
-               ? kExitUsage
-               : kExitError;
+    return kExitError;
   }
   for (const presence::ReshardReport::Move& move : report->moves) {
     std::printf("%s -> %s: %lld users handed over, last_seen raised for %lld\n",
@@ -377,13 +366,25 @@ int main(int argc, char** argv) {
     if (!tls.ok()) return UsageError(std::string(tls.status().message()));
     options.credentials = *std::move(tls);
   }
+  // A map that does not parse would otherwise be taken as one gRPC target.
+  absl::StatusOr<presence::ShardMap> map =
+      presence::ShardMap::Parse(options.target);
+  if (!map.ok()) {
+    return UsageError(absl::StrCat("--server: ", map.status().message()));
+  }
   if (command == "shard") {
     if (users.empty()) return UsageError("shard takes one or more USER ids");
-    return ShardOf(users);
+    return ShardOf(*map, users);
   }
   if (command == "reshard") {
     if (!users.empty()) return UsageError("reshard takes no USER");
-    return Reshard(options);
+    if (!map->sharded()) {
+      return UsageError(
+          "reshard needs the shard map in --server (NAME=HOST:PORT,... or a "
+          "pattern such as presenced-{0..2}.presenced.NAMESPACE.svc:50051), "
+          "not one server's address");
+    }
+    return RunReshard(*map, options);
   }
   presence::Client client(options);
 

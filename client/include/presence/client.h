@@ -169,8 +169,10 @@ class Client {
                           Callback<std::vector<int64_t>> done);
 
   // ListAllOnline that lists what it can: the users of the shards that
-  // answered, and the shards that did not (missing_shards, each with its
-  // error). It fails only if no shard answered. Unsharded it is
+  // answered, and the shards that are down (missing_shards, each with its
+  // error: UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED or RESOURCE_EXHAUSTED).
+  // Any other error (a refused token, a map that is not the shards' own)
+  // fails it, as does every shard being down. Unsharded it is
   // ListAllOnline with no shard missing.
   absl::StatusOr<OnlineUsers> ListAllOnlinePartial(
       absl::Span<const int64_t> only = {});
