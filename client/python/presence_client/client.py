@@ -270,8 +270,7 @@ class PresenceClient:
 
     def list_online_page(self, user_ids: Iterable[int] = (), *,
                          page_size: int = 0, page_token: str = "",
-                         timeout: Optional[float] = None,
-                         partial: bool = False) -> OnlinePage:
+                         timeout: Optional[float] = None) -> OnlinePage:
         """One page of online users (of `user_ids`, if not empty),
         ascending. page_size 0 is the server's default (1,000). Pass
         `next_page_token` as `page_token` for the next page.
@@ -279,17 +278,17 @@ class PresenceClient:
         Sharded: every shard concerned is asked at once for a page after
         the previous page's last id, and the smallest `page_size` ids of
         their merged answers make the page; total_online is the sum of the
-        shards'. A shard that fails raises its error, naming it; with
-        `partial=True` a shard that is down or too slow is left out instead,
-        named in the page's `missing_shards`, and left out of the later
-        pages of this listing too (they ask it for its count only). If no
-        shard answers, the error raises. An unsharded client ignores
-        `partial`."""
+        shards'. Every shard concerned must answer: one that fails raises
+        its error, naming it (Unavailable for a shard that is down); a
+        later call with the same page_token picks up where it was. There
+        is no partial page: use list_online(partial=True) to list the
+        shards that answer. An id <= 0 raises InvalidArgument
+        ("user_ids[I] must be > 0, got X") before any shard is asked."""
+        user_ids = list(user_ids)
         if self.sharded:
             return self._router.list_online_page(
-                list(user_ids), page_size, page_token,
-                self._deadline(timeout), partial)
-        request = pb.ListOnlineRequest(user_ids=list(user_ids),
+                user_ids, page_size, page_token, self._deadline(timeout))
+        request = pb.ListOnlineRequest(user_ids=user_ids,
                                        page_size=page_size,
                                        page_token=page_token)
         response = self._router.call(0, "ListOnline", request,
@@ -313,8 +312,10 @@ class PresenceClient:
         answer is an OnlineUsers (a list) of the shards that answered, and
         its `missing_shards` names the shards that were down or too slow
         (their users are left out); other errors, or every shard down,
-        still raise. Unsharded, `partial=True` also returns an
-        OnlineUsers, and every error raises."""
+        still raise. An id <= 0 raises InvalidArgument ("user_ids[I] must
+        be > 0, got X") before any shard is asked. Unsharded,
+        `partial=True` also returns an OnlineUsers, and every error
+        raises."""
         user_ids = list(user_ids)
         if self.sharded:
             return self._router.list_online(user_ids, page_size,
@@ -336,7 +337,10 @@ class PresenceClient:
 
         Sharded: each shard is asked for its users at once; server_time is
         the latest of theirs. A shard that fails raises its error, naming
-        it: e.g. Unavailable("shard s1 (10.0.0.7:50051): ...")."""
+        it: e.g. Unavailable("shard s1 (10.0.0.7:50051): ..."); if several
+        fail, the error of the shard of the earliest id in `user_ids`. An
+        id <= 0 raises InvalidArgument ("user_ids[I] must be > 0, got X",
+        I counted in `user_ids`) before any shard is asked."""
         user_ids = list(user_ids)
         if self.sharded:
             return self._router.get_presence(user_ids,
@@ -367,7 +371,10 @@ class PresenceClient:
         own `user_ids`, if given) merged into one: a Snapshot of the union,
         then the changes of every shard, and a new merged Snapshot when one
         shard re-snapshots. on_disconnect is then called from the shard's
-        own thread, with an error naming the shard."""
+        own thread, with an error naming the shard. An id <= 0 in
+        `user_ids` is InvalidArgument ("user_ids[I] must be > 0, got X"),
+        raised from the first next() without opening any stream, as one
+        presenced's refusal is."""
         user_ids = list(user_ids)
         if self.sharded:
             return self._router.watch(user_ids, initial_backoff, max_backoff,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 import enum
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Tuple, Union
+from typing import Iterable, List, Optional, Union
 
 from google.protobuf import timestamp_pb2
 
@@ -69,15 +69,8 @@ class OnlinePage:
     next_page_token: str
     server_time: datetime.datetime
     # Online users matching the request over all pages (sharded: the sum
-    # over the shards that answered).
+    # over the shards).
     total_online: int
-    # Sharded, with partial=True: the shards that did not answer, whose users
-    # this page lacks. Empty otherwise.
-    missing_shards: Tuple[str, ...] = ()
-
-    @property
-    def complete(self) -> bool:
-        return not self.missing_shards
 
 
 class OnlineUsers(list):

@@ -32,9 +32,9 @@ from .watch import DisconnectCallback, ShardedWatch
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 10_000
 
-# A shard that failed with one of these is left out of a partial=True
-# listing (it is down, shutting down, overloaded or too slow); any other
-# error is about the request and is raised.
+# A shard that failed with one of these is left out of a
+# list_online(partial=True) (it is down, shutting down, overloaded or too
+# slow); any other error is about the request and is raised.
 _SHARD_DOWN_CODES = frozenset({
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -186,20 +186,26 @@ class ShardRouter:
     def get_presence(self, user_ids: List[int],
                      timeout: float) -> PresenceLookup:
         """GetPresence split by owner, all shards at once, merged back in
-        request order; any shard failing raises its error."""
-        parts = dict(sorted(self.positions(user_ids).items())) or {0: []}
+        request order. An id <= 0 raises InvalidArgument before any shard
+        is asked; a shard failing raises its error, the first in the order
+        of the shards' first ids if several fail (as the C++ client)."""
+        check_user_ids(user_ids)
+        # Shards in the order of their first id: the order failures count in.
+        parts = self.positions(user_ids) or {0: []}
         results = self.fan_out("GetPresence", {
             index: pb.GetPresenceRequest(user_ids=[user_ids[p]
                                                    for p in positions])
             for index, positions in parts.items()}, timeout)
-        _raise_first(results)
         users: List[Any] = [None] * len(user_ids)
         for index, response in results.items():
             positions = parts[index]
-            if len(response.users) != len(positions):
-                raise self._miscount(index, "GetPresence",
-                                     len(response.users),
-                                     f"users for {len(positions)} ids")
+            if (not isinstance(response, PresenceError) and
+                    len(response.users) != len(positions)):
+                response = self._miscount(index, "GetPresence",
+                                          len(response.users),
+                                          f"users for {len(positions)} ids")
+            if isinstance(response, PresenceError):
+                raise response
             for position, user in zip(positions, response.users):
                 users[position] = user_presence(user)
         return PresenceLookup(
@@ -208,8 +214,8 @@ class ShardRouter:
                             for response in results.values()))
 
     def _listed_shards(self, user_ids: List[int]) -> Dict[int, List[int]]:
-        """The shards a listing asks (those owning some of user_ids, or
-        all without), with their ids."""
+        """The shards a listing or watch asks (those owning some of
+        user_ids, or all without, in map order), with their ids."""
         if user_ids:
             return self.split(user_ids)
         return {index: [] for index in range(len(self.shard_map))}
@@ -217,7 +223,9 @@ class ShardRouter:
     def list_online(self, user_ids: List[int], page_size: int,
                     timeout: float, partial: bool) -> List[int]:
         """Every online user: each shard concerned is listed page by page,
-        all at once, and the lists merged (PresenceClient.list_online)."""
+        all at once, and the lists merged (PresenceClient.list_online).
+        An id <= 0 raises InvalidArgument before any shard is asked."""
+        check_user_ids(user_ids)
         groups = self._listed_shards(user_ids)
         tokens = {index: "" for index in groups}  # shards not done yet
         lists: Dict[int, List[int]] = {index: [] for index in groups}
@@ -249,8 +257,7 @@ class ShardRouter:
                                     for index in sorted(missing)])
 
     def list_online_page(self, user_ids: List[int], page_size: int,
-                         page_token: str, timeout: float,
-                         partial: bool) -> OnlinePage:
+                         page_token: str, timeout: float) -> OnlinePage:
         """The sharded page (PresenceClient.list_online_page), as the C++
         client makes it.
 
@@ -263,8 +270,14 @@ class ShardRouter:
         everywhere. A shard that answered everything it has after the
         cursor, and whose ids all made the page, is done. Done shards are
         asked for one id only: their count still belongs in total_online.
+
+        Every shard taking part must answer: one that fails raises its
+        error (the first in map order), as the C++ client does. There is
+        no partial page: a shard left out of one page could not be listed
+        on the later ones without listing again from the start.
         """
         shards = self.shard_map.shards
+        check_user_ids(user_ids)
         after, done_names = decode_sharded_token(page_token)
         done = set()
         for name in done_names:
@@ -287,24 +300,15 @@ class ShardRouter:
 
         total = 0
         times = []
-        missing: List[str] = []
         pages: Dict[int, Tuple[List[int], bool]] = {}  # ids, has more
         for index, result in results.items():
             if isinstance(result, PresenceError):
-                if not partial or result.code not in _SHARD_DOWN_CODES:
-                    raise result
-                missing.append(shards[index].name)
-                # Left out of the rest of this listing too: pages that kept
-                # asking a shard that stays down would never end.
-                done.add(index)
-                continue
+                raise result
             total += result.total_online
             times.append(to_datetime(result.server_time))
             if index not in done:
                 pages[index] = (list(result.online_users),
                                 bool(result.next_page_token))
-        if not times:  # partial, and no shard answered
-            raise results[min(results)]
 
         bound = min((ids[-1] for ids, more in pages.values() if more and ids),
                     default=None)
@@ -325,8 +329,7 @@ class ShardRouter:
             next_token = sharded_page_token(after, [
                 shards[index].name for index in sorted(done)])
         return OnlinePage(online_users=users, next_page_token=next_token,
-                          server_time=max(times), total_online=total,
-                          missing_shards=tuple(missing))
+                          server_time=max(times), total_online=total)
 
     def watch(self, user_ids: List[int], initial_backoff: float,
               max_backoff: float,
@@ -337,6 +340,12 @@ class ShardRouter:
             raise ValueError(
                 f"max_batch must be in [0, 2^32), got {max_batch}")
         shards = self.shard_map.shards
+        try:
+            check_user_ids(user_ids)
+        except InvalidArgument as error:
+            # Raised from the watch's next(), as one presenced's would be;
+            # no stream is opened.
+            return ShardedWatch.failed(error, on_disconnect)
         parts = [(shards[index].name, shards[index].target,
                   self.stubs[index], ids)
                  for index, ids in self._listed_shards(user_ids).items()]
@@ -344,10 +353,15 @@ class ShardRouter:
                             on_disconnect, max_batch=max_batch)
 
 
-def _raise_first(results: Mapping[int, Any]) -> None:
-    for result in results.values():
-        if isinstance(result, PresenceError):
-            raise result
+def check_user_ids(user_ids: Sequence[int]) -> None:
+    """presenced's check of user_ids, made before they are split by shard
+    so that the index it names is the caller's (as the C++ client's
+    CheckUserIds): InvalidArgument("user_ids[I] must be > 0, got X")."""
+    for index, user_id in enumerate(user_ids):
+        if user_id <= 0:
+            raise InvalidArgument(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"user_ids[{index}] must be > 0, got {user_id}")
 
 
 def _reindexed(message: str, shard_position: int, position: int) -> str:

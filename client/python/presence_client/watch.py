@@ -213,8 +213,11 @@ class ShardedWatch(Iterator[WatchEvent]):
     keep flowing; on_disconnect(error, retry_in) reports each break, from
     that shard's thread, with an error whose message names the shard
     ("shard s1 (10.0.0.7:50051): ...") and whose `.shard` is its name.
-    Errors a retry cannot fix are raised from next() and end the watch.
-    Until every shard has sent its first snapshot, nothing is yielded.
+    Errors a retry cannot fix are raised from next() and end the watch;
+    so is InvalidArgument for an id <= 0 in user_ids, found before any
+    stream is opened ("user_ids[I] must be > 0, got X", I counted in the
+    caller's list). Until every shard has sent its first snapshot, nothing
+    is yielded.
 
     Received events wait in a buffer of BUFFER events; when it is full the
     shards' streams are not read (a watcher that falls that far behind gets
@@ -227,10 +230,14 @@ class ShardedWatch(Iterator[WatchEvent]):
     def __init__(self, parts: List[tuple], initial_backoff: float,
                  max_backoff: float,
                  on_disconnect: Optional[DisconnectCallback],
-                 max_batch: int = DEFAULT_MAX_BATCH) -> None:
-        """`parts`: (name, target, stub, user_ids) per shard to follow."""
-        if not parts:
+                 max_batch: int = DEFAULT_MAX_BATCH, *,
+                 failure: Optional[PresenceError] = None) -> None:
+        """`parts`: (name, target, stub, user_ids) per shard to follow.
+        `failure`: see failed()."""
+        if not parts and failure is None:
             raise ValueError("a sharded watch needs at least one shard")
+        self._failure = failure
+        self._on_disconnect = on_disconnect
         self._parts: List[_ShardPart] = []
         for name, target, stub, user_ids in parts:
             watch = PresenceWatch(
@@ -246,6 +253,16 @@ class ShardedWatch(Iterator[WatchEvent]):
         self._all_snapshots = False
         self._yielded_epoch = ""
         self._yielded_sequence = 0
+
+    @classmethod
+    def failed(cls, error: PresenceError,
+               on_disconnect: Optional[DisconnectCallback]
+               ) -> "ShardedWatch":
+        """A watch refused before any stream was opened (e.g. an id <= 0):
+        it follows no shard, and its first next() reports `error` to
+        on_disconnect (retry_in None) and raises it, as a PresenceWatch does
+        with presenced's refusal; the watch is then over."""
+        return cls([], 0.0, 0.0, on_disconnect, failure=error)
 
     @staticmethod
     def _reporter(name: str, target: str,
@@ -327,6 +344,16 @@ class ShardedWatch(Iterator[WatchEvent]):
             return item
 
     def __next__(self) -> WatchEvent:
+        if self._failure is not None:
+            error, self._failure = self._failure, None
+            with self._cond:
+                closed = self._closed
+            self.close()
+            if closed:
+                raise StopIteration
+            if self._on_disconnect is not None:
+                self._on_disconnect(error, None)
+            raise error
         if not self._started:
             self._start()
         while True:

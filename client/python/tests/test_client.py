@@ -49,16 +49,19 @@ class WatchRecorder:
         except Exception as error:  # handed to the test's thread
             self.entries.put(("error", error))
 
-    def next_entry(self) -> tuple:
+    def next_entry(self, timeout: float = WAIT) -> tuple:
         try:
-            return self.entries.get(timeout=WAIT)
+            return self.entries.get(timeout=max(timeout, 0))
         except queue.Empty:
-            raise AssertionError(f"the watch yielded nothing for {WAIT} s")
+            raise AssertionError(
+                f"the watch yielded nothing for {timeout:.1f} s") from None
 
-    def next_event(self):
-        """The next Snapshot or PresenceChange; disconnects are recorded."""
+    def next_event(self, timeout: float = WAIT):
+        """The next Snapshot or PresenceChange, within `timeout` seconds;
+        disconnects are recorded."""
+        deadline = time.monotonic() + timeout
         while True:
-            entry = self.next_entry()
+            entry = self.next_entry(deadline - time.monotonic())
             if entry[0] == "disconnect":
                 self.disconnects.append(entry[1:])
                 continue

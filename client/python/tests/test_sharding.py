@@ -327,6 +327,65 @@ class MergedWatchTest(unittest.TestCase):
         self.assertTrue(self.channels["a"]._streams.empty())
 
 
+class UserIdCheckTest(unittest.TestCase):
+    """An id <= 0 is refused before any shard is asked (the channels here
+    answer no call), naming its index in the caller's list, as one presenced
+    and the C++ client say it."""
+
+    def setUp(self) -> None:
+        self.channels = {"a": FedChannel(), "b": FedChannel()}
+        self.client = PresenceClient.from_channels("a=h:1,b=h:2",
+                                                   self.channels)
+
+    def assert_refused(self, call, message: str) -> None:
+        with self.assertRaises(InvalidArgument) as caught:
+            call()
+        self.assertEqual(caught.exception.code,
+                         grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertEqual(caught.exception.message, message)
+        self.assertIsNone(caught.exception.shard)  # no shard's
+
+    def test_id_lists(self) -> None:
+        for ids, message in (
+                ([0], "user_ids[0] must be > 0, got 0"),
+                ([5, 9, -3, 0], "user_ids[2] must be > 0, got -3"),
+                ([7] * 20 + [0], "user_ids[20] must be > 0, got 0")):
+            with self.subTest(ids=ids):
+                self.assert_refused(lambda: self.client.get_presence(ids),
+                                    message)
+                self.assert_refused(lambda: self.client.list_online(ids),
+                                    message)
+                self.assert_refused(
+                    lambda: self.client.list_online(ids, partial=True),
+                    message)
+                self.assert_refused(
+                    lambda: self.client.list_online_page(ids, page_size=3),
+                    message)
+        # Before the page token is looked at, as the C++ client.
+        self.assert_refused(
+            lambda: self.client.list_online_page([1, -1],
+                                                 page_token="bogus"),
+            "user_ids[1] must be > 0, got -1")
+
+    def test_a_watch_raises_it_from_its_loop(self) -> None:
+        recorder = WatchRecorder(self.client, [3, 4, 0])
+        self.addCleanup(recorder.close)
+        error, retry_in = recorder.next_disconnect()
+        self.assertIsNone(retry_in)  # it gives up
+        self.assertIsInstance(error, InvalidArgument)
+        self.assertEqual(error.message, "user_ids[2] must be > 0, got 0")
+        self.assertIsNone(error.shard)
+        entry = recorder.next_entry()
+        self.assertEqual(entry[0], "error")
+        self.assertIs(entry[1], error)
+        self.assertEqual(recorder.watch.shards, [])
+        for channel in self.channels.values():  # no stream opened
+            self.assertTrue(channel._streams.empty())
+        # Over, like any watch that raised.
+        with self.assertRaises(StopIteration):
+            next(recorder.watch)
+
+
 # --- three real shards ----------------------------------------------------
 
 
@@ -430,7 +489,6 @@ class ShardedDeploymentTest(unittest.TestCase):
                     page = self.client.list_online_page(
                         page_size=page_size, page_token=token)
                     self.assertEqual(page.total_online, USERS)
-                    self.assertEqual(page.missing_shards, ())
                     listed += page.online_users
                     pages += 1
                     token = page.next_page_token
@@ -502,11 +560,15 @@ class ShardedDeploymentTest(unittest.TestCase):
             self.assertEqual(event.shard, owner(event.user_id))
             seen[event.user_id] = event
         self.assertEqual(set(seen), set(range(1, USERS + 1)))
-        # Each shard's changes in its own order.
+        # Each shard's changes arrive in its own order: `seen` is in
+        # arrival order, and each shard's sequences rise strictly in it.
         for name in NAMES:
-            sequences = [e.sequence for e in sorted(
-                seen.values(), key=lambda e: e.sequence) if e.shard == name]
-            self.assertEqual(len(set(sequences)), len(sequences))
+            sequences = [e.sequence for e in seen.values() if e.shard == name]
+            self.assertGreater(len(sequences), 0, name)
+            for before, after in zip(sequences, sequences[1:]):
+                self.assertLess(before, after,
+                                f"shard {name}: change {after} arrived "
+                                f"after {before}")
 
     def test_a_misrouted_call_names_the_owner(self) -> None:
         user = next(u for u in range(1, 100) if owner(u) == "s1")
@@ -522,10 +584,12 @@ class ShardedDeploymentTest(unittest.TestCase):
         # The sharded client routes it right.
         self.assertTrue(self.client.get_presence([user]).users[0].online)
 
-    def test_drive_took(self) -> None:
-        # Not a limit: how long the 30,000 heartbeats took, in the log.
-        print(f"\n30,000 heartbeats over 3 shards: {self.drive_seconds:.1f} s",
-              end=" ")
+    def test_the_drive_is_not_slow(self) -> None:
+        # A generous bound (CI runs on 2 busy cores): it takes a few
+        # seconds; a minute means something waits that should not.
+        self.assertLess(self.drive_seconds, 60.0,
+                        f"{USERS} heartbeats over 3 shards took "
+                        f"{self.drive_seconds:.1f} s")
 
 
 class ShardedBatchHeartbeatTest(unittest.TestCase):
@@ -598,7 +662,7 @@ class ShardedBatchHeartbeatTest(unittest.TestCase):
         down.kill()
         started = time.monotonic()
         results = self.client.batch_heartbeat([s0[0], s1[0], s2[0], s1[1]])
-        self.assertLess(time.monotonic() - started, 2.0)
+        self.assertLess(time.monotonic() - started, 3.0)
         self.assertIsInstance(results[0], HeartbeatResult)
         self.assertIsInstance(results[2], HeartbeatResult)
         error = results[1]
@@ -616,6 +680,15 @@ class ShardedBatchHeartbeatTest(unittest.TestCase):
         with self.assertRaises(Unavailable) as caught:
             self.client.batch_heartbeat([s2[0], s0[0], s1[0]])
         self.assertEqual(caught.exception.shard, "s2")
+        # So does get_presence: the shard of the earliest id, not the first
+        # in the map.
+        for ids, first in (([s2[0], s0[0], s1[0]], "s2"),
+                           ([s1[1], s2[1], s0[1], s1[0]], "s1"),
+                           ([s0[2], s2[2]], "s0")):
+            with self.subTest(ids=ids):
+                with self.assertRaises(Unavailable) as caught:
+                    self.client.get_presence(ids)
+                self.assertEqual(caught.exception.shard, first)
 
 
 class ShardedTokenTest(unittest.TestCase):
@@ -657,7 +730,8 @@ class ShardedTokenTest(unittest.TestCase):
 
 class ShardDownTest(unittest.TestCase):
     """kill -9 of one shard: its users fail fast, the others do not notice,
-    listings say who is missing, and the merged watch carries on."""
+    partial listings say who is missing, pages wait for it, and the merged
+    watch carries on and picks it up again by itself."""
 
     def setUp(self) -> None:
         self.servers, self.client = start_sharded(self)
@@ -670,6 +744,10 @@ class ShardDownTest(unittest.TestCase):
         self.addCleanup(recorder.close)
         first = recorder.next_event()
         self.assertEqual(first.online_users, list(range(1, 301)))
+        # A listing page by page, begun while every shard is up.
+        begun = self.client.list_online_page(page_size=50)
+        self.assertEqual(begun.online_users, list(range(1, 51)))
+        self.assertTrue(begun.next_page_token)
 
         down = self.servers[1]
         address = down.address
@@ -683,7 +761,7 @@ class ShardDownTest(unittest.TestCase):
             started = time.monotonic()
             with self.assertRaises(Unavailable) as caught:
                 call()
-            self.assertLess(time.monotonic() - started, 2.0)
+            self.assertLess(time.monotonic() - started, 3.0)
             self.assertTrue(caught.exception.message.startswith(
                 f"shard s1 ({address}): "), caught.exception.message)
             self.assertEqual(caught.exception.shard, "s1")
@@ -695,31 +773,26 @@ class ShardDownTest(unittest.TestCase):
         lookup = self.client.get_presence(self.users["s0"][:3] +
                                           self.users["s2"][:3])
         self.assertTrue(all(u.online for u in lookup.users))
-        self.assertLess(time.monotonic() - started, 2.0)
+        self.assertLess(time.monotonic() - started, 3.0)
 
         # Listing everyone needs every shard, unless partial is asked for.
         with self.assertRaises(Unavailable) as caught:
             self.client.list_online()
         self.assertIn(f"shard s1 ({address})", caught.exception.message)
-        with self.assertRaises(Unavailable):
-            self.client.list_online_page(page_size=50)
         partial = self.client.list_online(partial=True)
         self.assertEqual(partial.missing_shards, ["s1"])
         self.assertFalse(partial.complete)
         self.assertEqual(partial, sorted(self.users["s0"] + self.users["s2"]))
-        listed, token = [], ""
-        while True:  # ends, though s1 stays down
-            page = self.client.list_online_page(page_size=50, partial=True,
-                                                page_token=token)
-            self.assertEqual(page.missing_shards, ("s1",))
-            self.assertFalse(page.complete)
-            self.assertEqual(page.total_online,
-                             len(self.users["s0"]) + len(self.users["s2"]))
-            listed += page.online_users
-            token = page.next_page_token
-            if not token:
-                break
-        self.assertEqual(listed, partial)
+        # A page always needs every shard concerned, a listing's first page
+        # or a later one: there is no partial page.
+        for token in ("", begun.next_page_token):
+            with self.subTest(page_token=token):
+                with self.assertRaises(Unavailable) as caught:
+                    self.client.list_online_page(page_size=50,
+                                                 page_token=token)
+                self.assertEqual(caught.exception.shard, "s1")
+                self.assertTrue(caught.exception.message.startswith(
+                    f"shard s1 ({address}): "), caught.exception.message)
         # Of given users, only the shards concerned are asked.
         self.assertEqual(self.client.list_online(self.users["s2"][:4]),
                          self.users["s2"][:4])
@@ -736,33 +809,44 @@ class ShardDownTest(unittest.TestCase):
 
         # Back on the same port and database: a new epoch, so s1's stream
         # starts with a fresh snapshot and the merged watch yields everyone.
+        # Nothing else calls s1 meanwhile: the watch reconnects by itself.
         down.start(listen=address)
-        new_s1 = next(u for u in range(1000, 2000) if owner(u) == "s1")
-        deadline = time.monotonic() + WAIT
-        while True:
-            try:
-                self.client.heartbeat(new_s1)
-                break
-            except Unavailable:
-                self.assertLess(time.monotonic(), deadline)
-                time.sleep(0.1)
         epoch_before = first.epoch.split(",")[1]
         online = set(first.online_users) | {new_s0}
-        snapshots = 0
-        while new_s1 not in online or not snapshots:
-            event = recorder.next_event()
+        deadline = time.monotonic() + WAIT
+        while True:
+            event = recorder.next_event(timeout=deadline - time.monotonic())
             if isinstance(event, Snapshot):
-                snapshots += 1
-                online = set(event.online_users)
-                self.assertNotEqual(event.epoch.split(",")[1], epoch_before)
-            elif event.status == Status.ONLINE:
+                break
+            if event.status == Status.ONLINE:
                 online.add(event.user_id)
             else:
                 online.discard(event.user_id)
+        self.assertNotEqual(event.epoch.split(",")[1], epoch_before)
+        online = set(event.online_users)
+        self.assertEqual(online, set(range(1, 301)) | {new_s0})
+
+        # s1 answers again, and its changes reach the watch.
+        new_s1 = next(u for u in range(1000, 2000) if owner(u) == "s1")
+        self.assertTrue(self.client.heartbeat(new_s1).became_online)
+        event = recorder.next_event()
+        self.assertEqual((event.user_id, event.status, event.shard),
+                         (new_s1, Status.ONLINE, "s1"))
+        online.add(new_s1)
         # Nothing lost: what the watch says is what the shards hold.
         self.assertEqual(sorted(online), self.client.list_online())
         self.assertEqual(sorted(online),
                          sorted(set(range(1, 301)) | {new_s0, new_s1}))
+        # The listing begun before s1 went down goes on where it was, and
+        # lists s1's users too.
+        listed, token = list(begun.online_users), begun.next_page_token
+        while token:
+            page = self.client.list_online_page(page_size=50,
+                                                page_token=token)
+            self.assertEqual(page.total_online, len(online))
+            listed += page.online_users
+            token = page.next_page_token
+        self.assertEqual(listed, sorted(online))
 
 
 if __name__ == "__main__":
