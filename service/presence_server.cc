@@ -232,13 +232,16 @@ absl::Status PresenceServer::Load() {
   // live session's heartbeat counts) waits in foreign_ for presence-reshard
   // to hand it to the owner; their rows stay in the file, unread.
   absl::flat_hash_map<int64_t, absl::Time> foreign;
+  auto set_aside = [&foreign](int64_t user_id, absl::Time seen) {
+    absl::Time& last =
+        foreign.try_emplace(user_id, absl::InfinitePast()).first->second;
+    last = std::max(last, seen);
+  };
   size_t sessions = 0;
   size_t users = 0;
   for (const StoredLastSeen& u : state.last_seen) {
     if (!ownership.Owns(u.user_id)) {
-      absl::Time& last =
-          foreign.try_emplace(u.user_id, absl::InfinitePast()).first->second;
-      last = std::max(last, u.last_seen);
+      set_aside(u.user_id, u.last_seen);
       continue;
     }
     registry_->RestoreLastSeen(u.user_id, u.last_seen);
@@ -246,9 +249,7 @@ absl::Status PresenceServer::Load() {
   }
   for (const StoredSession& s : state.live_sessions) {
     if (!ownership.Owns(s.user_id)) {
-      absl::Time& last =
-          foreign.try_emplace(s.user_id, absl::InfinitePast()).first->second;
-      last = std::max(last, s.last_heartbeat);
+      set_aside(s.user_id, s.last_heartbeat);
       continue;
     }
     registry_->RestoreSession(s.user_id, s.session_id, s.last_heartbeat);

@@ -631,10 +631,7 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::ListForeignUsers(
     return call.Answer(s);
   }
   const int64_t after = *DecodePageToken(request.page_token());
-  const int page_size =
-      request.page_size() > 0
-          ? std::min(request.page_size(), options_.limits.max_page_size)
-          : options_.limits.default_page_size;
+  const int page_size = EffectivePageSize(request, options_.limits);
   auto it = std::upper_bound(
       foreign_.begin(), foreign_.end(), after,
       [](int64_t id, const StoredLastSeen& u) { return id < u.user_id; });

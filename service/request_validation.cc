@@ -6,15 +6,15 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "google/protobuf/util/time_util.h"
 #include "service/status_macros.h"
 
 namespace presence {
 namespace {
 
+using google::protobuf::util::TimeUtil;
+
 constexpr absl::string_view kPageTokenPrefix = "after:";
-// google.protobuf.Timestamp's range: 0001-01-01 to 9999-12-31.
-constexpr int64_t kMinTimestampSeconds = -62'135'596'800;
-constexpr int64_t kMaxTimestampSeconds = 253'402'300'799;
 
 absl::Status ValidateUserId(int64_t user_id, absl::string_view field) {
   if (user_id <= 0) {
@@ -39,6 +39,17 @@ absl::Status ValidateSessionId(absl::string_view session_id) {
     }
   }
   return absl::OkStatus();
+}
+
+// ListOnline's and ListForeignUsers' paging fields.
+absl::Status ValidatePage(int32_t page_size, absl::string_view page_token,
+                          const RequestLimits& limits) {
+  if (page_size < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size must be >= 0 (0 means ",
+                     limits.default_page_size, "), got ", page_size));
+  }
+  return DecodePageToken(page_token).status();
 }
 
 template <typename Ids>
@@ -73,12 +84,8 @@ absl::Status ValidateRequest(const v1::MarkOfflineRequest& request,
 
 absl::Status ValidateRequest(const v1::ListOnlineRequest& request,
                              const RequestLimits& limits) {
-  if (request.page_size() < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("page_size must be >= 0 (0 means ",
-                     limits.default_page_size, "), got ", request.page_size()));
-  }
-  PRESENCE_RETURN_IF_ERROR(DecodePageToken(request.page_token()).status());
+  PRESENCE_RETURN_IF_ERROR(
+      ValidatePage(request.page_size(), request.page_token(), limits));
   return ValidateUserIds(request.user_ids(), limits);
 }
 
@@ -103,12 +110,7 @@ absl::Status ValidateRequest(const v1::WatchPresenceRequest& request,
 
 absl::Status ValidateRequest(const v1::ListForeignUsersRequest& request,
                              const RequestLimits& limits) {
-  if (request.page_size() < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("page_size must be >= 0 (0 means ",
-                     limits.default_page_size, "), got ", request.page_size()));
-  }
-  return DecodePageToken(request.page_token()).status();
+  return ValidatePage(request.page_size(), request.page_token(), limits);
 }
 
 absl::Status ValidateRequest(const v1::ImportLastSeenRequest& request,
@@ -124,8 +126,8 @@ absl::Status ValidateRequest(const v1::ImportLastSeenRequest& request,
         ValidateUserId(user.user_id(), absl::StrCat("users[", i, "].user_id")));
     const google::protobuf::Timestamp& t = user.last_seen();
     if (!user.has_last_seen() || t.nanos() < 0 || t.nanos() > 999'999'999 ||
-        t.seconds() < kMinTimestampSeconds ||
-        t.seconds() > kMaxTimestampSeconds) {
+        t.seconds() < TimeUtil::kTimestampMinSeconds ||
+        t.seconds() > TimeUtil::kTimestampMaxSeconds) {
       return absl::InvalidArgumentError(absl::StrCat(
           "users[", i, "].last_seen must be set, a valid Timestamp"));
     }
@@ -143,10 +145,9 @@ absl::Status ValidateRequest(const v1::BatchHeartbeatRequest& request,
   return absl::OkStatus();
 }
 
-int EffectivePageSize(const v1::ListOnlineRequest& request,
-                      const RequestLimits& limits) {
-  if (request.page_size() <= 0) return limits.default_page_size;
-  return std::min(request.page_size(), limits.max_page_size);
+int EffectivePageSize(int32_t page_size, const RequestLimits& limits) {
+  if (page_size <= 0) return limits.default_page_size;
+  return std::min(page_size, limits.max_page_size);
 }
 
 std::string EncodePageToken(int64_t after_user_id) {

@@ -41,9 +41,14 @@ absl::Status ValidateRequest(const v1::ImportLastSeenRequest& request,
 absl::Status ValidateRequest(const v1::BatchHeartbeatRequest& request,
                              const RequestLimits& limits);
 
-// The page size a ListOnlineRequest asks for, after defaults and the cap.
-int EffectivePageSize(const v1::ListOnlineRequest& request,
-                      const RequestLimits& limits);
+// The page size a request's page_size asks for, after defaults and the cap.
+int EffectivePageSize(int32_t page_size, const RequestLimits& limits);
+// The same for a ListOnline or ListForeignUsers request.
+template <typename PagedRequest>
+int EffectivePageSize(const PagedRequest& request,
+                      const RequestLimits& limits) {
+  return EffectivePageSize(request.page_size(), limits);
+}
 
 // ListOnline's cursor: the last user id of the previous page. Tokens are
 // opaque to clients; an empty token is the first page (cursor 0).

@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "presence/shard_map.h"
+#include "service/caller_auth.h"
 #include "service/presence_server.h"
 #include "service/proto_time.h"
 #include "service/shard_ownership.h"
@@ -391,6 +393,47 @@ TEST_F(ShardServerTest, AnUnshardedServerRefusesTheHandOverCalls) {
   absl::StatusOr<v1::GetPresenceResponse> got = client->GetPresence({5});
   ASSERT_TRUE(got.ok());
   EXPECT_FALSE(got->users(0).has_last_seen());
+}
+
+// With --auth_tokens_file the hand-over calls need a caller's token like
+// every call: a peer without one imports nothing and lists nothing.
+TEST_F(ShardServerTest, TheHandOverCallsNeedAToken) {
+  const std::string tokens = dir_.File("tokens");
+  std::ofstream(tokens) << "reshard 0123456789abcdef0123\n";
+  absl::StatusOr<std::unique_ptr<CallerAuth>> auth = CallerAuth::Load(tokens);
+  ASSERT_TRUE(auth.ok()) << auth.status();
+  ServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.db_path = dir_.File("auth.db");
+  options.clock = &clock_;
+  options.ownership = *ShardOwnership::Create("a", "a");
+  options.auth = auth->get();
+  absl::StatusOr<std::unique_ptr<PresenceServer>> server =
+      PresenceServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  Client client((*server)->address());
+  v1::ImportLastSeenRequest import;
+  import.add_users()->set_user_id(5);
+  *import.mutable_users(0)->mutable_last_seen() = ToProto(clock_.Now());
+  grpc::ClientContext import_context;
+  v1::ImportLastSeenResponse imported;
+  EXPECT_EQ(client.stub()
+                .ImportLastSeen(&import_context, import, &imported)
+                .error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  grpc::ClientContext list_context;
+  v1::ListForeignUsersResponse listed;
+  EXPECT_EQ(client.stub()
+                .ListForeignUsers(&list_context, v1::ListForeignUsersRequest(),
+                                  &listed)
+                .error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  // With the token, the import is taken: the refusal above was the token's.
+  grpc::ClientContext with_token;
+  with_token.AddMetadata("authorization", "Bearer 0123456789abcdef0123");
+  ASSERT_TRUE(
+      client.stub().ImportLastSeen(&with_token, import, &imported).ok());
+  EXPECT_EQ(imported.updated(), 1);
 }
 
 // An answered import survives kill -9 of the real process (commit mode):
