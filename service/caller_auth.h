@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "service/rpc.h"
 
 namespace presence {
 
@@ -23,8 +24,8 @@ namespace presence {
 struct Caller {
   std::string name;
   std::array<unsigned char, 32> token_digest;  // SHA-256 of the token
-  // Authenticated calls, by presence.v1 method (see metrics.h's Rpc).
-  std::array<std::atomic<uint64_t>, 8> calls = {};
+  // Authenticated calls, by presence.v1 method (indexed by Rpc).
+  std::array<std::atomic<uint64_t>, kNumRpcs> calls = {};
   // Whether its first call since the file was (re)loaded has been logged.
   std::atomic<bool> logged{false};
 };

@@ -90,6 +90,7 @@ void EventHub::FlushSinglesLocked() {
 void EventHub::Deliver(WatchState& watch, const SequencedEvent& e) {
   // A watch waiting for a Snapshot gets this event inside it.
   if (watch.closed || watch.needs_snapshot) return;
+  if (e.event.status_only && !watch.rich) return;
   if (watch.queue->size() >= static_cast<size_t>(options_.queue_size)) {
     watch.queue->clear();
     watch.needs_snapshot = true;
@@ -124,6 +125,7 @@ absl::StatusOr<EventHub::WatchId> EventHub::Watch(
       std::unique(watch->user_ids.begin(), watch->user_ids.end()),
       watch->user_ids.end());
   watch->sink = std::move(sink);
+  watch->rich = request.rich_status;
   const bool everyone = watch->user_ids.empty();
   watch->cursor = last_sequence_ + 1;
   if (!everyone) watch->queue = std::make_unique<std::deque<SequencedEvent>>();
@@ -141,7 +143,8 @@ absl::StatusOr<EventHub::WatchId> EventHub::Watch(
     } else {
       for (uint64_t s = request.resume_after + 1; s <= last_sequence_; ++s) {
         const SequencedEvent& e = RingAt(s);
-        if (std::binary_search(watch->user_ids.begin(), watch->user_ids.end(),
+        if ((watch->rich || !e.event.status_only) &&
+            std::binary_search(watch->user_ids.begin(), watch->user_ids.end(),
                                e.event.user_id)) {
           watch->queue->push_back(e);
         }
@@ -206,26 +209,38 @@ EventHub::PopResult EventHub::Pop(WatchId id, int max_changes,
       FillSnapshot(watch, out);
       return PopResult::kMessage;
     }
-    if (watch.cursor > last_sequence_) {
-      if (watch.parked_round != parked_round_) {
-        watch.parked_round = parked_round_;
-        parked_.push_back(watch.sink);
+    // A watch that is not rich skips the status-only events: it may read
+    // past several runs of them before it has something, or nothing.
+    while (out->changes.empty()) {
+      if (watch.cursor > last_sequence_) {
+        if (watch.parked_round != parked_round_) {
+          watch.parked_round = parked_round_;
+          parked_.push_back(watch.sink);
+        }
+        return PopResult::kEmpty;
       }
-      return PopResult::kEmpty;
+      const uint64_t end =
+          std::min(last_sequence_ + 1,
+                   watch.cursor + static_cast<uint64_t>(max_changes));
+      // The ring's slots from cursor to end, in at most two runs.
+      const size_t size = ring_.size();
+      size_t from = (watch.cursor - 1) % size;
+      size_t count = static_cast<size_t>(end - watch.cursor);
+      const size_t first_run = std::min(count, size - from);
+      out->changes.insert(out->changes.end(), ring_.begin() + from,
+                          ring_.begin() + from + first_run);
+      out->changes.insert(out->changes.end(), ring_.begin(),
+                          ring_.begin() + (count - first_run));
+      if (!watch.rich) {
+        out->changes.erase(
+            std::remove_if(
+                out->changes.begin(), out->changes.end(),
+                [](const SequencedEvent& e) { return e.event.status_only; }),
+            out->changes.end());
+      }
+      watch.cursor = end;
+      out->sequence = end - 1;
     }
-    const uint64_t end = std::min(
-        last_sequence_ + 1, watch.cursor + static_cast<uint64_t>(max_changes));
-    // The ring's slots from cursor to end, in at most two runs.
-    const size_t size = ring_.size();
-    size_t from = (watch.cursor - 1) % size;
-    size_t count = static_cast<size_t>(end - watch.cursor);
-    const size_t first_run = std::min(count, size - from);
-    out->changes.insert(out->changes.end(), ring_.begin() + from,
-                        ring_.begin() + from + first_run);
-    out->changes.insert(out->changes.end(), ring_.begin(),
-                        ring_.begin() + (count - first_run));
-    watch.cursor = end;
-    out->sequence = end - 1;
     return PopResult::kMessage;
   }
   if (watch.needs_snapshot) {

@@ -36,6 +36,9 @@ struct WatchRequest {
   bool send_snapshot = false;
   uint64_t resume_after = 0;  // with epoch: the last sequence received
   std::string epoch;
+  // Also the status-only events (PresenceEvent::status_only): rich
+  // presence's status and custom status changes of online users.
+  bool rich_status = false;
 };
 
 // An event with its place in the hub's history.
@@ -149,6 +152,7 @@ class EventHub : public EventSink {
   struct WatchState {
     std::vector<int64_t> user_ids;  // sorted, unique; empty: everyone
     std::weak_ptr<WatchSink> sink;
+    bool rich = false;  // WatchRequest::rich_status
     bool needs_snapshot = false;
     bool closed = false;
     absl::Status closed_status;

@@ -20,8 +20,9 @@ using prometheus::MetricFamily;
 using prometheus::MetricType;
 
 constexpr std::array<const char*, kNumRpcs> kRpcNames = {
-    "Heartbeat",   "BatchHeartbeat", "MarkOffline",      "ListOnline",
-    "GetPresence", "WatchPresence",  "ListForeignUsers", "ImportLastSeen",
+    "Heartbeat",        "BatchHeartbeat", "MarkOffline",
+    "ListOnline",       "GetPresence",    "WatchPresence",
+    "ListForeignUsers", "ImportLastSeen", "SetStatus",
 };
 
 constexpr double kSecondsPerNs = 1e-9;
@@ -190,6 +191,24 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
   out.push_back(Single(
       "presence_online_users", "Users online (as announced to watchers).",
       MetricType::Gauge, static_cast<double>(registry.online_users)));
+  MetricFamily by_status =
+      Family("presence_users_by_status",
+             "Online users by the status others see (as announced to "
+             "watchers); invisible: users whose availability is INVISIBLE, "
+             "online or not (others see them offline).",
+             MetricType::Gauge);
+  const int64_t active =
+      registry.online_users - registry.away_users - registry.dnd_users;
+  for (const auto& [status, count] :
+       {std::pair<const char*, int64_t>{"online", active},
+        {"away", registry.away_users},
+        {"dnd", registry.dnd_users},
+        {"invisible", registry.invisible_users}}) {
+    ClientMetric& metric = by_status.metric.emplace_back();
+    metric.label = {{"status", status}};
+    metric.gauge.value = static_cast<double>(count);
+  }
+  out.push_back(std::move(by_status));
   out.push_back(Single(
       "presence_sessions",
       "Sessions held in memory: the live sessions of online users, plus a "
@@ -212,6 +231,13 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
            {{"status", "offline"}, {"reason", "mark_offline"}}},
           {PresenceEvent::Reason::kExpired,
            {{"status", "offline"}, {"reason", "expired"}}},
+          // Rich presence: the status varies; the reason says enough.
+          {PresenceEvent::Reason::kActivity,
+           {{"status", "any"}, {"reason", "activity"}}},
+          {PresenceEvent::Reason::kStatusSet,
+           {{"status", "any"}, {"reason", "status_set"}}},
+          {PresenceEvent::Reason::kStatusExpired,
+           {{"status", "any"}, {"reason", "status_expired"}}},
       };
   for (const auto& [reason, labels] : kinds) {
     ClientMetric& metric = events.metric.emplace_back();

@@ -22,27 +22,14 @@
 #include "service/caller_auth.h"
 #include "service/event_hub.h"
 #include "service/presence_registry.h"
+#include "service/rpc.h"
 #include "service/store_writer.h"
 
 namespace presence {
 
-// The RPCs of presence.v1.PresenceService (the `method` label).
-enum class Rpc {
-  kHeartbeat,
-  kBatchHeartbeat,
-  kMarkOffline,
-  kListOnline,
-  kGetPresence,
-  kWatchPresence,
-  kListForeignUsers,
-  kImportLastSeen,
-};
-inline constexpr int kNumRpcs = 8;
 // The Rpc of a method path such as "/presence.v1.PresenceService/Heartbeat";
 // nullopt for any other service's or an unknown method.
 std::optional<Rpc> RpcOfMethodPath(absl::string_view path);
-static_assert(std::tuple_size<decltype(Caller::calls)>::value == kNumRpcs,
-              "Caller::calls has one counter per Rpc");
 
 // Durations in fixed buckets from 10 us to 10 s (Prometheus `le` bounds).
 // Observe() is two relaxed atomic increments: no lock, unlike

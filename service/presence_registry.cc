@@ -7,19 +7,22 @@
 #include <utility>
 
 #include "absl/hash/hash.h"
+#include "absl/strings/str_cat.h"
 
 namespace presence {
 
 PresenceRegistry::PresenceRegistry(const Clock& clock,
                                    absl::Duration online_window,
                                    ChangeSink* changes, EventSink* events,
-                                   int max_sessions_per_user)
+                                   int max_sessions_per_user,
+                                   absl::Duration away_after)
     : clock_(clock),
       // Whole microseconds, like every time stored: an end of window between
       // two microseconds would never come due in the expiry index.
       online_window_(
           absl::Microseconds(absl::ToInt64Microseconds(online_window))),
       max_sessions_per_user_(max_sessions_per_user),
+      away_after_(absl::Microseconds(absl::ToInt64Microseconds(away_after))),
       changes_(changes),
       events_(events),
       shards_(new Shard[kNumShards]) {}
@@ -28,6 +31,12 @@ namespace {
 
 int64_t ToUs(absl::Time t) { return absl::ToUnixMicros(t); }
 absl::Time FromUs(int64_t us) { return absl::FromUnixMicros(us); }
+
+// InfinitePast for a user never seen.
+absl::Time LastSeen(const UserState& user) {
+  return user.last_seen_us == kNeverUs ? absl::InfinitePast()
+                                       : FromUs(user.last_seen_us);
+}
 
 int64_t SizeChange(size_t before, size_t after) {
   return static_cast<int64_t>(after) - static_cast<int64_t>(before);
@@ -46,68 +55,224 @@ PresenceRegistry::Shard& PresenceRegistry::ShardFor(int64_t user_id) const {
   return shards_[absl::Hash<int64_t>{}(user_id) >> 58];
 }
 
-absl::Time PresenceRegistry::OnlineUntil(const UserState& user) const {
-  const int64_t latest = user.LatestHeartbeatUs();
-  if (latest == kNeverUs) return absl::InfinitePast();
-  return FromUs(latest) + online_window_;
-}
-
 uint64_t PresenceRegistry::Record(const SessionChange& change) {
   return changes_ == nullptr ? 0 : changes_->Record(change);
 }
 
-void PresenceRegistry::Announce(int64_t user_id, bool online,
-                                PresenceEvent::Reason reason, absl::Time at) {
-  if (events_ != nullptr) {
-    events_->Publish(PresenceEvent{user_id, online, reason, at});
+const StatusChoice* PresenceRegistry::ChoiceOf(const Shard& shard,
+                                               uint32_t record,
+                                               const UserState& user) {
+  if (!user.has_rich()) return nullptr;
+  auto it = shard.rich.find(record);
+  return it == shard.rich.end() ? nullptr : &it->second;
+}
+
+void PresenceRegistry::PutChoice(Shard& shard, uint32_t record, UserState& user,
+                                 const StatusChoice& choice) {
+  if (const StatusChoice* old = ChoiceOf(shard, record, user);
+      old != nullptr && old->availability == Availability::kInvisible) {
+    --shard.invisible;
+  }
+  if (choice.availability == Availability::kInvisible) ++shard.invisible;
+  if (choice.empty()) {
+    shard.rich.erase(record);
+    user.set_has_rich(false);
+  } else {
+    shard.rich[record] = choice;
+    user.set_has_rich(true);
   }
 }
 
-void PresenceRegistry::AnnounceOnline(Shard& shard, uint32_t record,
-                                      UserState& user,
-                                      PresenceEvent::Reason reason,
-                                      absl::Time now) {
-  Announce(user.id(), true, reason, now);
-  SetOnline(shard, record, user);
+PresenceRegistry::View PresenceRegistry::Evaluate(const UserState& user,
+                                                  const StatusChoice* choice,
+                                                  absl::Time now,
+                                                  bool as_self) const {
+  View view;
+  int64_t latest_active_us = kNeverUs;
+  user.ForEachSession(
+      [&](absl::string_view, int64_t heartbeat_us, int64_t active_us) {
+        const absl::Time end = FromUs(heartbeat_us) + online_window_;
+        if (now >= end) return;
+        ++view.live_sessions;
+        view.online_until = std::max(view.online_until, end);
+        view.first_session_end = std::min(view.first_session_end, end);
+        latest_active_us = std::max(latest_active_us, active_us);
+      });
+  view.live = view.live_sessions > 0;
+  if (!view.live) return view;
+  view.away_at = FromUs(latest_active_us) + away_after_;
+  Availability availability = Availability::kAuto;
+  if (choice != nullptr && now < choice->availability_until) {
+    availability = choice->availability;
+  }
+  if (availability == Availability::kInvisible && !as_self) {
+    view.status = PublicStatus::kOffline;
+  } else if (availability == Availability::kDnd) {
+    view.status = PublicStatus::kDnd;
+  } else {
+    view.status =
+        now < view.away_at ? PublicStatus::kOnline : PublicStatus::kAway;
+  }
+  return view;
 }
 
-void PresenceRegistry::SetOnline(Shard& shard, uint32_t record,
-                                 UserState& user) {
-  user.set_announced_online(true);
-  shard.online.insert(user.id());
-  IndexExpiry(shard, record, user);
+UserPresenceInfo PresenceRegistry::Describe(const UserState& user,
+                                            const StatusChoice* choice,
+                                            absl::Time now,
+                                            bool as_self) const {
+  const View view = Evaluate(user, choice, now, as_self);
+  UserPresenceInfo info;
+  info.user_id = user.id();
+  info.status = view.status;
+  info.online = view.status != PublicStatus::kOffline;
+  info.last_seen = LastSeen(user);
+  if (info.online) {
+    info.live_sessions = view.live_sessions;
+    info.online_until = view.online_until;
+  }
+  if (choice == nullptr) return info;
+  const bool hidden = !as_self &&
+                      choice->availability == Availability::kInvisible &&
+                      now < choice->availability_until;
+  if (!as_self)
+    info.last_seen = std::min(info.last_seen, choice->last_seen_cap);
+  if (now < choice->availability_until && !hidden) {
+    info.availability = choice->availability;
+    info.availability_until = choice->availability_until;
+  }
+  if (choice->custom.has_value() && now < choice->custom->expires_at &&
+      (as_self || info.online)) {
+    info.custom = choice->custom;
+  }
+  return info;
 }
 
-void PresenceRegistry::SetOffline(Shard& shard, UserState& user) {
-  user.set_announced_online(false);
-  shard.online.erase(user.id());
+void PresenceRegistry::SetAnnounced(Shard& shard, UserState& user,
+                                    PublicStatus status) {
+  const auto old = static_cast<PublicStatus>(user.announced_status());
+  if (old == status) return;
+  --shard.by_status[static_cast<int>(old)];
+  ++shard.by_status[static_cast<int>(status)];
+  user.set_announced_status(static_cast<int>(status));
+  if (old == PublicStatus::kOffline) {
+    shard.online.insert(user.id());
+  } else if (status == PublicStatus::kOffline) {
+    shard.online.erase(user.id());
+  }
 }
 
-void PresenceRegistry::IndexExpiry(Shard& shard, uint32_t record,
-                                   UserState& user) {
-  const absl::Time online_until = OnlineUntil(user);
-  // A live entry at or before the end is fine: when due, it is pushed back.
-  if (user.indexed_until_us <= ToUs(online_until)) return;
-  user.indexed_until_us = ToUs(online_until);
+void PresenceRegistry::IndexDue(Shard& shard, uint32_t record, UserState& user,
+                                absl::Time due) {
+  if (due == absl::InfiniteFuture()) return;
+  // A live entry at or before `due` is fine: when due, the user is
+  // reconciled and indexed again.
+  if (user.indexed_until_us <= ToUs(due)) return;
+  user.indexed_until_us = ToUs(due);
   shard.expiry.push_back(ExpiryEntry{user.indexed_until_us, record});
   std::push_heap(shard.expiry.begin(), shard.expiry.end(),
                  std::greater<ExpiryEntry>());
 }
 
-void PresenceRegistry::CatchUpExpiry(Shard& shard, UserState& user,
-                                     absl::Time now) {
-  if (!user.announced_online()) return;
-  const absl::Time online_until = OnlineUntil(user);
-  if (now < online_until) return;
-  Announce(user.id(), false, PresenceEvent::Reason::kExpired, online_until);
-  SetOffline(shard, user);
-  // Every session is dead; last_seen keeps their latest heartbeat.
-  shard.sessions -= static_cast<int64_t>(user.session_count());
-  user.ClearSessions();
+void PresenceRegistry::CatchUp(Shard& shard, uint32_t record, UserState& user,
+                               absl::Time now) {
+  // The index entry is never later than the next change the user's view
+  // makes on its own: nothing due, nothing changed.
+  if (user.indexed_until_us > ToUs(now)) return;
+  user.indexed_until_us = kNoEntryUs;  // the entry is stale from here
+  Reconcile(shard, record, user, now, Cause::kTime);
+}
+
+void PresenceRegistry::Reconcile(Shard& shard, uint32_t record, UserState& user,
+                                 absl::Time now, Cause cause,
+                                 bool custom_changed) {
+  // Ended choices go first, recorded, so the store forgets them too.
+  absl::Time expired_at = absl::InfinitePast();
+  const StatusChoice* choice = ChoiceOf(shard, record, user);
+  if (choice != nullptr &&
+      (choice->availability_until <= now ||
+       (choice->custom.has_value() && choice->custom->expires_at <= now))) {
+    StatusChoice ended = *choice;
+    if (ended.availability_until <= now) {
+      expired_at = ended.availability_until;
+      ended.availability = Availability::kAuto;
+      ended.availability_until = absl::InfiniteFuture();
+    }
+    if (ended.custom.has_value() && ended.custom->expires_at <= now) {
+      expired_at = std::max(expired_at, ended.custom->expires_at);
+      ended.custom.reset();
+      custom_changed = true;
+    }
+    PutChoice(shard, record, user, ended);
+    choice = ChoiceOf(shard, record, user);
+    Record(SessionChange{SessionChange::Kind::kSetStatus, user.id(), "", now,
+                         FromUs(user.last_seen_us), absl::InfinitePast(),
+                         std::make_shared<const StatusChoice>(ended)});
+  }
+
+  const View view = Evaluate(user, choice, now, /*as_self=*/false);
+  const auto old = static_cast<PublicStatus>(user.announced_status());
+  const bool was_online = old != PublicStatus::kOffline;
+  const bool online = view.status != PublicStatus::kOffline;
+  if (view.status != old || (custom_changed && online)) {
+    PresenceEvent event{user.id(), online, PresenceEvent::Reason::kActivity,
+                        now};
+    event.status = view.status;
+    event.status_only = was_online == online;
+    const bool by_choice = cause == Cause::kSetStatus;
+    const bool by_expiry = expired_at != absl::InfinitePast();
+    if (was_online && !online && !view.live) {
+      // The last live session ended: marked offline, or its window ended.
+      if (cause == Cause::kMarkOffline) {
+        event.reason = PresenceEvent::Reason::kMarkOffline;
+      } else {
+        event.reason = PresenceEvent::Reason::kExpired;
+        event.at =
+            std::min(now, FromUs(user.LatestHeartbeatUs()) + online_window_);
+      }
+    } else if (by_choice) {
+      event.reason = PresenceEvent::Reason::kStatusSet;
+    } else if (by_expiry) {
+      event.reason = PresenceEvent::Reason::kStatusExpired;
+      event.at = expired_at;
+    } else if (!was_online) {
+      event.reason = PresenceEvent::Reason::kHeartbeat;
+    } else if (cause == Cause::kTime && view.status == PublicStatus::kAway) {
+      event.at = std::min(now, view.away_at);
+    }
+    if (online) {
+      if (view.status == PublicStatus::kDnd) {
+        event.availability_until = choice->availability_until;
+      }
+      if (choice != nullptr && choice->custom.has_value()) {
+        event.custom = std::make_shared<const CustomStatus>(*choice->custom);
+      }
+    }
+    SetAnnounced(shard, user, view.status);
+    if (events_ != nullptr) events_->Publish(event);
+  }
+  if (!view.live && user.session_count() > 0) {
+    // Every session is dead; last_seen keeps their latest heartbeat.
+    shard.sessions -= static_cast<int64_t>(user.session_count());
+    user.ClearSessions();
+  }
+
+  absl::Time due = absl::InfiniteFuture();
+  if (view.live) {
+    due = view.first_session_end;  // the earliest can change activity
+    if (now < view.away_at) due = std::min(due, view.away_at);
+  }
+  if (choice != nullptr) {
+    due = std::min(due, choice->availability_until);
+    if (choice->custom.has_value()) {
+      due = std::min(due, choice->custom->expires_at);
+    }
+  }
+  IndexDue(shard, record, user, due);
 }
 
 HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
-                                            absl::string_view session_id) {
+                                            absl::string_view session_id,
+                                            bool idle) {
   Shard& shard = ShardFor(user_id);
   absl::MutexLock lock(&shard.mu);
   // Read the clock under the lock so that stamps of one user never go
@@ -115,32 +280,39 @@ HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
   const absl::Time now = Now();
   uint32_t record;
   UserState& user = shard.users.FindOrAdd(user_id, &record);
-  CatchUpExpiry(shard, user, now);
-  const bool was_online = user.announced_online();
+  CatchUp(shard, record, user, now);
   SessionList sessions = user.TakeSessions();
   const size_t sessions_before = sessions.size();
 
   // Expired sessions are dropped as the user is touched, so a user's vector
   // stays as small as their live sessions.
   bool found = false;
+  bool was_live = false;
   int64_t stamp_us = ToUs(now);
+  int64_t active_us = kNeverUs;
   sessions.erase(std::remove_if(sessions.begin(), sessions.end(),
                                 [&](Session& s) {
+                                  const bool live =
+                                      now < FromUs(s.last_heartbeat_us) +
+                                                online_window_;
+                                  was_live = was_live || live;
                                   if (s.id.view() == session_id) {
                                     // A wall clock stepped back never shortens
                                     // presence.
                                     s.last_heartbeat_us = stamp_us =
                                         std::max(s.last_heartbeat_us, stamp_us);
+                                    // A session that outlived its window starts
+                                    // over.
+                                    if (!idle || !live)
+                                      s.last_active_us = stamp_us;
+                                    active_us = s.last_active_us;
                                     found = true;
                                     return false;
                                   }
-                                  return FromUs(s.last_heartbeat_us) +
-                                             online_window_ <=
-                                         now;
+                                  return !live;
                                 }),
                  sessions.end());
   user.last_seen_us = std::max(user.last_seen_us, ToUs(now));
-  bool evicted = false;
   if (!found) {
     if (max_sessions_per_user_ > 0 &&
         sessions.size() >= static_cast<size_t>(max_sessions_per_user_)) {
@@ -155,28 +327,107 @@ HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
                            std::string(oldest->id.view()), now,
                            FromUs(user.last_seen_us)});
       sessions.erase(oldest);
-      evicted = true;
     }
-    sessions.push_back(Session{SessionId(session_id), ToUs(now)});
+    // A session's first heartbeat is activity: it was just opened.
+    active_us = ToUs(now);
+    sessions.push_back(Session{SessionId(session_id), active_us, active_us});
   }
   shard.sessions += SizeChange(sessions_before, sessions.size());
   user.PutSessions(std::move(sessions));
-  if (!was_online) {
-    AnnounceOnline(shard, record, user, PresenceEvent::Reason::kHeartbeat, now);
-  } else if (evicted) {
-    // The ended session may have held the latest end of window (a stamp
-    // ahead of a clock that stepped back): the end can move earlier.
-    IndexExpiry(shard, record, user);
+  if (const StatusChoice* choice = ChoiceOf(shard, record, user);
+      choice != nullptr && choice->last_seen_cap != absl::InfiniteFuture() &&
+      !(choice->availability == Availability::kInvisible &&
+        now < choice->availability_until)) {
+    // Seen again while visible: last_seen as others see it moves on.
+    StatusChoice seen = *choice;
+    seen.last_seen_cap = absl::InfiniteFuture();
+    PutChoice(shard, record, user, seen);
+    Record(SessionChange{SessionChange::Kind::kSetStatus, user_id, "", now,
+                         FromUs(user.last_seen_us), absl::InfinitePast(),
+                         std::make_shared<const StatusChoice>(seen)});
   }
+  Reconcile(shard, record, user, now, Cause::kHeartbeat);
 
   HeartbeatResult result;
   result.server_time = now;
   result.online_until = FromUs(stamp_us) + online_window_;
-  result.became_online = !was_online;
+  result.became_online = !was_live;
   // The stamp kept, so that the store agrees with memory.
   result.write_ticket = Record(SessionChange{
       SessionChange::Kind::kHeartbeat, user_id, std::string(session_id),
-      FromUs(stamp_us), FromUs(user.last_seen_us)});
+      FromUs(stamp_us), FromUs(user.last_seen_us), FromUs(active_us)});
+  return result;
+}
+
+absl::StatusOr<SetStatusResult> PresenceRegistry::SetStatus(
+    int64_t user_id, const StatusUpdate& update) {
+  Shard& shard = ShardFor(user_id);
+  absl::MutexLock lock(&shard.mu);
+  const absl::Time now = Now();
+  // Ends at microseconds, like every time stored.
+  auto end = [&](absl::Time at, absl::Duration after) {
+    if (after > absl::ZeroDuration()) at = now + after;
+    return at == absl::InfiniteFuture() ? at : FromUs(ToUs(at));
+  };
+  const absl::Time availability_until =
+      end(update.availability_until, update.availability_for);
+  const absl::Time custom_until =
+      end(update.custom.expires_at, update.custom_for);
+  if (update.availability.has_value() && availability_until <= now) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the availability's end (", absl::FormatTime(availability_until),
+        ") is not after the server's time (", absl::FormatTime(now),
+        "); give a later moment or a positive duration"));
+  }
+  if (update.custom_action == StatusUpdate::Custom::kReplace &&
+      custom_until <= now) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the custom status's expiry (", absl::FormatTime(custom_until),
+        ") is not after the server's time (", absl::FormatTime(now),
+        "); give a later moment or a positive duration"));
+  }
+
+  uint32_t record;
+  UserState& user = shard.users.FindOrAdd(user_id, &record);
+  CatchUp(shard, record, user, now);
+  const StatusChoice* old = ChoiceOf(shard, record, user);
+  StatusChoice choice = old != nullptr ? *old : StatusChoice{};
+  const bool was_invisible = choice.availability == Availability::kInvisible;
+  if (update.availability.has_value()) {
+    choice.availability = *update.availability;
+    choice.availability_until = *update.availability == Availability::kAuto
+                                    ? absl::InfiniteFuture()
+                                    : availability_until;
+  }
+  const bool invisible = choice.availability == Availability::kInvisible;
+  if (invisible && !was_invisible) {
+    // Others saw the user last now if they saw them online, else at the
+    // last_seen they see.
+    choice.last_seen_cap = user.announced_online()
+                               ? now
+                               : std::min(LastSeen(user), choice.last_seen_cap);
+  } else if (!invisible && Evaluate(user, nullptr, now, true).live) {
+    choice.last_seen_cap = absl::InfiniteFuture();  // back in sight now
+  }
+  bool custom_changed = false;
+  if (update.custom_action == StatusUpdate::Custom::kReplace) {
+    CustomStatus custom = update.custom;
+    custom.expires_at = custom_until;
+    custom_changed = !choice.custom.has_value() || !(*choice.custom == custom);
+    choice.custom = std::move(custom);
+  } else if (update.custom_action == StatusUpdate::Custom::kClear) {
+    custom_changed = choice.custom.has_value();
+    choice.custom.reset();
+  }
+  PutChoice(shard, record, user, choice);
+  SetStatusResult result;
+  result.server_time = now;
+  result.write_ticket =
+      Record(SessionChange{SessionChange::Kind::kSetStatus, user_id, "", now,
+                           FromUs(user.last_seen_us), absl::InfinitePast(),
+                           std::make_shared<const StatusChoice>(choice)});
+  Reconcile(shard, record, user, now, Cause::kSetStatus, custom_changed);
+  result.self = Describe(user, ChoiceOf(shard, record, user), now, true);
   return result;
 }
 
@@ -192,8 +443,8 @@ MarkOfflineResult PresenceRegistry::MarkOffline(int64_t user_id,
   UserState* found = shard.users.Find(user_id, &record);
   if (found == nullptr) return result;
   UserState& user = *found;
-  CatchUpExpiry(shard, user, now);
-  const bool was_online = user.announced_online();
+  CatchUp(shard, record, user, now);
+  const bool was_live = Evaluate(user, nullptr, now, true).live;
   const bool end_all = session_id.empty();
   SessionList sessions = user.TakeSessions();
   const size_t sessions_before = sessions.size();
@@ -213,28 +464,21 @@ MarkOfflineResult PresenceRegistry::MarkOffline(int64_t user_id,
                      }),
       sessions.end());
   user.PutSessions(std::move(sessions));
+  shard.sessions += SizeChange(sessions_before, user.session_count());
   // An empty session_id names the default session when heartbeating but
   // "every session" here; a client that only uses the default session gets
   // the same effect either way.
   if (removed == 0) {
-    result.still_online = was_online;
+    result.still_online = was_live;
     return result;
   }
   if (result.sessions_ended > 0) {
     user.last_seen_us = std::max(user.last_seen_us, ToUs(now));
   }
-  result.still_online = now < OnlineUntil(user);
-  result.went_offline = was_online && !result.still_online;
-  if (result.went_offline) {
-    Announce(user_id, false, PresenceEvent::Reason::kMarkOffline, now);
-    SetOffline(shard, user);
-  } else if (result.still_online) {
-    // The ended session may have been the latest: the end can move earlier.
-    IndexExpiry(shard, record, user);
-  }
-  // Sessions left now are all dead, and the sweeper skips offline users.
-  if (!result.still_online) user.ClearSessions();
-  shard.sessions += SizeChange(sessions_before, user.session_count());
+  result.still_online = Evaluate(user, nullptr, now, true).live;
+  result.went_offline = was_live && !result.still_online;
+  // Announces the change, and forgets the dead sessions left.
+  Reconcile(shard, record, user, now, Cause::kMarkOffline);
   result.write_ticket = Record(SessionChange{
       end_all ? SessionChange::Kind::kEndAllSessions
               : SessionChange::Kind::kEndSession,
@@ -332,10 +576,13 @@ OnlinePage PresenceRegistry::ListOnline(absl::Span<const int64_t> only,
     std::sort(ids.begin(), ids.end());
     ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
     for (int64_t id : ids) {
-      const Shard& shard = ShardFor(id);
+      Shard& shard = ShardFor(id);
       absl::MutexLock lock(&shard.mu);
-      const UserState* user = shard.users.Find(id);
-      if (user != nullptr && now < OnlineUntil(*user)) {
+      uint32_t record;
+      const UserState* user = shard.users.Find(id, &record);
+      if (user != nullptr &&
+          Evaluate(*user, ChoiceOf(shard, record, *user), now, false).status !=
+              PublicStatus::kOffline) {
         ++page.total_online;
         if (id > after_user_id) candidates.push_back(id);
       }
@@ -351,39 +598,45 @@ OnlinePage PresenceRegistry::ListOnline(absl::Span<const int64_t> only,
   return page;
 }
 
-PresenceLookup PresenceRegistry::GetPresence(
-    absl::Span<const int64_t> user_ids) const {
+PresenceLookup PresenceRegistry::GetPresence(absl::Span<const int64_t> user_ids,
+                                             int64_t viewer_user_id) const {
   const absl::Time now = Now();
   PresenceLookup lookup;
   lookup.server_time = now;
   std::vector<UserPresenceInfo>& out = lookup.users;
   out.reserve(user_ids.size());
   for (int64_t id : user_ids) {
-    UserPresenceInfo info;
-    info.user_id = id;
-    const Shard& shard = ShardFor(id);
+    Shard& shard = ShardFor(id);
     absl::MutexLock lock(&shard.mu);
-    if (const UserState* found = shard.users.Find(id); found != nullptr) {
-      const UserState& user = *found;
-      if (user.last_seen_us != kNeverUs) {
-        info.last_seen = FromUs(user.last_seen_us);
-      }
-      user.ForEachSession([&](absl::string_view, int64_t last_heartbeat_us) {
-        if (now < FromUs(last_heartbeat_us) + online_window_) {
-          ++info.live_sessions;
-        }
-      });
-      info.online = info.live_sessions > 0;
-      if (info.online) info.online_until = OnlineUntil(user);
+    uint32_t record;
+    if (const UserState* user = shard.users.Find(id, &record);
+        user != nullptr) {
+      out.push_back(Describe(*user, ChoiceOf(shard, record, *user), now,
+                             id == viewer_user_id));
+    } else {
+      out.emplace_back().user_id = id;
     }
-    out.push_back(info);
   }
   return lookup;
 }
 
+void PresenceRegistry::RestoreStatus(int64_t user_id,
+                                     const StatusChoice& choice) {
+  Shard& shard = ShardFor(user_id);
+  absl::MutexLock lock(&shard.mu);
+  uint32_t record;
+  UserState& user = shard.users.FindOrAdd(user_id, &record);
+  PutChoice(shard, record, user, choice);
+  // Ends that passed while presenced was down are dropped when due: at once.
+  absl::Time due = choice.availability_until;
+  if (choice.custom.has_value()) due = std::min(due, choice.custom->expires_at);
+  IndexDue(shard, record, user, due);
+}
+
 void PresenceRegistry::RestoreSession(int64_t user_id,
                                       absl::string_view session_id,
-                                      absl::Time last_heartbeat) {
+                                      absl::Time last_heartbeat,
+                                      absl::Time last_active) {
   Shard& shard = ShardFor(user_id);
   absl::MutexLock lock(&shard.mu);
   uint32_t record;
@@ -393,21 +646,30 @@ void PresenceRegistry::RestoreSession(int64_t user_id,
       std::find_if(sessions.begin(), sessions.end(),
                    [&](const Session& s) { return s.id.view() == session_id; });
   const int64_t heartbeat_us = ToUs(last_heartbeat);
+  const int64_t active_us = last_active == absl::InfinitePast()
+                                ? heartbeat_us
+                                : std::min(ToUs(last_active), heartbeat_us);
   if (it == sessions.end()) {
-    sessions.push_back(Session{SessionId(session_id), heartbeat_us});
+    sessions.push_back(Session{SessionId(session_id), heartbeat_us, active_us});
     ++shard.sessions;
   } else {
     it->last_heartbeat_us = std::max(it->last_heartbeat_us, heartbeat_us);
+    it->last_active_us = std::max(it->last_active_us, active_us);
   }
   user.PutSessions(std::move(sessions));
   user.last_seen_us = std::max(user.last_seen_us, heartbeat_us);
-  if (!user.announced_online() && Now() < OnlineUntil(user)) {
-    SetOnline(shard, record, user);
-    if (events_ != nullptr) events_->SeedOnline(user_id);
-  } else if (user.announced_online()) {
-    // A second restored session of the user may end earlier or later.
-    IndexExpiry(shard, record, user);
+  const absl::Time now = Now();
+  const View view = Evaluate(user, ChoiceOf(shard, record, user), now, false);
+  const bool was_online = user.announced_online();
+  // No event: watchers start after the restore. Others see the status the
+  // user has now.
+  SetAnnounced(shard, user, view.status);
+  if (!was_online && user.announced_online() && events_ != nullptr) {
+    events_->SeedOnline(user_id);
   }
+  absl::Time due = view.live ? view.first_session_end : absl::InfiniteFuture();
+  if (now < view.away_at) due = std::min(due, view.away_at);
+  IndexDue(shard, record, user, due);
 }
 
 void PresenceRegistry::RestoreLastSeen(int64_t user_id, absl::Time last_seen) {
@@ -422,10 +684,12 @@ uint64_t PresenceRegistry::AdoptLastSeen(int64_t user_id,
   Shard& shard = ShardFor(user_id);
   absl::MutexLock lock(&shard.mu);
   const absl::Time now = Now();
-  UserState& user = shard.users.FindOrAdd(user_id);
-  CatchUpExpiry(shard, user, now);
+  uint32_t record;
+  UserState& user = shard.users.FindOrAdd(user_id, &record);
+  CatchUp(shard, record, user, now);
   last_seen = std::min(last_seen, now);  // another host's clock ran ahead
-  if (user.announced_online() || ToUs(last_seen) <= user.last_seen_us) {
+  if (Evaluate(user, nullptr, now, true).live ||
+      ToUs(last_seen) <= user.last_seen_us) {
     return 0;
   }
   user.last_seen_us = ToUs(last_seen);
@@ -452,14 +716,12 @@ int64_t PresenceRegistry::SweepShard(Shard& shard, absl::Time now) {
     heap.pop_back();
     UserState& user = shard.users.At(entry.record);
     if (user.indexed_until_us != entry.online_until_us) continue;  // stale
-    user.indexed_until_us = kNoEntryUs;
-    if (!user.announced_online()) continue;  // went offline otherwise
-    if (OnlineUntil(user) <= now) {
-      CatchUpExpiry(shard, user, now);
+    const bool was_online = user.announced_online();
+    // Reconciles, or (heartbeats moved the end since the entry was made)
+    // indexes the user again.
+    CatchUp(shard, entry.record, user, now);
+    if (was_online && !user.announced_online() && user.session_count() == 0) {
       ++expired;
-    } else {
-      // Heartbeats moved the end since the entry was made.
-      IndexExpiry(shard, entry.record, user);
     }
   }
   return expired;
@@ -472,6 +734,9 @@ PresenceRegistry::Stats PresenceRegistry::stats() const {
     absl::MutexLock lock(&shard.mu);
     stats.online_users += static_cast<int64_t>(shard.online.size());
     stats.sessions += shard.sessions;
+    stats.away_users += shard.by_status[static_cast<int>(PublicStatus::kAway)];
+    stats.dnd_users += shard.by_status[static_cast<int>(PublicStatus::kDnd)];
+    stats.invisible_users += shard.invisible;
   }
   return stats;
 }

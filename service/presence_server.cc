@@ -104,6 +104,9 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
   if (options.online_window < absl::Microseconds(1)) {
     return absl::InvalidArgumentError("online_window must be at least 1us");
   }
+  if (options.away_after < absl::Microseconds(1)) {
+    return absl::InvalidArgumentError("away_after must be at least 1us");
+  }
   if (options.heartbeat_interval <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("heartbeat_interval must be > 0");
   }
@@ -207,9 +210,9 @@ PresenceServer::PresenceServer(const ServerOptions& options,
   };
   writer_ = std::make_unique<StoreWriter>(store_.get(), writer_options);
   hub_ = std::make_unique<EventHub>(clock_, options.watch);
-  registry_ = std::make_unique<PresenceRegistry>(clock_, options.online_window,
-                                                 writer_.get(), hub_.get(),
-                                                 options.max_sessions_per_user);
+  registry_ = std::make_unique<PresenceRegistry>(
+      clock_, options.online_window, writer_.get(), hub_.get(),
+      options.max_sessions_per_user, options.away_after);
   PresenceServiceImpl::Options service_options;
   service_options.heartbeat_interval = options.heartbeat_interval;
   service_options.limits = options.limits;
@@ -239,6 +242,15 @@ absl::Status PresenceServer::Load() {
   };
   size_t sessions = 0;
   size_t users = 0;
+  // Statuses first: a restored session seeds its user online only if others
+  // can see them. A foreign user's status stays behind (reshard moves only
+  // last_seen).
+  size_t statuses = 0;
+  for (const StoredStatus& s : state.statuses) {
+    if (!ownership.Owns(s.user_id)) continue;
+    registry_->RestoreStatus(s.user_id, s.choice);
+    ++statuses;
+  }
   for (const StoredLastSeen& u : state.last_seen) {
     if (!ownership.Owns(u.user_id)) {
       set_aside(u.user_id, u.last_seen);
@@ -252,11 +264,18 @@ absl::Status PresenceServer::Load() {
       set_aside(s.user_id, s.last_heartbeat);
       continue;
     }
-    registry_->RestoreSession(s.user_id, s.session_id, s.last_heartbeat);
+    registry_->RestoreSession(s.user_id, s.session_id, s.last_heartbeat,
+                              s.last_active);
     ++sessions;
   }
   LogInfo(absl::StrCat("loaded ", sessions, " live sessions and last_seen of ",
                        users, " users from ", options_.db_path));
+  if (statuses > 0) {
+    LogInfo(
+        absl::StrCat("loaded the statuses (availability, custom status) "
+                     "of ",
+                     statuses, " users"));
+  }
   if (!foreign.empty()) {
     std::vector<StoredLastSeen> set_aside;
     set_aside.reserve(foreign.size());
@@ -391,11 +410,12 @@ void PresenceServer::UpdateHealth() {
 }
 
 void PresenceServer::SweepLoop() {
-  // New expiry entries are never due before existing ones, so sleeping
-  // until the next one is due is exact for the system clock. The cap bounds
-  // the lateness when the clock jumps ahead (a FakeClock in tests, a wall
-  // clock stepped forward); the sleep itself is monotonic, so a wall clock
-  // stepped back cannot stretch it.
+  // Sleeps until the next entry is due, at most kMaxWait: an entry made
+  // meanwhile may be due sooner (a DND that ends in a minute, a user going
+  // AWAY), and the clock may jump ahead (a FakeClock in tests, a wall clock
+  // stepped forward), so the cap bounds how late an event can be (well
+  // within rich presence's 1 s). The sleep itself is monotonic, so a wall
+  // clock stepped back cannot stretch it.
   constexpr absl::Duration kMaxWait = absl::Milliseconds(100);
   // glibc keeps memory freed by its threads' arenas for reuse, so after a
   // burst (a flood of large requests, thousands of streams) the process would

@@ -37,6 +37,8 @@ struct ServerOptions {
   std::string listen = "127.0.0.1:50051";
   std::string db_path = "presence.db";
   absl::Duration online_window = absl::Minutes(5);
+  // Rich presence: AWAY once every live session was idle this long.
+  absl::Duration away_after = absl::Minutes(10);
   absl::Duration heartbeat_interval = absl::Minutes(2);
   Durability durability = Durability::kCommit;
   absl::Duration commit_interval = absl::Milliseconds(100);

@@ -88,30 +88,118 @@ class RejectedWatch : public WatchWriteReactor {
 // most, a message stays under 40 KiB, so a slow stream holds little.
 constexpr int kMaxBatch = 1'000;
 
-v1::Reason ReasonToProto(PresenceEvent::Reason reason) {
-  switch (reason) {
+v1::Status StatusToProto(PublicStatus status) {
+  switch (status) {
+    case PublicStatus::kOnline:
+      return v1::STATUS_ONLINE;
+    case PublicStatus::kAway:
+      return v1::STATUS_AWAY;
+    case PublicStatus::kDnd:
+      return v1::STATUS_DND;
+    case PublicStatus::kOffline:
+      break;
+  }
+  return v1::STATUS_OFFLINE;
+}
+
+v1::Availability AvailabilityToProto(Availability availability) {
+  switch (availability) {
+    case Availability::kDnd:
+      return v1::AVAILABILITY_DND;
+    case Availability::kInvisible:
+      return v1::AVAILABILITY_INVISIBLE;
+    case Availability::kAuto:
+      break;
+  }
+  return v1::AVAILABILITY_AUTO;
+}
+
+void FillCustomStatus(const CustomStatus& custom, v1::CustomStatus* out);
+
+// `rich`: AWAY and DND in `status`; otherwise ONLINE for either, as clients
+// before rich presence know it. The other fields are filled either way.
+void FillPresence(const UserPresenceInfo& info, bool rich,
+                  v1::UserPresence* out) {
+  out->set_user_id(info.user_id);
+  out->set_status(rich          ? StatusToProto(info.status)
+                  : info.online ? v1::STATUS_ONLINE
+                                : v1::STATUS_OFFLINE);
+  if (info.last_seen != absl::InfinitePast()) {
+    *out->mutable_last_seen() = ToProto(info.last_seen);
+  }
+  out->set_live_sessions(info.live_sessions);
+  if (info.online) *out->mutable_online_until() = ToProto(info.online_until);
+  out->set_availability(AvailabilityToProto(info.availability));
+  if (info.availability_until != absl::InfiniteFuture()) {
+    *out->mutable_availability_until() = ToProto(info.availability_until);
+  }
+  if (info.custom.has_value()) {
+    FillCustomStatus(*info.custom, out->mutable_custom_status());
+  }
+}
+
+// `rich`: the stream asked for rich_status. Otherwise only the reasons
+// clients before rich presence know: an online/offline transition caused by
+// a status (going or ceasing to be invisible) reads as a heartbeat or a
+// logout.
+v1::Reason ReasonToProto(const PresenceEvent& event, bool rich) {
+  switch (event.reason) {
     case PresenceEvent::Reason::kHeartbeat:
       return v1::REASON_HEARTBEAT;
     case PresenceEvent::Reason::kMarkOffline:
       return v1::REASON_MARK_OFFLINE;
     case PresenceEvent::Reason::kExpired:
       return v1::REASON_EXPIRED;
+    case PresenceEvent::Reason::kActivity:
+    case PresenceEvent::Reason::kStatusSet:
+    case PresenceEvent::Reason::kStatusExpired:
+      break;
   }
-  return v1::REASON_UNSPECIFIED;
+  if (!rich) {
+    return event.online ? v1::REASON_HEARTBEAT : v1::REASON_MARK_OFFLINE;
+  }
+  switch (event.reason) {
+    case PresenceEvent::Reason::kActivity:
+      return v1::REASON_ACTIVITY;
+    case PresenceEvent::Reason::kStatusSet:
+      return v1::REASON_STATUS_SET;
+    default:
+      return v1::REASON_STATUS_EXPIRED;
+  }
 }
 
-void FillChange(const SequencedEvent& e, v1::PresenceChange* change) {
+void FillCustomStatus(const CustomStatus& custom, v1::CustomStatus* out) {
+  out->set_text(custom.text);
+  out->set_emoji(custom.emoji);
+  if (custom.expires_at != absl::InfiniteFuture()) {
+    *out->mutable_expires_at() = ToProto(custom.expires_at);
+  }
+}
+
+void FillChange(const SequencedEvent& e, bool rich,
+                v1::PresenceChange* change) {
   change->set_user_id(e.event.user_id);
-  change->set_status(e.event.online ? v1::STATUS_ONLINE : v1::STATUS_OFFLINE);
+  change->set_status(rich             ? StatusToProto(e.event.status)
+                     : e.event.online ? v1::STATUS_ONLINE
+                                      : v1::STATUS_OFFLINE);
   *change->mutable_at() = ToProto(e.event.at);
-  change->set_reason(ReasonToProto(e.event.reason));
+  change->set_reason(ReasonToProto(e.event, rich));
   change->set_sequence(e.sequence);
+  if (!rich) return;
+  if (e.event.custom != nullptr) {
+    FillCustomStatus(*e.event.custom, change->mutable_custom_status());
+  }
+  if (e.event.availability_until != absl::InfiniteFuture()) {
+    *change->mutable_availability_until() = ToProto(e.event.availability_until);
+  }
 }
 
 // Encodes one hub message as the stream asked: changes one per message, or
-// in a ChangeBatch.
+// in a ChangeBatch. `registry` (rich streams only): a Snapshot carries each
+// online user's presence, read from it.
 void EncodeWatchMessage(const WatchMessage& message, const std::string& epoch,
-                        bool batches, grpc::ByteBuffer* out) {
+                        bool batches, const PresenceRegistry* registry,
+                        grpc::ByteBuffer* out) {
   // The messages are built on this thread's arena and gone after the
   // encoding: no stream keeps a message (up to kMaxBatch changes) between
   // writes, and a batch costs no allocation per change.
@@ -132,13 +220,23 @@ void EncodeWatchMessage(const WatchMessage& message, const std::string& epoch,
     *snapshot->mutable_server_time() = ToProto(message.snapshot_time);
     snapshot->mutable_online_users()->Add(message.online_users.begin(),
                                           message.online_users.end());
+    if (registry != nullptr) {
+      // Read after the hub's snapshot: the changes that follow it may
+      // already show here, and apply again on top without harm (each
+      // carries the whole status).
+      const PresenceLookup lookup = registry->GetPresence(message.online_users);
+      for (const UserPresenceInfo& info : lookup.users) {
+        FillPresence(info, /*rich=*/true, snapshot->add_users());
+      }
+    }
   } else if (!batches) {
-    FillChange(message.changes.front(), response->mutable_change());
+    FillChange(message.changes.front(), registry != nullptr,
+               response->mutable_change());
   } else {
     auto* changes = response->mutable_changes()->mutable_changes();
     changes->Reserve(static_cast<int>(message.changes.size()));
     for (const SequencedEvent& e : message.changes) {
-      FillChange(e, changes->Add());
+      FillChange(e, registry != nullptr, changes->Add());
     }
   }
   Serialize(*response, out);
@@ -157,11 +255,15 @@ void EncodeWatchMessage(const WatchMessage& message, const std::string& epoch,
 // not at all. No lock is held while calling into gRPC.
 class WatchReactor : public WatchWriteReactor, public WatchSink {
  public:
-  static WatchWriteReactor* Start(EventHub* hub, CallCounter* calls,
+  // `registry`: for a rich stream's snapshots (null: not rich).
+  static WatchWriteReactor* Start(EventHub* hub,
+                                  const PresenceRegistry* registry,
+                                  CallCounter* calls,
                                   const WatchRequest& request, int max_batch,
                                   const RpcTimer& timer) {
     auto reactor = std::shared_ptr<WatchReactor>(
-        new WatchReactor(hub, calls, max_batch, timer));
+        new WatchReactor(hub, request.rich_status ? registry : nullptr, calls,
+                         max_batch, timer));
     absl::StatusOr<EventHub::WatchId> id = hub->Watch(request, reactor);
     if (!id.ok()) return new RejectedWatch(calls, id.status(), timer);
     calls->Enter();
@@ -201,9 +303,10 @@ class WatchReactor : public WatchWriteReactor, public WatchSink {
   }
 
  private:
-  WatchReactor(EventHub* hub, CallCounter* calls, int max_batch,
-               const RpcTimer& timer)
+  WatchReactor(EventHub* hub, const PresenceRegistry* registry,
+               CallCounter* calls, int max_batch, const RpcTimer& timer)
       : hub_(hub),
+        registry_(registry),
         calls_(calls),
         timer_(timer),
         max_changes_(std::clamp(max_batch, 1, kMaxBatch)),
@@ -225,7 +328,8 @@ class WatchReactor : public WatchWriteReactor, public WatchSink {
         case EventHub::PopResult::kEmpty:
           return;
         case EventHub::PopResult::kMessage:
-          EncodeWatchMessage(message, hub_->epoch(), batches_, &current_bytes_);
+          EncodeWatchMessage(message, hub_->epoch(), batches_, registry_,
+                             &current_bytes_);
           if (message.online_users.capacity() > 65'536) {
             // A snapshot of everyone: don't keep its memory on this thread.
             std::vector<int64_t>().swap(message.online_users);
@@ -249,6 +353,7 @@ class WatchReactor : public WatchWriteReactor, public WatchSink {
   }
 
   EventHub* const hub_;
+  const PresenceRegistry* const registry_;  // null: not a rich stream
   CallCounter* const calls_;
   const RpcTimer timer_;
   const int max_changes_;
@@ -402,6 +507,10 @@ absl::Status CheckOwner(const ShardOwnership& o,
                         const v1::MarkOfflineRequest& r) {
   return o.Check(r.user_id());
 }
+absl::Status CheckOwner(const ShardOwnership& o,
+                        const v1::SetStatusRequest& r) {
+  return o.Check(r.user_id());
+}
 absl::Status CheckOwner(const ShardOwnership&,
                         const v1::BatchHeartbeatRequest&) {
   return absl::OkStatus();
@@ -458,8 +567,8 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::Heartbeat(
     return call.Answer(s);
   }
   // client_time is deliberately not read: only the server's clock decides.
-  const HeartbeatResult result =
-      registry_->Heartbeat(request.user_id(), request.session_id());
+  const HeartbeatResult result = registry_->Heartbeat(
+      request.user_id(), request.session_id(), request.idle());
   v1::HeartbeatResponse response;
   FillHeartbeat(result, &response);
   Serialize(response, answer);
@@ -513,7 +622,7 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::BatchHeartbeat(
       continue;
     }
     const HeartbeatResult applied =
-        registry_->Heartbeat(item.user_id(), item.session_id());
+        registry_->Heartbeat(item.user_id(), item.session_id(), item.idle());
     FillHeartbeat(applied, result->mutable_heartbeat());
     last_ticket = std::max(last_ticket, applied.write_ticket);
     server_time = std::max(server_time, applied.server_time);
@@ -582,18 +691,12 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::GetPresence(
       !s.ok()) {
     return call.Answer(s);
   }
-  const PresenceLookup lookup = registry_->GetPresence(request.user_ids());
+  const PresenceLookup lookup =
+      registry_->GetPresence(request.user_ids(), request.viewer_user_id());
   v1::GetPresenceResponse response;
   *response.mutable_server_time() = ToProto(lookup.server_time);
   for (const UserPresenceInfo& info : lookup.users) {
-    v1::UserPresence* out = response.add_users();
-    out->set_user_id(info.user_id);
-    out->set_status(info.online ? v1::STATUS_ONLINE : v1::STATUS_OFFLINE);
-    if (info.last_seen != absl::InfinitePast()) {
-      *out->mutable_last_seen() = ToProto(info.last_seen);
-    }
-    out->set_live_sessions(info.live_sessions);
-    if (info.online) *out->mutable_online_until() = ToProto(info.online_until);
+    FillPresence(info, request.rich_status(), response.add_users());
   }
   Serialize(response, answer);
   return call.Answer(absl::OkStatus());
@@ -613,8 +716,9 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* PresenceServiceImpl::WatchPresence(
   watch.send_snapshot = request.send_snapshot();
   watch.resume_after = request.resume_after();
   watch.epoch = request.epoch();
+  watch.rich_status = request.rich_status();
   return WatchReactor::Start(
-      hub_, &calls_, watch,
+      hub_, registry_, &calls_, watch,
       static_cast<int>(std::min<uint32_t>(request.max_batch(), kMaxBatch)),
       timer);
 }
@@ -683,6 +787,66 @@ grpc::ServerUnaryReactor* PresenceServiceImpl::ImportLastSeen(
   response.set_updated(updated);
   Serialize(response, answer);
   return call.AnswerWhenDurable(writer_, last_ticket);
+}
+
+namespace {
+
+// The request as the registry takes it; ValidateRequest passed it.
+StatusUpdate ToStatusUpdate(const v1::SetStatusRequest& request) {
+  StatusUpdate update;
+  switch (request.availability()) {
+    case v1::AVAILABILITY_AUTO:
+      update.availability = Availability::kAuto;
+      break;
+    case v1::AVAILABILITY_DND:
+      update.availability = Availability::kDnd;
+      break;
+    case v1::AVAILABILITY_INVISIBLE:
+      update.availability = Availability::kInvisible;
+      break;
+    default:
+      break;  // unchanged
+  }
+  if (request.has_availability_until()) {
+    update.availability_until = FromProto(request.availability_until());
+  } else if (request.has_availability_for()) {
+    update.availability_for = FromProto(request.availability_for());
+  }
+  if (request.has_custom_status()) {
+    const v1::CustomStatus& custom = request.custom_status();
+    update.custom_action = StatusUpdate::Custom::kReplace;
+    update.custom.text = custom.text();
+    update.custom.emoji = custom.emoji();
+    if (custom.has_expires_at()) {
+      update.custom.expires_at = FromProto(custom.expires_at());
+    } else if (request.has_custom_status_for()) {
+      update.custom_for = FromProto(request.custom_status_for());
+    }
+  } else if (request.clear_custom_status()) {
+    update.custom_action = StatusUpdate::Custom::kClear;
+  }
+  return update;
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* PresenceServiceImpl::SetStatus(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* bytes,
+    grpc::ByteBuffer* answer) {
+  const UnaryCall call(context, &calls_, options_.metrics, Rpc::kSetStatus);
+  v1::SetStatusRequest request;
+  if (absl::Status s = Admit(*context, Rpc::kSetStatus, *bytes, &request, true);
+      !s.ok()) {
+    return call.Answer(s);
+  }
+  absl::StatusOr<SetStatusResult> result =
+      registry_->SetStatus(request.user_id(), ToStatusUpdate(request));
+  if (!result.ok()) return call.Answer(result.status());
+  v1::SetStatusResponse response;
+  FillPresence(result->self, /*rich=*/true, response.mutable_presence());
+  *response.mutable_server_time() = ToProto(result->server_time);
+  Serialize(response, answer);
+  return call.AnswerWhenDurable(writer_, result->write_ticket);
 }
 
 }  // namespace presence

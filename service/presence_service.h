@@ -47,7 +47,10 @@ using RawPresenceService = v1::PresenceService::WithRawCallbackMethod_Heartbeat<
                             WithRawCallbackMethod_ListForeignUsers<
                                 v1::PresenceService::
                                     WithRawCallbackMethod_ImportLastSeen<
-                                        v1::PresenceService::Service>>>>>>>>;
+                                        v1::PresenceService::
+                                            WithRawCallbackMethod_SetStatus<
+                                                v1::PresenceService::
+                                                    Service>>>>>>>>>;
 
 // Validates requests, applies them to the registry and, for changes, answers
 // once the store writer reports them durable (no thread blocks per RPC).
@@ -102,6 +105,9 @@ class PresenceServiceImpl final : public RawPresenceService {
   grpc::ServerUnaryReactor* ImportLastSeen(grpc::CallbackServerContext* context,
                                            const grpc::ByteBuffer* request,
                                            grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* SetStatus(grpc::CallbackServerContext* context,
+                                      const grpc::ByteBuffer* request,
+                                      grpc::ByteBuffer* response) override;
 
   // Start-up only, before serving: the users whose stored state this shard
   // set aside because other shards own them, ascending by id

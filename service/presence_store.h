@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "service/rich_status.h"
 #include "service/session_change.h"
 
 namespace presence {
@@ -17,6 +18,8 @@ struct StoredSession {
   int64_t user_id;
   std::string session_id;
   absl::Time last_heartbeat;
+  // InfinitePast: at last_heartbeat (a row written before rich presence).
+  absl::Time last_active = absl::InfinitePast();
 };
 
 struct StoredLastSeen {
@@ -24,9 +27,15 @@ struct StoredLastSeen {
   absl::Time last_seen;
 };
 
+struct StoredStatus {
+  int64_t user_id;
+  StatusChoice choice;
+};
+
 struct StoredState {
   std::vector<StoredSession> live_sessions;
   std::vector<StoredLastSeen> last_seen;
+  std::vector<StoredStatus> statuses;
 };
 
 // Durable presence state. The seam where storage faults are injected in
@@ -36,9 +45,9 @@ class PresenceStore {
  public:
   virtual ~PresenceStore() = default;
 
-  // Returns the sessions with last_heartbeat > `live_after` and every user's
-  // last_seen. Sessions at or before it have expired: they are folded into
-  // their users' last_seen and deleted.
+  // Returns the sessions with last_heartbeat > `live_after`, every user's
+  // last_seen, and what users chose (rich presence). Sessions at or before it
+  // have expired: they are folded into their users' last_seen and deleted.
   virtual absl::StatusOr<StoredState> Load(absl::Time live_after) = 0;
 
   // Applies `changes` in order, atomically: on error none of them is durable.

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "google/protobuf/util/time_util.h"
+#include "service/custom_status_text.h"
 #include "service/status_macros.h"
 
 namespace presence {
@@ -91,7 +92,111 @@ absl::Status ValidateRequest(const v1::ListOnlineRequest& request,
 
 absl::Status ValidateRequest(const v1::GetPresenceRequest& request,
                              const RequestLimits& limits) {
+  if (request.viewer_user_id() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("viewer_user_id must be > 0 (or 0: no viewer), got ",
+                     request.viewer_user_id()));
+  }
   return ValidateUserIds(request.user_ids(), limits);
+}
+
+namespace {
+
+absl::Status ValidateTimestamp(const google::protobuf::Timestamp& t,
+                               absl::string_view field) {
+  if (t.nanos() < 0 || t.nanos() > 999'999'999 ||
+      t.seconds() < TimeUtil::kTimestampMinSeconds ||
+      t.seconds() > TimeUtil::kTimestampMaxSeconds) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " must be a valid Timestamp"));
+  }
+  return absl::OkStatus();
+}
+
+// An end given as a duration: positive, and within a year (a status set
+// "for" longer is meant until changed: leave the end out).
+absl::Status ValidateStatusDuration(const google::protobuf::Duration& d,
+                                    absl::string_view field) {
+  constexpr int64_t kMaxSeconds = 366 * 24 * 3600;
+  if (d.seconds() < 0 || d.nanos() < 0 ||
+      (d.seconds() == 0 && d.nanos() == 0) || d.nanos() > 999'999'999 ||
+      d.seconds() > kMaxSeconds) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " must be positive and at most 366 days, got ",
+                     TimeUtil::ToString(d)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateRequest(const v1::SetStatusRequest& request,
+                             const RequestLimits&) {
+  PRESENCE_RETURN_IF_ERROR(ValidateUserId(request.user_id(), "user_id"));
+  if (!v1::Availability_IsValid(request.availability())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "availability must be AVAILABILITY_AUTO, AVAILABILITY_DND or "
+        "AVAILABILITY_INVISIBLE (or unset), got ",
+        request.availability()));
+  }
+  const bool has_end = request.availability_end_case() !=
+                       v1::SetStatusRequest::AVAILABILITY_END_NOT_SET;
+  if (has_end && request.availability() != v1::AVAILABILITY_DND &&
+      request.availability() != v1::AVAILABILITY_INVISIBLE) {
+    return absl::InvalidArgumentError(
+        "availability_until and availability_for go with availability DND "
+        "or INVISIBLE: AUTO has no end");
+  }
+  if (request.has_availability_until()) {
+    PRESENCE_RETURN_IF_ERROR(
+        ValidateTimestamp(request.availability_until(), "availability_until"));
+  }
+  if (request.has_availability_for()) {
+    PRESENCE_RETURN_IF_ERROR(
+        ValidateStatusDuration(request.availability_for(), "availability_for"));
+  }
+  if (request.has_custom_status() && request.clear_custom_status()) {
+    return absl::InvalidArgumentError(
+        "custom_status and clear_custom_status exclude each other: set one");
+  }
+  if (request.has_custom_status_for() && !request.has_custom_status()) {
+    return absl::InvalidArgumentError(
+        "custom_status_for needs a custom_status to expire");
+  }
+  if (request.has_custom_status()) {
+    const v1::CustomStatus& custom = request.custom_status();
+    if (custom.text().empty() && custom.emoji().empty()) {
+      return absl::InvalidArgumentError(
+          "custom_status needs a text or an emoji (to remove it, set "
+          "clear_custom_status)");
+    }
+    PRESENCE_RETURN_IF_ERROR(
+        ValidateStatusText(custom.text(), "custom_status.text"));
+    if (!custom.emoji().empty()) {
+      PRESENCE_RETURN_IF_ERROR(
+          ValidateEmoji(custom.emoji(), "custom_status.emoji"));
+    }
+    if (custom.has_expires_at() && request.has_custom_status_for()) {
+      return absl::InvalidArgumentError(
+          "custom_status.expires_at and custom_status_for exclude each "
+          "other: set one");
+    }
+    if (custom.has_expires_at()) {
+      PRESENCE_RETURN_IF_ERROR(
+          ValidateTimestamp(custom.expires_at(), "custom_status.expires_at"));
+    }
+    if (request.has_custom_status_for()) {
+      PRESENCE_RETURN_IF_ERROR(ValidateStatusDuration(
+          request.custom_status_for(), "custom_status_for"));
+    }
+  }
+  if (request.availability() == v1::AVAILABILITY_UNSPECIFIED &&
+      !request.has_custom_status() && !request.clear_custom_status()) {
+    return absl::InvalidArgumentError(
+        "the request sets nothing: give an availability, a custom_status or "
+        "clear_custom_status");
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ValidateRequest(const v1::WatchPresenceRequest& request,

@@ -40,6 +40,10 @@ absl::Status ValidateRequest(const v1::ImportLastSeenRequest& request,
                              const RequestLimits& limits);
 absl::Status ValidateRequest(const v1::BatchHeartbeatRequest& request,
                              const RequestLimits& limits);
+// Whether the end lies in the future is the registry's to say (it has the
+// clock).
+absl::Status ValidateRequest(const v1::SetStatusRequest& request,
+                             const RequestLimits& limits);
 
 // The page size a request's page_size asks for, after defaults and the cap.
 int EffectivePageSize(int32_t page_size, const RequestLimits& limits);

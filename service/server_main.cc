@@ -51,6 +51,9 @@ ABSL_FLAG(std::string, db, "presence.db",
 ABSL_FLAG(absl::Duration, online_window, absl::Minutes(5),
           "A user is online while one of their sessions had a heartbeat "
           "less than this long ago. At least 2 x --heartbeat_interval.");
+ABSL_FLAG(absl::Duration, away_after, absl::Minutes(10),
+          "Rich presence: a user is AWAY once every live session has been "
+          "idle (heartbeats with idle set) this long. At least 1us.");
 ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Minutes(2),
           "The heartbeat period presenced asks clients to keep (returned in "
           "every HeartbeatResponse).");
@@ -242,6 +245,7 @@ int main(int argc, char** argv) {
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   options.db_path = absl::GetFlag(FLAGS_db);
   options.online_window = absl::GetFlag(FLAGS_online_window);
+  options.away_after = absl::GetFlag(FLAGS_away_after);
   options.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
   options.commit_interval = absl::GetFlag(FLAGS_commit_interval);
   options.limits.max_ids_per_request = absl::GetFlag(FLAGS_max_ids_per_request);
@@ -312,7 +316,8 @@ int main(int argc, char** argv) {
   presence::LogInfo(absl::StrCat(
       "serving on ", (*server)->address(), " (db ", options.db_path,
       ", durability ", durability, ", online_window ",
-      absl::FormatDuration(options.online_window), ", heartbeat_interval ",
+      absl::FormatDuration(options.online_window), ", away_after ",
+      absl::FormatDuration(options.away_after), ", heartbeat_interval ",
       absl::FormatDuration(options.heartbeat_interval),
       options.ownership.sharded()
           ? absl::StrCat(", shard ", options.ownership.name(), " of ",

@@ -2,9 +2,11 @@
 #define PRESENCE_SERVICE_SESSION_CHANGE_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "absl/time/time.h"
+#include "service/rich_status.h"
 
 namespace presence {
 
@@ -14,6 +16,7 @@ struct SessionChange {
     kHeartbeat,       // session_id's last_heartbeat became `at`
     kEndSession,      // session_id ended at `at`
     kEndAllSessions,  // every session of the user ended at `at`
+    kSetStatus,       // the user's StatusChoice became `status`
   };
   Kind kind;
   int64_t user_id;
@@ -21,6 +24,11 @@ struct SessionChange {
   absl::Time at;
   // The user's last_seen after the change.
   absl::Time last_seen;
+  // kHeartbeat: the session's last activity (the latest heartbeat that did
+  // not say idle), at most `at`.
+  absl::Time last_active = absl::InfinitePast();
+  // kSetStatus: what the user's choice became (empty(): none left).
+  std::shared_ptr<const StatusChoice> status = nullptr;
 };
 
 // Receives every change the registry applies. The registry calls Record()

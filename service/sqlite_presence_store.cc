@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <utility>
 
 #include "SQLiteCpp/Exception.h"
@@ -34,6 +35,23 @@ constexpr const char* kMigrations[] = {
       CREATE TABLE users (
         user_id INTEGER PRIMARY KEY,
         last_seen_us INTEGER NOT NULL
+      );
+    )sql",
+    // 1 -> 2: rich presence. A session row from before has no activity
+    // time: NULL reads as active at its last heartbeat.
+    R"sql(
+      ALTER TABLE sessions ADD COLUMN last_active_us INTEGER;
+      -- What users chose (SetStatus): only users who chose something.
+      -- NULL times: none (until changed, no cap); NULL text and emoji: no
+      -- custom status.
+      CREATE TABLE user_status (
+        user_id INTEGER PRIMARY KEY,
+        availability INTEGER NOT NULL,  -- 0 auto, 1 dnd, 2 invisible
+        availability_until_us INTEGER,
+        status_text TEXT,
+        status_emoji TEXT,
+        status_expires_us INTEGER,
+        last_seen_cap_us INTEGER
       );
     )sql",
 };
@@ -107,6 +125,18 @@ absl::Status SqliteError(const SQLite::Exception& e, absl::string_view what,
 int64_t ToMicros(absl::Time t) { return absl::ToUnixMicros(t); }
 absl::Time FromMicros(int64_t us) { return absl::FromUnixMicros(us); }
 
+// A nullable time column: NULL stands for an infinite time.
+absl::Time OptionalTime(const SQLite::Column& column, absl::Time if_null) {
+  return column.isNull() ? if_null : FromMicros(column.getInt64());
+}
+void BindOptionalTime(SQLite::Statement& statement, int index, absl::Time t) {
+  if (t == absl::InfiniteFuture() || t == absl::InfinitePast()) {
+    statement.bind(index);  // NULL
+  } else {
+    statement.bind(index, ToMicros(t));
+  }
+}
+
 absl::Status Migrate(SQLite::Database& db) {
   SQLite::Transaction txn(db);
   db.exec(
@@ -152,9 +182,10 @@ SqlitePresenceStore::SqlitePresenceStore(std::string path,
       db_(std::move(db)),
       upsert_session_(*db_,
                       "INSERT INTO sessions (user_id, session_id, "
-                      "last_heartbeat_us) VALUES (?1, ?2, ?3) "
-                      "ON CONFLICT (user_id, session_id) DO UPDATE SET "
-                      "last_heartbeat_us = excluded.last_heartbeat_us"),
+                      "last_heartbeat_us, last_active_us) VALUES (?1, ?2, ?3, "
+                      "?4) ON CONFLICT (user_id, session_id) DO UPDATE SET "
+                      "last_heartbeat_us = excluded.last_heartbeat_us, "
+                      "last_active_us = excluded.last_active_us"),
       delete_session_(
           *db_, "DELETE FROM sessions WHERE user_id = ?1 AND session_id = ?2"),
       delete_user_sessions_(*db_, "DELETE FROM sessions WHERE user_id = ?1"),
@@ -162,7 +193,13 @@ SqlitePresenceStore::SqlitePresenceStore(std::string path,
           *db_,
           "INSERT INTO users (user_id, last_seen_us) "
           "VALUES (?1, ?2) ON CONFLICT (user_id) DO UPDATE SET "
-          "last_seen_us = MAX(last_seen_us, excluded.last_seen_us)") {}
+          "last_seen_us = MAX(last_seen_us, excluded.last_seen_us)"),
+      upsert_status_(*db_,
+                     "INSERT OR REPLACE INTO user_status (user_id, "
+                     "availability, availability_until_us, status_text, "
+                     "status_emoji, status_expires_us, last_seen_cap_us) "
+                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+      delete_status_(*db_, "DELETE FROM user_status WHERE user_id = ?1") {}
 
 absl::StatusOr<std::unique_ptr<SqlitePresenceStore>> SqlitePresenceStore::Open(
     const Options& options) {
@@ -252,12 +289,43 @@ absl::StatusOr<StoredState> SqlitePresenceStore::Load(absl::Time live_after) {
     prune.bind(1, ToMicros(live_after));
     prune.exec();
 
-    SQLite::Statement sessions(
-        *db_, "SELECT user_id, session_id, last_heartbeat_us FROM sessions");
+    SQLite::Statement sessions(*db_,
+                               "SELECT user_id, session_id, last_heartbeat_us, "
+                               "last_active_us FROM sessions");
     while (sessions.executeStep()) {
       state.live_sessions.push_back(StoredSession{
           sessions.getColumn(0).getInt64(), sessions.getColumn(1).getString(),
-          FromMicros(sessions.getColumn(2).getInt64())});
+          FromMicros(sessions.getColumn(2).getInt64()),
+          OptionalTime(sessions.getColumn(3), absl::InfinitePast())});
+    }
+    SQLite::Statement statuses(
+        *db_,
+        "SELECT user_id, availability, availability_until_us, status_text, "
+        "status_emoji, status_expires_us, last_seen_cap_us FROM user_status");
+    while (statuses.executeStep()) {
+      StatusChoice choice;
+      const int64_t availability = statuses.getColumn(1).getInt64();
+      // A value this presenced does not know (a damaged row) is AUTO.
+      if (availability == static_cast<int>(Availability::kDnd) ||
+          availability == static_cast<int>(Availability::kInvisible)) {
+        choice.availability = static_cast<Availability>(availability);
+        choice.availability_until =
+            OptionalTime(statuses.getColumn(2), absl::InfiniteFuture());
+      }
+      if (!statuses.getColumn(3).isNull() || !statuses.getColumn(4).isNull()) {
+        choice.custom = CustomStatus{
+            statuses.getColumn(3).getString(),
+            statuses.getColumn(4).getString(),
+            OptionalTime(statuses.getColumn(5), absl::InfiniteFuture())};
+      }
+      // INT64_MIN: capped at "never seen" (invisible before ever seen).
+      const SQLite::Column cap = statuses.getColumn(6);
+      choice.last_seen_cap =
+          !cap.isNull() && cap.getInt64() == std::numeric_limits<int64_t>::min()
+              ? absl::InfinitePast()
+              : OptionalTime(cap, absl::InfiniteFuture());
+      state.statuses.push_back(
+          StoredStatus{statuses.getColumn(0).getInt64(), std::move(choice)});
     }
     SQLite::Statement users(*db_, "SELECT user_id, last_seen_us FROM users");
     while (users.executeStep()) {
@@ -296,6 +364,35 @@ absl::Status SqlitePresenceStore::Verify() {
       path_, " holds)"));
 }
 
+void SqlitePresenceStore::CommitStatus(const SessionChange& c) {
+  if (c.status == nullptr || c.status->empty()) {
+    delete_status_.reset();
+    delete_status_.bind(1, c.user_id);
+    delete_status_.exec();
+    return;
+  }
+  const StatusChoice& s = *c.status;
+  upsert_status_.reset();
+  upsert_status_.bind(1, c.user_id);
+  upsert_status_.bind(2, static_cast<int>(s.availability));
+  BindOptionalTime(upsert_status_, 3, s.availability_until);
+  if (s.custom.has_value()) {
+    upsert_status_.bindNoCopy(4, s.custom->text);
+    upsert_status_.bindNoCopy(5, s.custom->emoji);
+    BindOptionalTime(upsert_status_, 6, s.custom->expires_at);
+  } else {
+    upsert_status_.bind(4);
+    upsert_status_.bind(5);
+    upsert_status_.bind(6);
+  }
+  if (s.last_seen_cap == absl::InfinitePast()) {
+    upsert_status_.bind(7, std::numeric_limits<int64_t>::min());
+  } else {
+    BindOptionalTime(upsert_status_, 7, s.last_seen_cap);
+  }
+  upsert_status_.exec();
+}
+
 absl::Status SqlitePresenceStore::Commit(
     absl::Span<const SessionChange> changes) {
   // Before the transaction, and after it: a commit into a file deleted
@@ -314,7 +411,11 @@ absl::Status SqlitePresenceStore::Commit(
           upsert_session_.bind(1, c.user_id);
           upsert_session_.bindNoCopy(2, c.session_id);
           upsert_session_.bind(3, ToMicros(c.at));
+          BindOptionalTime(upsert_session_, 4, c.last_active);
           upsert_session_.exec();
+          continue;
+        case SessionChange::Kind::kSetStatus:
+          CommitStatus(c);
           continue;
         case SessionChange::Kind::kEndSession:
           delete_session_.reset();

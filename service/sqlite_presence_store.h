@@ -20,7 +20,7 @@ namespace presence {
 // second presenced off the same database.
 class SqlitePresenceStore : public PresenceStore {
  public:
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
   // How long a commit waits for another program's write lock before it fails
   // (and is retried by the StoreWriter). In WAL mode readers never block a
   // commit, so only a foreign writer or a checkpoint by hand can. Short, so
@@ -85,10 +85,15 @@ class SqlitePresenceStore : public PresenceStore {
   // Declared before db_, destroyed after it: the lock outlives the connection.
   const std::unique_ptr<LockFile> lock_;
   const std::unique_ptr<SQLite::Database> db_;
+  // kSetStatus: the user's row in user_status, or none.
+  void CommitStatus(const SessionChange& change);
+
   SQLite::Statement upsert_session_;
   SQLite::Statement delete_session_;
   SQLite::Statement delete_user_sessions_;
   SQLite::Statement upsert_last_seen_;
+  SQLite::Statement upsert_status_;
+  SQLite::Statement delete_status_;
 };
 
 }  // namespace presence

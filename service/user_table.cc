@@ -53,7 +53,7 @@ void UserState::SetPointer(const void* p, bool multi) {
   // standard's default new alignment is more than the flags.
   static_assert(__STDCPP_DEFAULT_NEW_ALIGNMENT__ > kFlags);
   assert((bits & kFlags) == 0);
-  word_ = bits | (word_ & kOnlineBit) | (multi ? kMultiBit : 0);
+  word_ = bits | (word_ & (kStatusBits | kRichBit)) | (multi ? kMultiBit : 0);
 }
 
 SessionList UserState::TakeSessions() {
@@ -64,7 +64,7 @@ SessionList UserState::TakeSessions() {
     out = std::move(*list());
     list()->clear();
   } else if (hb_us_ != kNeverUs) {
-    out.push_back(Session{SessionId::Adopt(single_id()), hb_us_});
+    out.push_back(Session{SessionId::Adopt(single_id()), hb_us_, active_us_});
     SetPointer(nullptr, false);
     hb_us_ = kNeverUs;
   }
@@ -92,6 +92,7 @@ void UserState::PutSessions(SessionList sessions) {
     // kNeverUs would read as "no session" (and lose the id block): a stamp
     // that early (a damaged database) is one microsecond later, as dead.
     hb_us_ = std::max(sessions[0].last_heartbeat_us, kNeverUs + 1);
+    active_us_ = sessions[0].last_active_us;
     SetPointer(sessions[0].id.release(), false);
   }
 }

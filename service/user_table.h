@@ -42,14 +42,19 @@ class SessionId {
 struct Session {
   SessionId id;
   int64_t last_heartbeat_us;
+  // The latest heartbeat that did not say idle (rich presence: the user is
+  // AWAY once every live session's is --away_after old). At most
+  // last_heartbeat_us.
+  int64_t last_active_us;
 };
 // Most users have one session; a handful is the upper end in practice.
 using SessionList = absl::InlinedVector<Session, 1>;
 
-// One user in 40 bytes. A user with one session (nearly everyone) keeps it
-// inline: its heartbeat, and its id as a pointer (null for the default
-// session). Two or more sessions live in a heap block. The pointer's low bits
-// hold the flags: heap blocks are aligned to at least 8 bytes.
+// One user in 48 bytes. A user with one session (nearly everyone) keeps it
+// inline: its heartbeat and last activity, and its id as a pointer (null for
+// the default session). Two or more sessions live in a heap block. The
+// pointer's low 4 bits hold the flags: heap blocks are aligned to 16 bytes
+// (the default new alignment, asserted).
 //
 // Sessions are edited by taking them out as a SessionList and putting them
 // back (no allocation for one session; a block is reused while the user keeps
@@ -68,21 +73,34 @@ class UserState {
   // Entries with another time are stale and skipped when they come due.
   int64_t indexed_until_us = kNoEntryUs;
 
-  bool announced_online() const { return (word_ & kOnlineBit) != 0; }
-  void set_announced_online(bool online) {
-    word_ = online ? word_ | kOnlineBit : word_ & ~kOnlineBit;
+  // What watchers were last told of the user (rich presence): 0 offline,
+  // else online, with 2 away and 3 do-not-disturb (PublicStatus's values).
+  int announced_status() const { return static_cast<int>(word_ & kStatusBits); }
+  void set_announced_status(int status) {
+    word_ =
+        (word_ & ~kStatusBits) | (static_cast<uintptr_t>(status) & kStatusBits);
+  }
+  bool announced_online() const { return announced_status() != 0; }
+  // The user has rich state (availability, custom status) in the shard's
+  // side table: most users have none, and pay nothing for it here.
+  bool has_rich() const { return (word_ & kRichBit) != 0; }
+  void set_has_rich(bool rich) {
+    word_ = rich ? word_ | kRichBit : word_ & ~kRichBit;
   }
 
   size_t session_count() const;
   // The latest heartbeat of any session; kNeverUs without sessions.
   int64_t LatestHeartbeatUs() const;
-  // Calls f(absl::string_view id, int64_t last_heartbeat_us) per session.
+  // Calls f(const Session-like view) per session: f(absl::string_view id,
+  // int64_t last_heartbeat_us, int64_t last_active_us).
   template <typename F>
   void ForEachSession(F&& f) const {
     if (multi()) {
-      for (const Session& s : *list()) f(s.id.view(), s.last_heartbeat_us);
+      for (const Session& s : *list()) {
+        f(s.id.view(), s.last_heartbeat_us, s.last_active_us);
+      }
     } else if (hb_us_ != kNeverUs) {
-      f(SessionId::View(single_id()), hb_us_);
+      f(SessionId::View(single_id()), hb_us_, active_us_);
     }
   }
 
@@ -92,9 +110,10 @@ class UserState {
   void ClearSessions() { PutSessions({}); }
 
  private:
-  static constexpr uintptr_t kOnlineBit = 1;
-  static constexpr uintptr_t kMultiBit = 2;
-  static constexpr uintptr_t kFlags = kOnlineBit | kMultiBit;
+  static constexpr uintptr_t kStatusBits = 3;
+  static constexpr uintptr_t kMultiBit = 4;
+  static constexpr uintptr_t kRichBit = 8;
+  static constexpr uintptr_t kFlags = kStatusBits | kMultiBit | kRichBit;
 
   bool multi() const { return (word_ & kMultiBit) != 0; }
   char* single_id() const { return reinterpret_cast<char*>(word_ & ~kFlags); }
@@ -107,7 +126,8 @@ class UserState {
   int64_t id_;
   // The one session's heartbeat (kNeverUs: no session); unused when multi.
   int64_t hb_us_ = kNeverUs;
-  uintptr_t word_ = 0;  // pointer (session id or SessionList) | flags
+  int64_t active_us_ = kNeverUs;  // the one session's last activity
+  uintptr_t word_ = 0;            // pointer (session id or SessionList) | flags
 };
 
 // Users by id, for one registry shard. Records are never removed (a user

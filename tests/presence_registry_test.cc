@@ -385,6 +385,7 @@ TEST_F(RegistryTest, ConcurrentHeartbeatsAreAllCounted) {
 // Transitions announced to watchers.
 
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using Reason = PresenceEvent::Reason;
 
@@ -598,6 +599,274 @@ TEST(RegistryWindowTest, AWindowBetweenMicrosecondsStillExpires) {
   EXPECT_EQ(registry.SweepExpired(), 1);  // returns: no endless re-indexing
   EXPECT_THAT(events.Take(), ElementsAre(Event(42, true, Reason::kHeartbeat),
                                          Event(42, false, Reason::kExpired)));
+}
+
+// Rich presence (docs/rich-presence.md): activity, availability and custom
+// status, on the same fixture (away_after is the default 10 minutes).
+constexpr absl::Duration kAway = absl::Minutes(10);
+
+MATCHER_P2(StatusEvent, user, status, "") {
+  return arg.user_id == user && arg.status == status;
+}
+
+StatusUpdate Availability_(Availability a,
+                           absl::Duration for_ = absl::ZeroDuration()) {
+  StatusUpdate u;
+  u.availability = a;
+  u.availability_for = for_;
+  return u;
+}
+
+StatusUpdate Custom(std::string text, std::string emoji,
+                    absl::Duration for_ = absl::ZeroDuration()) {
+  StatusUpdate u;
+  u.custom_action = StatusUpdate::Custom::kReplace;
+  u.custom.text = std::move(text);
+  u.custom.emoji = std::move(emoji);
+  u.custom_for = for_;
+  return u;
+}
+
+TEST_F(RegistryTest, IdleSessionsGoAwayOnTimeAndActivityBringsThemBack) {
+  const absl::Time t0 = clock_.Now();
+  registry_.Heartbeat(42, "tab");  // a first heartbeat is activity
+  for (int i = 0; i < 4; ++i) {
+    clock_.Advance(absl::Minutes(2));
+    registry_.Heartbeat(42, "tab", /*idle=*/true);
+  }
+  events_.Take();
+  clock_.Advance(absl::Minutes(2) - absl::Microseconds(1));  // t0 + 10m - 1us
+  EXPECT_EQ(registry_.SweepExpired(), 0);
+  EXPECT_EQ(Get(42).status, PublicStatus::kOnline);
+  EXPECT_THAT(events_.Take(), IsEmpty());
+  // The sweeper's index knew the moment: no heartbeat needed.
+  EXPECT_EQ(registry_.NextExpiry(), t0 + kAway);
+  clock_.Advance(absl::Microseconds(1));
+  registry_.SweepExpired();
+  std::vector<PresenceEvent> events = events_.Take();
+  ASSERT_THAT(events, ElementsAre(StatusEvent(42, PublicStatus::kAway)));
+  EXPECT_TRUE(events[0].online);
+  EXPECT_TRUE(events[0].status_only);
+  EXPECT_EQ(events[0].reason, PresenceEvent::Reason::kActivity);
+  EXPECT_EQ(events[0].at, t0 + kAway);
+  // Away is online: listed, and counted.
+  EXPECT_TRUE(Get(42).online);
+  EXPECT_EQ(AllOnline(), std::vector<int64_t>{42});
+  EXPECT_EQ(registry_.stats().away_users, 1);
+  // Still idle: no event. Active: ONLINE again, at once.
+  registry_.Heartbeat(42, "tab", /*idle=*/true);
+  EXPECT_THAT(events_.Take(), IsEmpty());
+  registry_.Heartbeat(42, "tab");
+  events = events_.Take();
+  ASSERT_THAT(events, ElementsAre(StatusEvent(42, PublicStatus::kOnline)));
+  EXPECT_EQ(events[0].reason, PresenceEvent::Reason::kActivity);
+  EXPECT_TRUE(events[0].status_only);
+  EXPECT_EQ(registry_.stats().away_users, 0);
+  // The store keeps each session's activity with its heartbeat.
+  EXPECT_EQ(sink_.changes().back().last_active, clock_.Now());
+}
+
+TEST_F(RegistryTest, OneActiveSessionKeepsTheUserOnlineUntilItEnds) {
+  registry_.Heartbeat(42, "phone");
+  registry_.Heartbeat(42, "desk");
+  for (int i = 0; i < 6; ++i) {
+    clock_.Advance(absl::Minutes(2));
+    registry_.Heartbeat(42, "phone", /*idle=*/true);
+    registry_.Heartbeat(42, "desk");
+  }
+  registry_.SweepExpired();
+  EXPECT_EQ(Get(42).status, PublicStatus::kOnline);
+  events_.Take();
+  // The phone has been idle for 12 minutes: ending the desk leaves it AWAY.
+  EXPECT_TRUE(registry_.MarkOffline(42, "desk").still_online);
+  EXPECT_THAT(events_.Take(),
+              ElementsAre(StatusEvent(42, PublicStatus::kAway)));
+  EXPECT_EQ(Get(42).status, PublicStatus::kAway);
+}
+
+TEST_F(RegistryTest, DndShowsWhileOnlineAndEndsOnTimeWithAnEvent) {
+  const absl::Time t0 = clock_.Now();
+  registry_.Heartbeat(42, "tab");
+  events_.Take();
+  absl::StatusOr<SetStatusResult> set = registry_.SetStatus(
+      42, Availability_(Availability::kDnd, absl::Minutes(3)));
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->self.status, PublicStatus::kDnd);
+  EXPECT_EQ(set->self.availability_until, t0 + absl::Minutes(3));
+  EXPECT_GT(set->write_ticket, 0u);
+  std::vector<PresenceEvent> events = events_.Take();
+  ASSERT_THAT(events, ElementsAre(StatusEvent(42, PublicStatus::kDnd)));
+  EXPECT_EQ(events[0].reason, PresenceEvent::Reason::kStatusSet);
+  EXPECT_EQ(events[0].availability_until, t0 + absl::Minutes(3));
+  UserPresenceInfo seen = Get(42);
+  EXPECT_EQ(seen.status, PublicStatus::kDnd);
+  EXPECT_EQ(seen.availability, Availability::kDnd);
+  EXPECT_EQ(registry_.stats().dnd_users, 1);
+  // Recorded for the store, as a whole choice.
+  const SessionChange& change = sink_.changes().back();
+  ASSERT_EQ(change.kind, SessionChange::Kind::kSetStatus);
+  ASSERT_NE(change.status, nullptr);
+  EXPECT_EQ(change.status->availability, Availability::kDnd);
+
+  clock_.Advance(absl::Minutes(3));
+  registry_.SweepExpired();
+  events = events_.Take();
+  ASSERT_THAT(events, ElementsAre(StatusEvent(42, PublicStatus::kOnline)));
+  EXPECT_EQ(events[0].reason, PresenceEvent::Reason::kStatusExpired);
+  EXPECT_EQ(events[0].at, t0 + absl::Minutes(3));
+  EXPECT_EQ(Get(42).availability, Availability::kAuto);
+  // The end is recorded too, so a restart does not bring DND back.
+  ASSERT_EQ(sink_.changes().back().kind, SessionChange::Kind::kSetStatus);
+  EXPECT_TRUE(sink_.changes().back().status->empty());
+}
+
+TEST_F(RegistryTest, AnOfflineUserInDndIsOfflineAndNoEventIsSent) {
+  ASSERT_TRUE(registry_.SetStatus(42, Availability_(Availability::kDnd)).ok());
+  EXPECT_THAT(events_.Take(), IsEmpty());
+  EXPECT_EQ(Get(42).status, PublicStatus::kOffline);
+  registry_.Heartbeat(42, "tab");
+  std::vector<PresenceEvent> events = events_.Take();
+  ASSERT_THAT(events, ElementsAre(StatusEvent(42, PublicStatus::kDnd)));
+  EXPECT_EQ(events[0].reason, PresenceEvent::Reason::kHeartbeat);
+  EXPECT_FALSE(events[0].status_only);
+}
+
+TEST_F(RegistryTest, InvisibleIsOfflineToOthersEverywhereButNotToItself) {
+  registry_.Heartbeat(42, "tab");
+  clock_.Advance(absl::Minutes(1));
+  const absl::Time went = clock_.Now();
+  events_.Take();
+  ASSERT_TRUE(
+      registry_.SetStatus(42, Availability_(Availability::kInvisible)).ok());
+  std::vector<PresenceEvent> events = events_.Take();
+  ASSERT_THAT(events,
+              ElementsAre(Event(42, false, PresenceEvent::Reason::kStatusSet)));
+  EXPECT_FALSE(events[0].status_only);  // every watcher sees it go
+  // Heartbeats go on; others see nothing of them.
+  for (int i = 0; i < 3; ++i) {
+    clock_.Advance(absl::Minutes(2));
+    registry_.Heartbeat(42, "tab");
+  }
+  EXPECT_THAT(events_.Take(), IsEmpty());
+  UserPresenceInfo others = Get(42);
+  EXPECT_FALSE(others.online);
+  EXPECT_EQ(others.status, PublicStatus::kOffline);
+  EXPECT_EQ(others.live_sessions, 0);
+  EXPECT_EQ(others.last_seen, went);  // does not advance
+  EXPECT_EQ(others.availability, Availability::kAuto);
+  EXPECT_THAT(AllOnline(), IsEmpty());
+  EXPECT_THAT(registry_.ListOnline({42}, 0, 10).user_ids, IsEmpty());
+  EXPECT_EQ(registry_.stats().invisible_users, 1);
+  // The user's own view is the truth.
+  UserPresenceInfo self = registry_.GetPresence({42}, 42).users.at(0);
+  EXPECT_TRUE(self.online);
+  EXPECT_EQ(self.status, PublicStatus::kOnline);
+  EXPECT_EQ(self.last_seen, clock_.Now());
+  EXPECT_EQ(self.availability, Availability::kInvisible);
+  // Back to AUTO while online: seen again, with the true last_seen.
+  ASSERT_TRUE(registry_.SetStatus(42, Availability_(Availability::kAuto)).ok());
+  ASSERT_THAT(events_.Take(),
+              ElementsAre(Event(42, true, PresenceEvent::Reason::kStatusSet)));
+  EXPECT_EQ(Get(42).last_seen, clock_.Now());
+  EXPECT_EQ(AllOnline(), std::vector<int64_t>{42});
+}
+
+TEST_F(RegistryTest, InvisibleSessionsExpireSilentlyAndLastSeenStaysHidden) {
+  registry_.Heartbeat(42, "tab");
+  const absl::Time seen = clock_.Now();
+  ASSERT_TRUE(registry_
+                  .SetStatus(42, Availability_(Availability::kInvisible,
+                                               absl::Minutes(30)))
+                  .ok());
+  clock_.Advance(absl::Minutes(4));
+  registry_.Heartbeat(42, "tab");
+  events_.Take();
+  clock_.Advance(kWindow);
+  registry_.SweepExpired();
+  EXPECT_THAT(events_.Take(), IsEmpty());
+  EXPECT_EQ(registry_.stats().sessions, 0);  // forgotten on time
+  // Invisibility ends while offline: nothing to announce, and last_seen as
+  // others see it still hides the invisible heartbeats until the next one.
+  clock_.Advance(absl::Minutes(30));
+  registry_.SweepExpired();
+  EXPECT_THAT(events_.Take(), IsEmpty());
+  EXPECT_EQ(Get(42).last_seen, seen);
+  registry_.Heartbeat(42, "tab");
+  EXPECT_THAT(events_.Take(),
+              ElementsAre(Event(42, true, PresenceEvent::Reason::kHeartbeat)));
+  EXPECT_EQ(Get(42).last_seen, clock_.Now());
+}
+
+TEST_F(RegistryTest, CustomStatusIsAnnouncedHiddenWhileOfflineAndExpires) {
+  registry_.Heartbeat(42, "tab");
+  events_.Take();
+  ASSERT_TRUE(
+      registry_.SetStatus(42, Custom("In a meeting", ":calendar:", kWindow * 2))
+          .ok());
+  std::vector<PresenceEvent> events = events_.Take();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_TRUE(events[0].status_only);
+  EXPECT_EQ(events[0].reason, PresenceEvent::Reason::kStatusSet);
+  ASSERT_NE(events[0].custom, nullptr);
+  EXPECT_EQ(events[0].custom->text, "In a meeting");
+  ASSERT_TRUE(Get(42).custom.has_value());
+  // Setting the same again changes nothing others see: no event.
+  ASSERT_TRUE(
+      registry_.SetStatus(42, Custom("In a meeting", ":calendar:", kWindow * 2))
+          .ok());
+  // (A new duration is a new expiry: that is a change.)
+  events_.Take();
+  // Offline: hidden from others, kept for the user.
+  registry_.MarkOffline(42, "");
+  events_.Take();
+  EXPECT_FALSE(Get(42).custom.has_value());
+  EXPECT_TRUE(registry_.GetPresence({42}, 42).users.at(0).custom.has_value());
+  // Online again: it shows, and clears itself on time with an event.
+  registry_.Heartbeat(42, "tab");
+  events = events_.Take();
+  ASSERT_EQ(events.size(), 1u);
+  ASSERT_NE(events[0].custom, nullptr);
+  clock_.Advance(kWindow * 2 - absl::Seconds(1));
+  registry_.Heartbeat(42, "tab");
+  events_.Take();
+  clock_.Advance(absl::Seconds(1));
+  registry_.SweepExpired();
+  events = events_.Take();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].reason, PresenceEvent::Reason::kStatusExpired);
+  EXPECT_EQ(events[0].custom, nullptr);
+  EXPECT_FALSE(Get(42).custom.has_value());
+}
+
+TEST_F(RegistryTest, SetStatusRefusesAnEndThatIsNotInTheFuture) {
+  StatusUpdate update = Availability_(Availability::kDnd);
+  update.availability_until = clock_.Now();
+  absl::StatusOr<SetStatusResult> set = registry_.SetStatus(42, update);
+  EXPECT_EQ(set.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(set.status().message()),
+              HasSubstr("is not after the server's time"));
+  update = Custom("x", "");
+  update.custom.expires_at = clock_.Now() - absl::Seconds(1);
+  EXPECT_EQ(registry_.SetStatus(42, update).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(sink_.changes(), IsEmpty());  // nothing applied
+}
+
+TEST_F(RegistryTest, RestoredInvisibleUserIsNotSeededOnline) {
+  StatusChoice invisible;
+  invisible.availability = Availability::kInvisible;
+  invisible.last_seen_cap = clock_.Now() - absl::Hours(1);
+  registry_.RestoreStatus(42, invisible);
+  registry_.RestoreSession(42, "tab", clock_.Now() - absl::Minutes(1));
+  StatusChoice dnd;
+  dnd.availability = Availability::kDnd;
+  registry_.RestoreStatus(7, dnd);
+  registry_.RestoreSession(7, "tab", clock_.Now() - absl::Minutes(1));
+  EXPECT_EQ(events_.seeded(), std::vector<int64_t>{7});
+  EXPECT_EQ(AllOnline(), std::vector<int64_t>{7});
+  EXPECT_EQ(Get(7).status, PublicStatus::kDnd);
+  EXPECT_EQ(Get(42).last_seen, clock_.Now() - absl::Hours(1));
+  EXPECT_TRUE(registry_.GetPresence({42}, 42).users.at(0).online);
 }
 
 }  // namespace

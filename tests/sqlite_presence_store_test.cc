@@ -101,6 +101,113 @@ TEST(SqliteStoreTest, ChangesSurviveReopen) {
   EXPECT_EQ(last_seen.count(2), 0u);  // carried by its live session
 }
 
+TEST(SqliteStoreTest, StatusesAndActivitySurviveReopen) {
+  testing::TempDir dir;
+  const std::string path = dir.File("p.db");
+  auto dnd = std::make_shared<StatusChoice>();
+  dnd->availability = Availability::kDnd;
+  dnd->availability_until = kT0 + absl::Hours(1);
+  dnd->custom =
+      CustomStatus{"Focus time", ":headphones:", kT0 + absl::Minutes(30)};
+  auto invisible = std::make_shared<StatusChoice>();
+  invisible->availability = Availability::kInvisible;
+  invisible->last_seen_cap = absl::InfinitePast();  // never seen by others
+  auto gone = std::make_shared<StatusChoice>();
+  gone->custom = CustomStatus{"x", "", absl::InfiniteFuture()};
+  {
+    auto store = OpenOrDie(path);
+    ASSERT_NE(store, nullptr);
+    SessionChange idle{Kind::kHeartbeat, 1, "tab", kT0, kT0};
+    idle.last_active = kT0 - absl::Minutes(3);
+    SessionChange set_dnd{Kind::kSetStatus, 1, "", kT0, kT0};
+    set_dnd.status = dnd;
+    SessionChange set_invisible{Kind::kSetStatus, 2, "", kT0, kT0};
+    set_invisible.status = invisible;
+    SessionChange set_gone{Kind::kSetStatus, 3, "", kT0, kT0};
+    set_gone.status = gone;
+    ASSERT_TRUE(store->Commit({idle, set_dnd, set_invisible, set_gone}).ok());
+    // An empty choice removes the user's row.
+    SessionChange cleared{Kind::kSetStatus, 3, "", kT0, kT0};
+    cleared.status = std::make_shared<StatusChoice>();
+    ASSERT_TRUE(store->Commit({cleared}).ok());
+  }
+  auto store = OpenOrDie(path);
+  ASSERT_NE(store, nullptr);
+  absl::StatusOr<StoredState> state = store->Load(kT0 - absl::Minutes(5));
+  ASSERT_TRUE(state.ok()) << state.status();
+  ASSERT_EQ(state->live_sessions.size(), 1u);
+  EXPECT_EQ(state->live_sessions[0].last_active, kT0 - absl::Minutes(3));
+  std::map<int64_t, StatusChoice> statuses;
+  for (const StoredStatus& s : state->statuses) statuses[s.user_id] = s.choice;
+  ASSERT_EQ(statuses.size(), 2u);
+  EXPECT_EQ(statuses[1].availability, Availability::kDnd);
+  EXPECT_EQ(statuses[1].availability_until, kT0 + absl::Hours(1));
+  ASSERT_TRUE(statuses[1].custom.has_value());
+  EXPECT_EQ(*statuses[1].custom, *dnd->custom);
+  EXPECT_EQ(statuses[1].last_seen_cap, absl::InfiniteFuture());
+  EXPECT_EQ(statuses[2].availability, Availability::kInvisible);
+  EXPECT_EQ(statuses[2].availability_until, absl::InfiniteFuture());
+  EXPECT_FALSE(statuses[2].custom.has_value());
+  EXPECT_EQ(statuses[2].last_seen_cap, absl::InfinitePast());
+}
+
+// A file as presenced wrote it before rich presence (schema 1, made here
+// with that version's exact statements) opens, upgrades in place and keeps
+// everything it held.
+TEST(SqliteStoreTest, UpgradesADatabaseWrittenBeforeRichPresence) {
+  testing::TempDir dir;
+  const std::string path = dir.File("v1.db");
+  {
+    SQLite::Database db(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    db.exec("PRAGMA journal_mode = WAL");
+    db.exec(R"sql(
+      CREATE TABLE schema_version (version INTEGER NOT NULL);
+      CREATE TABLE sessions (
+        user_id INTEGER NOT NULL,
+        session_id TEXT NOT NULL,
+        last_heartbeat_us INTEGER NOT NULL,
+        PRIMARY KEY (user_id, session_id)
+      ) WITHOUT ROWID;
+      CREATE TABLE users (
+        user_id INTEGER PRIMARY KEY,
+        last_seen_us INTEGER NOT NULL
+      );
+      INSERT INTO schema_version VALUES (1);
+    )sql");
+    db.exec("INSERT INTO sessions VALUES (1, 'tab', " +
+            std::to_string(absl::ToUnixMicros(kT0)) + ")");
+    db.exec("INSERT INTO users VALUES (2, " +
+            std::to_string(absl::ToUnixMicros(kT0 - absl::Hours(1))) + ")");
+  }
+  {
+    auto store = OpenOrDie(path);
+    ASSERT_NE(store, nullptr);
+    absl::StatusOr<StoredState> state = store->Load(kT0 - absl::Minutes(5));
+    ASSERT_TRUE(state.ok()) << state.status();
+    ASSERT_EQ(state->live_sessions.size(), 1u);
+    EXPECT_EQ(state->live_sessions[0].last_heartbeat, kT0);
+    // No activity time stored: the registry reads it as the heartbeat.
+    EXPECT_EQ(state->live_sessions[0].last_active, absl::InfinitePast());
+    EXPECT_EQ(LastSeen(*state)[2], kT0 - absl::Hours(1));
+    EXPECT_TRUE(state->statuses.empty());
+    // And it takes the new kinds of change.
+    SessionChange set{Kind::kSetStatus, 2, "", kT0, kT0};
+    auto dnd = std::make_shared<StatusChoice>();
+    dnd->availability = Availability::kDnd;
+    set.status = dnd;
+    SessionChange idle{Kind::kHeartbeat, 1, "tab", kT0 + absl::Seconds(1),
+                       kT0 + absl::Seconds(1)};
+    idle.last_active = kT0;
+    ASSERT_TRUE(store->Commit({set, idle}).ok());
+  }
+  SQLite::Database db(path);
+  EXPECT_EQ(db.execAndGet("SELECT version FROM schema_version").getInt(),
+            SqlitePresenceStore::kSchemaVersion);
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM user_status").getInt(), 1);
+  EXPECT_EQ(db.execAndGet("SELECT last_active_us FROM sessions").getInt64(),
+            absl::ToUnixMicros(kT0));
+}
+
 TEST(SqliteStoreTest, LoadPrunesExpiredSessionsIntoLastSeen) {
   testing::TempDir dir;
   auto store = OpenOrDie(dir.File("p.db"));

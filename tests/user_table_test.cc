@@ -9,10 +9,15 @@
 namespace presence {
 namespace {
 
-// The sessions as (id, heartbeat) pairs, in stored order.
+// Each session's last activity, in these tests: its heartbeat less this.
+constexpr int64_t kIdleFor = 7;
+
+// The sessions as (id, heartbeat) pairs, in stored order; each session's
+// activity must have been kept with it.
 std::vector<std::pair<std::string, int64_t>> Sessions(const UserState& user) {
   std::vector<std::pair<std::string, int64_t>> out;
-  user.ForEachSession([&](absl::string_view id, int64_t hb) {
+  user.ForEachSession([&](absl::string_view id, int64_t hb, int64_t active) {
+    EXPECT_EQ(active, hb - kIdleFor) << "session " << id;
     out.emplace_back(std::string(id), hb);
   });
   return out;
@@ -20,15 +25,18 @@ std::vector<std::pair<std::string, int64_t>> Sessions(const UserState& user) {
 
 SessionList List(std::vector<std::pair<std::string, int64_t>> sessions) {
   SessionList list;
-  for (auto& [id, hb] : sessions) list.push_back(Session{SessionId(id), hb});
+  for (auto& [id, hb] : sessions) {
+    list.push_back(Session{SessionId(id), hb, hb - kIdleFor});
+  }
   return list;
 }
 
 using Pairs = std::vector<std::pair<std::string, int64_t>>;
 
-TEST(UserStateTest, StaysFortyBytes) {
-  // The per-user budget of docs/performance.md rests on it.
-  EXPECT_EQ(sizeof(UserState), 40u);
+TEST(UserStateTest, StaysFortyEightBytes) {
+  // The per-user budget of docs/performance.md rests on it (40 before rich
+  // presence added each single session's last activity).
+  EXPECT_EQ(sizeof(UserState), 48u);
 }
 
 TEST(UserStateTest, NewUserHasNoSessions) {
@@ -60,8 +68,8 @@ TEST(UserStateTest, GrowsToManySessionsAndBackToOne) {
   UserState user(1);
   user.PutSessions(List({{"a", 100}}));
   SessionList sessions = user.TakeSessions();
-  sessions.push_back(Session{SessionId("b"), 300});
-  sessions.push_back(Session{SessionId(""), 200});
+  sessions.push_back(Session{SessionId("b"), 300, 300 - kIdleFor});
+  sessions.push_back(Session{SessionId(""), 200, 200 - kIdleFor});
   user.PutSessions(std::move(sessions));
   EXPECT_EQ(user.session_count(), 3u);
   EXPECT_EQ(user.LatestHeartbeatUs(), 300);
@@ -85,20 +93,30 @@ TEST(UserStateTest, GrowsToManySessionsAndBackToOne) {
   EXPECT_EQ(user.LatestHeartbeatUs(), kNeverUs);
 }
 
-TEST(UserStateTest, OnlineFlagSurvivesEveryForm) {
-  UserState user(1);
-  user.set_announced_online(true);
-  user.PutSessions(List({{"a", 1}}));
-  EXPECT_TRUE(user.announced_online());
-  user.PutSessions(List({{"a", 1}, {"b", 2}}));
-  EXPECT_TRUE(user.announced_online());
-  EXPECT_EQ(Sessions(user), (Pairs{{"a", 1}, {"b", 2}}));
-  user.ClearSessions();
-  EXPECT_TRUE(user.announced_online());
-  user.set_announced_online(false);
-  user.PutSessions(List({{"a", 1}, {"b", 2}}));
-  EXPECT_FALSE(user.announced_online());
-  EXPECT_EQ(user.session_count(), 2u);
+TEST(UserStateTest, FlagsSurviveEveryForm) {
+  for (int status = 0; status < 4; ++status) {
+    for (bool rich : {false, true}) {
+      UserState user(1);
+      user.set_announced_status(status);
+      user.set_has_rich(rich);
+      user.PutSessions(List({{"a", 10}}));
+      EXPECT_EQ(user.announced_status(), status);
+      user.PutSessions(List({{"a", 10}, {"b", 20}}));
+      EXPECT_EQ(user.announced_status(), status);
+      EXPECT_EQ(user.has_rich(), rich);
+      EXPECT_EQ(Sessions(user), (Pairs{{"a", 10}, {"b", 20}}));
+      user.ClearSessions();
+      EXPECT_EQ(user.announced_status(), status);
+      EXPECT_EQ(user.announced_online(), status != 0);
+      EXPECT_EQ(user.has_rich(), rich);
+      user.set_announced_status(0);
+      user.set_has_rich(!rich);
+      user.PutSessions(List({{"a", 10}, {"b", 20}}));
+      EXPECT_FALSE(user.announced_online());
+      EXPECT_EQ(user.has_rich(), !rich);
+      EXPECT_EQ(user.session_count(), 2u);
+    }
+  }
 }
 
 TEST(UserStateTest, ASessionStampedAtTheBeginningOfTimeIsKept) {
@@ -110,7 +128,7 @@ TEST(UserStateTest, ASessionStampedAtTheBeginningOfTimeIsKept) {
   SessionList sessions = user.TakeSessions();
   ASSERT_EQ(sessions.size(), 1u);
   EXPECT_EQ(sessions[0].id.view(), "a");
-  sessions.push_back(Session{SessionId("b"), 5});
+  sessions.push_back(Session{SessionId("b"), 5, 5 - kIdleFor});
   user.PutSessions(std::move(sessions));
   EXPECT_EQ(user.session_count(), 2u);
   EXPECT_EQ(user.LatestHeartbeatUs(), 5);

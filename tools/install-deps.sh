@@ -16,6 +16,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libsqlitecpp-dev libsqlite3-dev grpc-proto
   prometheus-cpp-dev  # presenced's /metrics: prometheus-cpp's data model and text format
+  libicu-dev  # a custom status's emoji: ICU's grapheme segmentation and emoji properties
   libboost-dev libssl-dev  # Boost.Beast (presence-rest; presenced's /metrics), OpenSSL (JWT, tokens, TLS checks)
   python3 python3-grpcio python3-protobuf  # the Python client
   python3-django python3-djangorestframework python3-djangorestframework-simplejwt  # the Django app (DRF views; SimpleJWT Bearer tokens, as the chat backend uses)
