@@ -108,6 +108,9 @@ class RecordingChanges : public ChangeSink {
 class CheckingEvents : public EventSink {
  public:
   void Publish(const PresenceEvent& event) override {
+    FUZZ_CHECK_MSG(!event.status_only,
+                   absl::StrCat("user ", event.user_id,
+                                ": a status event without a status change"));
     const bool was = announced_.count(event.user_id) > 0;
     FUZZ_CHECK_MSG(event.online != was,
                    absl::StrCat("user ", event.user_id, " announced ",
@@ -258,7 +261,10 @@ class Harness {
         window_(absl::Microseconds(absl::ToInt64Microseconds(window))),
         max_sessions_(max_sessions_per_user),
         model_(window_),
-        registry_(clock_, window, &changes_, &events_, max_sessions_per_user) {
+        // Rich presence's AWAY is out of this model (online/offline only):
+        // its heartbeats are all active, and away never comes.
+        registry_(clock_, window, &changes_, &events_, max_sessions_per_user,
+                  absl::InfiniteDuration()) {
     FUZZ_CHECK(registry_.online_window() == window_);
   }
 

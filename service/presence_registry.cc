@@ -22,7 +22,11 @@ PresenceRegistry::PresenceRegistry(const Clock& clock,
       online_window_(
           absl::Microseconds(absl::ToInt64Microseconds(online_window))),
       max_sessions_per_user_(max_sessions_per_user),
-      away_after_(absl::Microseconds(absl::ToInt64Microseconds(away_after))),
+      // Whole microseconds too; infinite (never away) stays infinite.
+      away_after_(
+          away_after == absl::InfiniteDuration()
+              ? away_after
+              : absl::Microseconds(absl::ToInt64Microseconds(away_after))),
       changes_(changes),
       events_(events),
       shards_(new Shard[kNumShards]) {}

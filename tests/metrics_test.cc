@@ -546,6 +546,35 @@ TEST_F(MetricsInProcessTest, SessionsFollowHeartbeatsExpiryAndRestarts) {
   EXPECT_THAT(s.Get("presence_online_users"), Optional(1));
 }
 
+TEST_F(MetricsInProcessTest, UsersByStatusFollowRichPresence) {
+  Start();
+  auto set = [&](int64_t user, v1::Availability availability) {
+    v1::SetStatusRequest request;
+    request.set_user_id(user);
+    request.set_availability(availability);
+    v1::SetStatusResponse response;
+    grpc::ClientContext context;
+    return client_->stub().SetStatus(&context, request, &response);
+  };
+  for (int64_t user : {1, 2, 3, 4}) ASSERT_TRUE(client_->Heartbeat(user).ok());
+  ASSERT_TRUE(set(2, v1::AVAILABILITY_DND).ok());
+  ASSERT_TRUE(set(3, v1::AVAILABILITY_INVISIBLE).ok());
+  ASSERT_TRUE(set(5, v1::AVAILABILITY_INVISIBLE).ok());  // offline
+  Scrape s = Get();
+  EXPECT_THAT(s.Get("presence_online_users"), Optional(3));
+  EXPECT_THAT(s.Get("presence_users_by_status", {{"status", "online"}}),
+              Optional(2));
+  EXPECT_THAT(s.Get("presence_users_by_status", {{"status", "dnd"}}),
+              Optional(1));
+  EXPECT_THAT(s.Get("presence_users_by_status", {{"status", "away"}}),
+              Optional(0));
+  EXPECT_THAT(s.Get("presence_users_by_status", {{"status", "invisible"}}),
+              Optional(2));
+  EXPECT_THAT(s.Get("presence_events_total",
+                    {{"status", "any"}, {"reason", "status_set"}}),
+              Optional(2));  // user 2 became DND, user 3 disappeared
+}
+
 TEST_F(MetricsInProcessTest, PendingChangesWaitForTheAsyncCommit) {
   ServerOptions options;
   options.durability = Durability::kAsync;

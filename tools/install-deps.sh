@@ -33,6 +33,7 @@ packages=(
   # YAML. On a machine with systemd the package also starts a Prometheus
   # service (on :9090); the tests do not use it.
   prometheus python3-yaml
+  graphviz  # docs/rich-presence-states.svg: rendered from its .dot source, checked by tests/docs_test.sh
 )
 if [ "${1:-}" = "--bench" ]; then
   # load generators, the Redis baseline, the chart, the classic-SQL script
