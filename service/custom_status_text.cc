@@ -8,7 +8,6 @@
 #include <memory>
 
 #include "absl/strings/ascii.h"
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 
 namespace presence {
@@ -69,19 +68,29 @@ absl::Status ValidateStatusText(absl::string_view text,
 
 absl::Status ValidateEmoji(absl::string_view emoji, absl::string_view field) {
   if (IsShortCode(emoji)) return absl::OkStatus();
+  std::u32string chars;
+  if (!DecodeUtf8(emoji, &chars)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " must be UTF-8 text"));
+  }
+  // The longest emoji sequences (ZWJ families with skin tones) are ~35
+  // bytes; 64 leaves room and bounds the work.
+  if (emoji.size() > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field,
+                     " must be a short code such as \":coffee:\" or one emoji "
+                     "character, got ",
+                     emoji.size(), " bytes"));
+  }
+  // Valid UTF-8 of at most 64 bytes: shown as it is, for a person to read.
   const auto refuse = [&] {
     return absl::InvalidArgumentError(absl::StrCat(
         field,
         " must be a short code such as \":coffee:\" (lower-case letters, "
         "digits, _ + -) or one emoji character, got \"",
-        absl::CHexEscape(emoji.substr(0, 80)), "\""));
+        emoji, "\""));
   };
-  std::u32string chars;
-  // The longest emoji sequences (ZWJ families with skin tones) are ~35
-  // bytes; 64 leaves room and bounds the work.
-  if (emoji.empty() || emoji.size() > 64 || !DecodeUtf8(emoji, &chars)) {
-    return refuse();
-  }
+  if (emoji.empty()) return refuse();
   UErrorCode error = U_ZERO_ERROR;
   std::unique_ptr<icu::BreakIterator> graphemes(
       icu::BreakIterator::createCharacterInstance(icu::Locale::getRoot(),

@@ -138,8 +138,13 @@ UserPresenceInfo PresenceRegistry::Describe(const UserState& user,
   const bool hidden = !as_self &&
                       choice->availability == Availability::kInvisible &&
                       now < choice->availability_until;
-  if (!as_self)
-    info.last_seen = std::min(info.last_seen, choice->last_seen_cap);
+  // While capped, others see exactly what they saw when the user went
+  // invisible: a later heartbeat must not move it (that would tell them
+  // the user is active), nor an earlier one show before the moment they
+  // were last seen online.
+  if (!as_self && choice->last_seen_cap != absl::InfiniteFuture()) {
+    info.last_seen = choice->last_seen_cap;
+  }
   if (now < choice->availability_until && !hidden) {
     info.availability = choice->availability;
     info.availability_until = choice->availability_until;

@@ -514,15 +514,16 @@ class CrashConsistency {
 
   // Every user's sessions with their last heartbeat, and last_seen, as the
   // database holds them. GetPresence shows only a user's latest heartbeat;
-  // this sees each session's. Reads schema version 1 of
-  // service/sqlite_presence_store.cc: a session's row is its last heartbeat;
-  // a user's row, the last_seen of their latest ended session (their live
-  // sessions' heartbeats count too).
+  // this sees each session's. Reads schema versions 1 and 2 of
+  // service/sqlite_presence_store.cc (2 added rich presence's activity
+  // column and status table, which this load does not touch): a session's
+  // row is its last heartbeat; a user's row, the last_seen of their latest
+  // ended session (their live sessions' heartbeats count too).
   static std::optional<std::map<int64_t, UserState>> ReadDurableState(
       SQLite::Database& db) {
     const int version =
         db.execAndGet("SELECT MAX(version) FROM schema_version").getInt();
-    if (version != 1) {
+    if (version != 1 && version != 2) {
       ADD_FAILURE() << "the database has schema version " << version
                     << "; teach ReadDurableState to read it";
       return std::nullopt;
