@@ -53,10 +53,11 @@ absl::StatusOr<Response> Call(Stub& stub, absl::Duration deadline,
 }
 
 v1::HeartbeatRequest HeartbeatRequest(int64_t user_id,
-                                      absl::string_view session_id) {
+                                      absl::string_view session_id, bool idle) {
   v1::HeartbeatRequest request;
   request.set_user_id(user_id);
   request.set_session_id(std::string(session_id));
+  request.set_idle(idle);
   *request.mutable_client_time() =
       google::protobuf::util::TimeUtil::GetCurrentTime();
   return request;
@@ -86,14 +87,17 @@ v1::ListOnlineRequest ListAllRequest(absl::Span<const int64_t> only) {
 
 // Retries only what can safely happen twice: a repeated heartbeat re-stamps
 // the session with the server's clock, a repeated MarkOffline ends nothing
-// more, reads change nothing. UNAVAILABLE means the call did not complete
-// (connection lost, or presenced could not make the change durable).
+// more, a repeated SetStatus sets the same status (a relative end counts
+// from the later attempt), reads change nothing. UNAVAILABLE means the call
+// did not complete (connection lost, or presenced could not make the change
+// durable).
 constexpr char kServiceConfig[] = R"json({
   "methodConfig": [{
     "name": [
       {"service": "presence.v1.PresenceService", "method": "Heartbeat"},
       {"service": "presence.v1.PresenceService", "method": "BatchHeartbeat"},
       {"service": "presence.v1.PresenceService", "method": "MarkOffline"},
+      {"service": "presence.v1.PresenceService", "method": "SetStatus"},
       {"service": "presence.v1.PresenceService", "method": "ListOnline"},
       {"service": "presence.v1.PresenceService", "method": "GetPresence"}
     ],
@@ -326,21 +330,44 @@ void Client::ResetConnectionBackoff() {
 }
 
 absl::StatusOr<v1::HeartbeatResponse> Client::Heartbeat(
-    int64_t user_id, absl::string_view session_id) {
+    int64_t user_id, absl::string_view session_id, bool idle) {
   const size_t shard = shard_map_.OwnerIndex(user_id);
   return NamingShard(shard_map_, shard,
                      Call(*stubs_[shard], deadline_, &Stub::Heartbeat,
-                          HeartbeatRequest(user_id, session_id)));
+                          HeartbeatRequest(user_id, session_id, idle)));
 }
 
 void Client::HeartbeatAsync(int64_t user_id, absl::string_view session_id,
                             Callback<v1::HeartbeatResponse> done) {
+  HeartbeatAsync(user_id, session_id, /*idle=*/false, std::move(done));
+}
+
+void Client::HeartbeatAsync(int64_t user_id, absl::string_view session_id,
+                            bool idle, Callback<v1::HeartbeatResponse> done) {
   const size_t shard = shard_map_.OwnerIndex(user_id);
   if (shard_map_.sharded()) {
     done = NamingShard(&shard_map_.shard(shard), std::move(done));
   }
   CallAsync(calls_, shard, &Stub::async::Heartbeat,
-            HeartbeatRequest(user_id, session_id), std::move(done));
+            HeartbeatRequest(user_id, session_id, idle), std::move(done));
+}
+
+absl::StatusOr<v1::SetStatusResponse> Client::SetStatus(
+    const v1::SetStatusRequest& request) {
+  const size_t shard = shard_map_.OwnerIndex(request.user_id());
+  return NamingShard(
+      shard_map_, shard,
+      Call(*stubs_[shard], deadline_, &Stub::SetStatus, request));
+}
+
+void Client::SetStatusAsync(v1::SetStatusRequest request,
+                            Callback<v1::SetStatusResponse> done) {
+  const size_t shard = shard_map_.OwnerIndex(request.user_id());
+  if (shard_map_.sharded()) {
+    done = NamingShard(&shard_map_.shard(shard), std::move(done));
+  }
+  CallAsync(calls_, shard, &Stub::async::SetStatus, std::move(request),
+            std::move(done));
 }
 
 absl::StatusOr<v1::BatchHeartbeatResponse> Client::BatchHeartbeat(
@@ -485,19 +512,29 @@ void Client::ListAllOnlinePartialAsync(absl::Span<const int64_t> only,
 
 absl::StatusOr<v1::GetPresenceResponse> Client::GetPresence(
     absl::Span<const int64_t> user_ids) {
+  return GetPresence(GetPresenceRequest(user_ids));
+}
+
+absl::StatusOr<v1::GetPresenceResponse> Client::GetPresence(
+    const v1::GetPresenceRequest& request) {
   if (!shard_map_.sharded()) {
-    return Call(*stubs_[0], deadline_, &Stub::GetPresence,
-                GetPresenceRequest(user_ids));
+    return Call(*stubs_[0], deadline_, &Stub::GetPresence, request);
   }
-  return internal::ShardedGetPresence(*calls_, user_ids);
+  return internal::ShardedGetPresence(*calls_, request);
 }
 
 void Client::GetPresenceAsync(absl::Span<const int64_t> user_ids,
                               Callback<v1::GetPresenceResponse> done) {
+  GetPresenceAsync(GetPresenceRequest(user_ids), std::move(done));
+}
+
+void Client::GetPresenceAsync(v1::GetPresenceRequest request,
+                              Callback<v1::GetPresenceResponse> done) {
   if (shard_map_.sharded()) {
-    return internal::ShardedGetPresenceAsync(calls_, user_ids, std::move(done));
+    return internal::ShardedGetPresenceAsync(calls_, std::move(request),
+                                             std::move(done));
   }
-  CallAsync(calls_, 0, &Stub::async::GetPresence, GetPresenceRequest(user_ids),
+  CallAsync(calls_, 0, &Stub::async::GetPresence, std::move(request),
             std::move(done));
 }
 

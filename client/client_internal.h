@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
@@ -238,6 +239,40 @@ class WatchStream final
   v1::WatchPresenceResponse message_;
 };
 
+// Whether a user with `status` counts as online: ONLINE, AWAY and DND do
+// (rich streams tell all three; others ONLINE alone).
+bool IsOnline(v1::Status status);
+
+// One shard's online users, as its stream has told them: its latest
+// snapshot with the changes since applied; with `rich` (a rich_status
+// stream), each one's presence as others see it too, for a merged
+// Snapshot.users. A change carries status, custom_status and
+// availability_until, so that is what it updates of a user's entry
+// (availability follows from the status: DND, or AUTO as others see it);
+// the rest (last_seen, online_until, live_sessions) stays as the snapshot
+// had it, and a user who came online since has only what the change says.
+class OnlinePart {
+ public:
+  explicit OnlinePart(bool rich) : rich_(rich) {}
+
+  // Replaces everything known with the snapshot's. A snapshot without
+  // `users` (from a presenced older than rich presence) gives each user an
+  // entry with status ONLINE.
+  void Reset(const v1::Snapshot& snapshot);
+  void Apply(const v1::PresenceChange& change);
+  size_t size() const { return rich_ ? presences_.size() : users_.size(); }
+
+  // The union of `parts` as one Snapshot: online_users ascending, `users`
+  // (when the parts are rich) in the same order, and `server_time`.
+  static v1::Snapshot Merge(absl::Span<const OnlinePart* const> parts,
+                            const google::protobuf::Timestamp& server_time);
+
+ private:
+  bool rich_;
+  absl::flat_hash_set<int64_t> users_;                        // without rich
+  absl::flat_hash_map<int64_t, v1::UserPresence> presences_;  // with rich
+};
+
 // Every online user of one shard, following its pages (ListAllOnline of
 // one presenced).
 void ListAllPagesAsync(const std::shared_ptr<AsyncCalls>& calls, size_t shard,
@@ -263,7 +298,7 @@ void KeepLatest(const google::protobuf::Timestamp& time,
 absl::StatusOr<v1::BatchHeartbeatResponse> ShardedBatchHeartbeat(
     const AsyncCalls& calls, const v1::BatchHeartbeatRequest& request);
 absl::StatusOr<v1::GetPresenceResponse> ShardedGetPresence(
-    const AsyncCalls& calls, absl::Span<const int64_t> user_ids);
+    const AsyncCalls& calls, const v1::GetPresenceRequest& request);
 absl::StatusOr<v1::ListOnlineResponse> ShardedListOnline(
     const AsyncCalls& calls, const v1::ListOnlineRequest& request);
 absl::StatusOr<OnlineUsers> ShardedListAllOnline(const AsyncCalls& calls,
@@ -273,7 +308,7 @@ void ShardedBatchHeartbeatAsync(const std::shared_ptr<AsyncCalls>& calls,
                                 v1::BatchHeartbeatRequest request,
                                 Client::Callback<v1::BatchHeartbeatResponse>);
 void ShardedGetPresenceAsync(const std::shared_ptr<AsyncCalls>& calls,
-                             absl::Span<const int64_t> user_ids,
+                             const v1::GetPresenceRequest& request,
                              Client::Callback<v1::GetPresenceResponse> done);
 void ShardedListOnlineAsync(const std::shared_ptr<AsyncCalls>& calls,
                             v1::ListOnlineRequest request,

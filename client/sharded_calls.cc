@@ -344,8 +344,9 @@ struct PresencePlan {
   int count = 0;
 };
 
-absl::StatusOr<PresencePlan> PlanPresence(const ShardMap& map,
-                                          absl::Span<const int64_t> user_ids) {
+absl::StatusOr<PresencePlan> PlanPresence(
+    const ShardMap& map, const v1::GetPresenceRequest& request) {
+  const absl::Span<const int64_t> user_ids = request.user_ids();
   PRESENCE_RETURN_IF_ERROR(CheckUserIds(user_ids));
   PresencePlan plan;
   plan.count = static_cast<int>(user_ids.size());
@@ -353,7 +354,12 @@ absl::StatusOr<PresencePlan> PlanPresence(const ShardMap& map,
       SplitByOwner(map, plan.count, [&](int i) { return user_ids[i]; });
   if (plan.parts.empty()) plan.parts.push_back(Part{0, {}});
   plan.shards = ShardsOf(plan.parts);
-  plan.requests.resize(plan.parts.size());
+  // Each part is the request with its shard's ids: whatever else it asks
+  // (viewer_user_id, rich_status, fields newer than this code) each shard
+  // is asked too.
+  v1::GetPresenceRequest rest = request;
+  rest.clear_user_ids();
+  plan.requests.assign(plan.parts.size(), rest);
   for (size_t p = 0; p < plan.parts.size(); ++p) {
     for (int position : plan.parts[p].positions) {
       plan.requests[p].add_user_ids(user_ids[position]);
@@ -646,9 +652,9 @@ void ShardedBatchHeartbeatAsync(
 }
 
 absl::StatusOr<v1::GetPresenceResponse> ShardedGetPresence(
-    const AsyncCalls& calls, absl::Span<const int64_t> user_ids) {
+    const AsyncCalls& calls, const v1::GetPresenceRequest& request) {
   const ShardMap& map = calls.shard_map();
-  absl::StatusOr<PresencePlan> plan = PlanPresence(map, user_ids);
+  absl::StatusOr<PresencePlan> plan = PlanPresence(map, request);
   if (!plan.ok()) return plan.status();
   return MergePresence(
       map, *plan,
@@ -657,10 +663,10 @@ absl::StatusOr<v1::GetPresenceResponse> ShardedGetPresence(
 }
 
 void ShardedGetPresenceAsync(const std::shared_ptr<AsyncCalls>& calls,
-                             absl::Span<const int64_t> user_ids,
+                             const v1::GetPresenceRequest& request,
                              Client::Callback<v1::GetPresenceResponse> done) {
   const ShardMap& map = calls->shard_map();
-  absl::StatusOr<PresencePlan> plan = PlanPresence(map, user_ids);
+  absl::StatusOr<PresencePlan> plan = PlanPresence(map, request);
   if (!plan.ok()) return std::move(done)(plan.status());
   std::vector<v1::GetPresenceRequest> requests = std::move(plan->requests);
   const std::vector<size_t> shards = plan->shards;

@@ -1,5 +1,6 @@
 // presence::Client's WatchPresenceAsync over several shards: one stream per
-// shard, merged into one snapshot and one stream of changes.
+// shard, merged into one snapshot and one stream of changes. OnlinePart,
+// each shard's share of that snapshot, serves presence::Watcher too.
 #include <algorithm>
 #include <chrono>
 #include <memory>
@@ -12,6 +13,99 @@
 #include "client/client_internal.h"
 
 namespace presence::internal {
+
+bool IsOnline(v1::Status status) {
+  return status == v1::STATUS_ONLINE || status == v1::STATUS_AWAY ||
+         status == v1::STATUS_DND;
+}
+
+void OnlinePart::Reset(const v1::Snapshot& snapshot) {
+  users_.clear();
+  presences_.clear();
+  if (!rich_) {
+    users_.insert(snapshot.online_users().begin(),
+                  snapshot.online_users().end());
+    return;
+  }
+  if (snapshot.users_size() == snapshot.online_users_size()) {
+    for (const v1::UserPresence& user : snapshot.users()) {
+      presences_[user.user_id()] = user;
+    }
+    return;
+  }
+  for (int64_t id : snapshot.online_users()) {
+    v1::UserPresence& user = presences_[id];
+    user.set_user_id(id);
+    user.set_status(v1::STATUS_ONLINE);
+  }
+}
+
+void OnlinePart::Apply(const v1::PresenceChange& change) {
+  const int64_t id = change.user_id();
+  if (!IsOnline(change.status())) {
+    users_.erase(id);
+    presences_.erase(id);
+    return;
+  }
+  if (!rich_) {
+    users_.insert(id);
+    return;
+  }
+  v1::UserPresence& user = presences_[id];
+  user.set_user_id(id);
+  user.set_status(change.status());
+  // Others never see INVISIBLE: an online user's availability, as others
+  // see it, is DND exactly when their status is.
+  user.set_availability(change.status() == v1::STATUS_DND
+                            ? v1::AVAILABILITY_DND
+                            : v1::AVAILABILITY_AUTO);
+  if (change.has_availability_until()) {
+    *user.mutable_availability_until() = change.availability_until();
+  } else {
+    user.clear_availability_until();
+  }
+  if (change.has_custom_status()) {
+    *user.mutable_custom_status() = change.custom_status();
+  } else {
+    user.clear_custom_status();
+  }
+}
+
+v1::Snapshot OnlinePart::Merge(absl::Span<const OnlinePart* const> parts,
+                               const google::protobuf::Timestamp& server_time) {
+  v1::Snapshot snapshot;
+  *snapshot.mutable_server_time() = server_time;
+  const bool rich = !parts.empty() && parts.front()->rich_;
+  size_t count = 0;
+  for (const OnlinePart* part : parts) count += part->size();
+  if (!rich) {
+    std::vector<int64_t> users;
+    users.reserve(count);
+    for (const OnlinePart* part : parts) {
+      users.insert(users.end(), part->users_.begin(), part->users_.end());
+    }
+    std::sort(users.begin(), users.end());
+    snapshot.mutable_online_users()->Add(users.begin(), users.end());
+    return snapshot;
+  }
+  std::vector<const v1::UserPresence*> users;
+  users.reserve(count);
+  for (const OnlinePart* part : parts) {
+    for (const auto& [id, user] : part->presences_) users.push_back(&user);
+  }
+  std::sort(users.begin(), users.end(),
+            [](const v1::UserPresence* a, const v1::UserPresence* b) {
+              return a->user_id() < b->user_id();
+            });
+  snapshot.mutable_online_users()->Reserve(static_cast<int>(users.size()));
+  snapshot.mutable_users()->Reserve(static_cast<int>(users.size()));
+  for (const v1::UserPresence* user : users) {
+    snapshot.add_online_users(user->user_id());
+    *snapshot.add_users() = *user;
+  }
+  return snapshot;
+}
+
 namespace {
 
 // What a sharded WatchPresenceAsync has received: each shard's online users,
@@ -19,6 +113,7 @@ namespace {
 class MergedWatch {
  public:
   MergedWatch(const ShardMap* map, std::vector<size_t> shards, bool merge,
+              bool rich,
               absl::AnyInvocable<void(v1::WatchPresenceResponse)> on_message,
               absl::AnyInvocable<void(absl::Status) &&> on_done)
       : map_(map),
@@ -26,7 +121,7 @@ class MergedWatch {
         merge_(merge),
         on_message_(std::move(on_message)),
         on_done_(std::move(on_done)),
-        online_(shards_.size()),
+        online_(shards_.size(), OnlinePart(rich)),
         has_snapshot_(shards_.size(), false),
         snapshots_missing_(shards_.size()),
         running_(shards_.size()) {}
@@ -47,9 +142,7 @@ class MergedWatch {
     switch (message.event_case()) {
       case v1::WatchPresenceResponse::kSnapshot: {
         const v1::Snapshot& snapshot = message.snapshot();
-        online_[k].clear();
-        online_[k].insert(snapshot.online_users().begin(),
-                          snapshot.online_users().end());
+        online_[k].Reset(snapshot);
         KeepLatest(snapshot.server_time(), &snapshot_time_);
         if (!has_snapshot_[k]) {
           has_snapshot_[k] = true;
@@ -59,11 +152,11 @@ class MergedWatch {
         return;
       }
       case v1::WatchPresenceResponse::kChange:
-        Apply(k, message.change());
+        online_[k].Apply(message.change());
         break;
       case v1::WatchPresenceResponse::kChanges:
         for (const v1::PresenceChange& change : message.changes().changes()) {
-          Apply(k, change);
+          online_[k].Apply(change);
         }
         break;
       default:  // a kind newer than this client: passed on
@@ -97,29 +190,12 @@ class MergedWatch {
   }
 
  private:
-  void Apply(size_t k, const v1::PresenceChange& change)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (change.status() == v1::STATUS_ONLINE) {
-      online_[k].insert(change.user_id());
-    } else {
-      online_[k].erase(change.user_id());
-    }
-  }
-
   v1::WatchPresenceResponse MergedSnapshot()
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    std::vector<int64_t> users;
-    size_t count = 0;
-    for (const auto& online : online_) count += online.size();
-    users.reserve(count);
-    for (const auto& online : online_) {
-      users.insert(users.end(), online.begin(), online.end());
-    }
-    std::sort(users.begin(), users.end());
+    std::vector<const OnlinePart*> parts;
+    for (const OnlinePart& part : online_) parts.push_back(&part);
     v1::WatchPresenceResponse message;
-    v1::Snapshot* snapshot = message.mutable_snapshot();
-    snapshot->mutable_online_users()->Add(users.begin(), users.end());
-    *snapshot->mutable_server_time() = snapshot_time_;
+    *message.mutable_snapshot() = OnlinePart::Merge(parts, snapshot_time_);
     return message;
   }
 
@@ -136,7 +212,7 @@ class MergedWatch {
   std::vector<std::shared_ptr<grpc::ClientContext>> contexts_
       ABSL_GUARDED_BY(mu_);
   // By stream: who its shard has said is online.
-  std::vector<absl::flat_hash_set<int64_t>> online_ ABSL_GUARDED_BY(mu_);
+  std::vector<OnlinePart> online_ ABSL_GUARDED_BY(mu_);
   std::vector<bool> has_snapshot_ ABSL_GUARDED_BY(mu_);
   size_t snapshots_missing_ ABSL_GUARDED_BY(mu_);
   google::protobuf::Timestamp snapshot_time_ ABSL_GUARDED_BY(mu_);
@@ -183,9 +259,9 @@ void ShardedWatchPresenceAsync(
     }
     contexts.push_back(std::move(other));
   }
-  auto watch =
-      std::make_shared<MergedWatch>(&map, shards, request.send_snapshot(),
-                                    std::move(on_message), std::move(on_done));
+  auto watch = std::make_shared<MergedWatch>(
+      &map, shards, request.send_snapshot(), request.rich_status(),
+      std::move(on_message), std::move(on_done));
   watch->SetContexts(contexts);
   for (size_t k = 0; k < shards.size(); ++k) {
     v1::WatchPresenceRequest part = request;

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <utility>
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "client/client_internal.h"
 
 namespace presence {
 namespace {
@@ -20,6 +20,8 @@ bool IsPermanent(grpc::StatusCode code) {
 }  // namespace
 
 struct Watcher::Stream {
+  explicit Stream(bool rich) : online(rich) {}
+
   size_t index = 0;
   // The shard followed (unsharded: no name).
   Shard shard;
@@ -35,7 +37,7 @@ struct Watcher::Stream {
   // Several streams: what this one's shard says is online, whether it has
   // sent a snapshot, and whether that is in the last snapshot delivered.
   // Under deliver_mu_.
-  absl::flat_hash_set<int64_t> online;
+  internal::OnlinePart online;
   bool has_snapshot = false;
   bool delivered = false;
 
@@ -75,7 +77,7 @@ Watcher::~Watcher() { Stop(); }
 void Watcher::AddStream(const Shard& shard,
                         std::shared_ptr<grpc::Channel> channel,
                         std::vector<int64_t> user_ids) {
-  auto stream = std::make_unique<Stream>();
+  auto stream = std::make_unique<Stream>(options_.rich_status);
   stream->index = streams_.size();
   stream->shard = shard;
   stream->stub = v1::PresenceService::NewStub(channel);
@@ -123,6 +125,7 @@ grpc::Status Watcher::Follow(Stream& stream, grpc::ClientContext* context) {
   request.mutable_user_ids()->Add(stream.user_ids.begin(),
                                   stream.user_ids.end());
   request.set_max_batch(options_.max_batch);
+  request.set_rich_status(options_.rich_status);
   if (stream.epoch.empty()) {
     request.set_send_snapshot(true);
   } else {
@@ -189,27 +192,22 @@ void Watcher::DeliverMerged(Stream& stream,
   Advance(stream, message);
   switch (message.event_case()) {
     case v1::WatchPresenceResponse::kSnapshot: {
-      stream.online.clear();
-      stream.online.insert(message.snapshot().online_users().begin(),
-                           message.snapshot().online_users().end());
+      stream.online.Reset(message.snapshot());
       stream.has_snapshot = true;
       const bool all = std::all_of(
           streams_.begin(), streams_.end(),
           [](const std::unique_ptr<Stream>& s) { return s->has_snapshot; });
       if (!all && !snapshot_delivered_ && !options_.partial_snapshots) break;
-      std::vector<int64_t> users;
+      std::vector<const internal::OnlinePart*> parts;
       for (const std::unique_ptr<Stream>& s : streams_) {
         if (!s->has_snapshot) continue;
-        users.insert(users.end(), s->online.begin(), s->online.end());
+        parts.push_back(&s->online);
         s->delivered = true;
       }
-      std::sort(users.begin(), users.end());
       snapshot_delivered_ = true;
       if (!callbacks_.on_snapshot) break;
-      v1::Snapshot merged;
-      merged.mutable_online_users()->Add(users.begin(), users.end());
-      *merged.mutable_server_time() = message.snapshot().server_time();
-      callbacks_.on_snapshot(merged);
+      callbacks_.on_snapshot(
+          internal::OnlinePart::Merge(parts, message.snapshot().server_time()));
       break;
     }
     case v1::WatchPresenceResponse::kChange:
@@ -227,11 +225,7 @@ void Watcher::DeliverMerged(Stream& stream,
 
 void Watcher::ApplyChange(Stream& stream, const v1::PresenceChange& change,
                           uint64_t sequence) {
-  if (change.status() == v1::STATUS_ONLINE) {
-    stream.online.insert(change.user_id());
-  } else {
-    stream.online.erase(change.user_id());
-  }
+  stream.online.Apply(change);
   // Until its part is in a delivered snapshot, a shard's changes are in the
   // part only.
   if (stream.delivered) DeliverChange(change, sequence);

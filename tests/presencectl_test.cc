@@ -65,16 +65,19 @@ TEST_F(PresencectlTest, GetShowsStatusLastSeenAndSessions) {
   ASSERT_EQ(Ctl({"heartbeat", "42", "--session=laptop"}).code, 0);
   Subprocess::Exit get = Ctl({"get", "42", "7"});
   EXPECT_EQ(get.code, 0) << get.err;
-  EXPECT_NE(get.out.find("USER  STATUS   LAST SEEN"), std::string::npos)
+  EXPECT_TRUE(std::regex_search(
+      get.out,
+      std::regex(R"(^USER +STATUS +LAST SEEN +SESSIONS +AVAILABILITY +)"
+                 R"(CUSTOM STATUS\n)")))
       << get.out;
-  // 42    online   just now (2026-11-28T06:43:54Z)  2
+  // 42    online   just now (2026-11-28T06:43:54Z)  2         auto  -
   EXPECT_TRUE(std::regex_search(
       get.out,
       std::regex(
-          R"(\n42 +online +(just now|\d+s ago) \(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\) +2\n)")))
+          R"(\n42 +online +(just now|\d+s ago) \(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\) +2 +auto +-\n)")))
       << get.out;
-  EXPECT_TRUE(
-      std::regex_search(get.out, std::regex(R"(\n7 +offline +never +0\n)")))
+  EXPECT_TRUE(std::regex_search(
+      get.out, std::regex(R"(\n7 +offline +never +0 +auto +-\n)")))
       << get.out;
 }
 
@@ -113,6 +116,111 @@ TEST_F(PresencectlTest, JsonIsTheServersAnswer) {
   ASSERT_EQ(listed.online_users_size(), 1);
   EXPECT_EQ(listed.online_users(0), 7);
   EXPECT_EQ(listed.total_online(), 1);
+}
+
+// Long enough for a sanitizer build, short enough to fail a test whose
+// condition never comes.
+constexpr absl::Duration kWait = absl::Seconds(20);
+// <ISO time>, as presencectl prints every time.
+constexpr char kIso[] = R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)";
+
+TEST_F(PresencectlTest, StatusSetsWhatTheUserChoseAndGetShowsIt) {
+  ASSERT_EQ(Ctl({"heartbeat", "42"}).code, 0);
+  Subprocess::Exit set = Ctl({"status", "42", "--dnd", "--until=90m",
+                              "--text=Deep work", "--emoji=:headphones:"});
+  ASSERT_EQ(set.code, 0) << set.err;
+  EXPECT_TRUE(std::regex_match(
+      set.out, std::regex(absl::StrCat("42 dnd; availability dnd until ", kIso,
+                                       "; custom status :headphones: Deep "
+                                       "work\n"))))
+      << set.out;
+  Subprocess::Exit get = Ctl({"get", "42"});
+  ASSERT_EQ(get.code, 0) << get.err;
+  EXPECT_TRUE(std::regex_search(
+      get.out, std::regex(absl::StrCat(R"(\n42 +dnd +.+ +1 +dnd until )", kIso,
+                                       R"( +:headphones: Deep work\n)"))))
+      << get.out;
+
+  // Invisible: offline to others, the truth to the user (--viewer).
+  set = Ctl({"status", "42", "--invisible", "--clear"});
+  ASSERT_EQ(set.code, 0) << set.err;
+  EXPECT_EQ(set.out, "42 online; availability invisible; no custom status\n");
+  get = Ctl({"get", "42"});
+  EXPECT_TRUE(std::regex_search(
+      get.out, std::regex(R"(\n42 +offline +.+ +0 +auto +-\n)")))
+      << get.out;
+  get = Ctl({"get", "42", "--viewer=42"});
+  EXPECT_TRUE(std::regex_search(
+      get.out, std::regex(R"(\n42 +online +.+ +1 +invisible +-\n)")))
+      << get.out;
+
+  // A custom status with an end given as a moment.
+  set = Ctl({"status", "42", "--auto", "--text=Lunch",
+             "--expires=2099-01-01T00:00:00+01:00"});
+  ASSERT_EQ(set.code, 0) << set.err;
+  EXPECT_EQ(set.out,
+            "42 online; availability auto; custom status Lunch (until "
+            "2098-12-31T23:00:00Z)\n");
+
+  Subprocess::Exit json = Ctl({"--json", "status", "42", "--clear"});
+  ASSERT_EQ(json.code, 0) << json.err;
+  v1::SetStatusResponse parsed;
+  ASSERT_TRUE(
+      google::protobuf::util::JsonStringToMessage(json.out, &parsed).ok())
+      << json.out;
+  EXPECT_EQ(parsed.presence().user_id(), 42);
+  EXPECT_EQ(parsed.presence().availability(), v1::AVAILABILITY_AUTO);
+  EXPECT_FALSE(parsed.presence().has_custom_status());
+
+  // What only the server checks comes back from it: exit 1.
+  Subprocess::Exit bad =
+      Ctl({"status", "42", "--text=" + std::string(101, 'x')});
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("INVALID_ARGUMENT"), std::string::npos) << bad.err;
+  bad = Ctl({"status", "42", "--dnd", "--until=2001-01-01T00:00:00Z"});
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("INVALID_ARGUMENT"), std::string::npos) << bad.err;
+}
+
+// Away by --away_after, dnd by `status`: a rich watch says each; a plain
+// one only online and offline.
+TEST(PresencectlRichWatchTest, RichWatchPrintsStatusChanges) {
+  testing::TempDir dir;
+  testing::RunningPresenced server =
+      testing::StartPresenced({"--db=" + dir.File("p.db"), "--away_after=1s"});
+  ASSERT_FALSE(server.address.empty());
+  auto ctl = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {PRESENCECTL_PATH, "--server=" + server.address});
+    return testing::Run(args);
+  };
+  ASSERT_EQ(ctl({"heartbeat", "7"}).code, 0);
+  ASSERT_EQ(ctl({"status", "7", "--dnd"}).code, 0);
+  Subprocess rich({PRESENCECTL_PATH, "--server=" + server.address, "watch",
+                   "--rich", "--users=7,43"});
+  Subprocess plain({PRESENCECTL_PATH, "--server=" + server.address, "watch",
+                    "--users=7,43"});
+  ASSERT_TRUE(rich.WaitForStdout(" snapshot: 1 online: 7(dnd)\n", kWait));
+  ASSERT_TRUE(plain.WaitForStdout(" snapshot: 1 online: 7\n", kWait));
+  ASSERT_EQ(ctl({"heartbeat", "43", "--idle"}).code, 0);
+  ASSERT_TRUE(rich.WaitForStdout(" 43 online\n", kWait));
+  ASSERT_TRUE(rich.WaitForStdout(" 43 away (activity)\n", kWait));
+  ASSERT_EQ(ctl({"status", "43", "--dnd", "--text=Focus"}).code, 0);
+  ASSERT_TRUE(
+      rich.WaitForStdout(" 43 dnd (status set); custom status Focus\n", kWait));
+  ASSERT_EQ(ctl({"offline", "43"}).code, 0);
+  ASSERT_TRUE(rich.WaitForStdout(" 43 offline (logout)\n", kWait));
+  std::optional<std::string> out =
+      plain.WaitForStdout(" 43 offline (logout)\n", kWait);
+  ASSERT_TRUE(out.has_value());
+  EXPECT_TRUE(std::regex_match(
+      *out, std::regex(absl::StrCat(kIso, " snapshot: 1 online: 7\n", kIso,
+                                    " 43 online\n", kIso,
+                                    " 43 offline \\(logout\\)\n"))))
+      << *out;
+  rich.Signal(SIGTERM);
+  plain.Signal(SIGTERM);
+  EXPECT_EQ(rich.Wait().code, 0);
+  EXPECT_EQ(plain.Wait().code, 0);
 }
 
 TEST_F(PresencectlTest, ServerErrorsAreShownWithExitOne) {
@@ -270,18 +378,28 @@ TEST(PresencectlNoServerTest, UnreachableServerIsExitOneWithAClearMessage) {
 
 TEST(PresencectlUsageTest, BadUsageIsExitTwo) {
   for (const std::vector<std::string>& args :
-       std::vector<std::vector<std::string>>{{},
-                                             {"wave", "42"},
-                                             {"heartbeat"},
-                                             {"heartbeat", "forty-two"},
-                                             {"heartbeat", "0"},
-                                             {"get"},
-                                             {"list", "42"},
-                                             {"list", "--users=1,x"},
-                                             {"shard"},
-                                             {"reshard", "42"},
-                                             // not a shard map
-                                             {"reshard"}}) {
+       std::vector<std::vector<std::string>>{
+           {},
+           {"wave", "42"},
+           {"heartbeat"},
+           {"heartbeat", "forty-two"},
+           {"heartbeat", "0"},
+           {"get"},
+           {"list", "42"},
+           {"list", "--users=1,x"},
+           {"shard"},
+           {"reshard", "42"},
+           {"status", "42"},
+           {"status", "--dnd"},
+           {"status", "1", "2", "--dnd"},
+           {"status", "42", "--dnd", "--invisible"},
+           {"status", "42", "--auto", "--until=1h"},
+           {"status", "42", "--dnd", "--until=soon"},
+           {"status", "42", "--text=x", "--clear"},
+           {"status", "42", "--expires=1h"},
+           {"get", "42", "--viewer=-1"},
+           // not a shard map
+           {"reshard"}}) {
     std::vector<std::string> argv = {PRESENCECTL_PATH, "--server=127.0.0.1:1"};
     argv.insert(argv.end(), args.begin(), args.end());
     Subprocess::Exit r = testing::Run(argv);

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -22,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "client/client_internal.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "presence/client.h"
@@ -521,10 +523,12 @@ struct RawStream {
 };
 
 void Open(Client& client, const std::shared_ptr<grpc::ClientContext>& context,
-          const std::shared_ptr<RawStream>& stream, uint64_t resume_after = 0) {
+          const std::shared_ptr<RawStream>& stream, uint64_t resume_after = 0,
+          bool rich = false) {
   v1::WatchPresenceRequest request;
   request.set_send_snapshot(true);
   request.set_max_batch(100);
+  request.set_rich_status(rich);
   if (resume_after != 0) {
     request.set_resume_after(resume_after);
     request.set_epoch("x");
@@ -545,7 +549,8 @@ void Open(Client& client, const std::shared_ptr<grpc::ClientContext>& context,
               message.changes().changes().end());
           if (message.has_change()) changes.push_back(message.change());
           for (const v1::PresenceChange& change : changes) {
-            if (change.status() == v1::STATUS_ONLINE) {
+            // Rich streams tell AWAY and DND, which are online too.
+            if (change.status() != v1::STATUS_OFFLINE) {
               stream->online.insert(change.user_id());
             } else {
               stream->online.erase(change.user_id());
@@ -769,6 +774,206 @@ TEST_F(ShardedClientTest, AShardRefusesAnotherShardsUserNamingTheOwner) {
   // Routed, the same calls succeed.
   EXPECT_TRUE(client_->Heartbeat(user).ok());
   EXPECT_TRUE(client_->GetPresence({user}).ok());
+}
+
+v1::GetPresenceRequest RichLookup(std::vector<int64_t> users,
+                                  int64_t viewer = 0, bool rich = true) {
+  v1::GetPresenceRequest request;
+  request.mutable_user_ids()->Add(users.begin(), users.end());
+  request.set_viewer_user_id(viewer);
+  request.set_rich_status(rich);
+  return request;
+}
+
+v1::SetStatusRequest Availability(int64_t user, v1::Availability availability,
+                                  const std::string& text = "") {
+  v1::SetStatusRequest request;
+  request.set_user_id(user);
+  request.set_availability(availability);
+  if (!text.empty()) request.mutable_custom_status()->set_text(text);
+  return request;
+}
+
+// Rich presence over shards: SetStatus goes to its user's owner, the parts
+// of a GetPresence keep viewer_user_id and rich_status, and a merged rich
+// snapshot carries every online user's presence in online_users' order.
+TEST_F(ShardedClientTest, RichPresenceIsRoutedAndMerged) {
+  const std::set<int64_t> users = Range(1, 60);
+  ASSERT_NO_FATAL_FAILURE(HeartbeatAll(*client_, users));
+  int64_t of[kShards];  // a user of each shard
+  for (size_t i = 0; i < kShards; ++i) of[i] = *OwnedBy(i, users).begin();
+
+  absl::StatusOr<v1::SetStatusResponse> set =
+      client_->SetStatus(Availability(of[1], v1::AVAILABILITY_DND, "Focus"));
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->presence().status(), v1::STATUS_DND);
+  set = Await<v1::SetStatusResponse>([&](auto done) {
+    client_->SetStatusAsync(Availability(of[2], v1::AVAILABILITY_INVISIBLE),
+                            std::move(done));
+  });
+  ASSERT_TRUE(set.ok()) << set.status();
+  // The owner holds it; another shard refuses the user, naming the owner.
+  absl::StatusOr<v1::GetPresenceResponse> held =
+      Direct(1)->GetPresence(RichLookup({of[1]}));
+  ASSERT_TRUE(held.ok()) << held.status();
+  EXPECT_EQ(held->users(0).status(), v1::STATUS_DND);
+  absl::StatusOr<v1::SetStatusResponse> refused =
+      Direct(0)->SetStatus(Availability(of[1], v1::AVAILABILITY_AUTO));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("belongs to shard s1"));
+
+  // Every shard's part is asked as the caller asked.
+  absl::StatusOr<v1::GetPresenceResponse> got =
+      client_->GetPresence(RichLookup({of[2], of[1], of[0]}, of[2]));
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->users_size(), 3);
+  EXPECT_EQ(got->users(0).status(), v1::STATUS_ONLINE);  // their own view
+  EXPECT_EQ(got->users(0).availability(), v1::AVAILABILITY_INVISIBLE);
+  EXPECT_EQ(got->users(1).status(), v1::STATUS_DND);
+  EXPECT_EQ(got->users(1).custom_status().text(), "Focus");
+  EXPECT_EQ(got->users(2).status(), v1::STATUS_ONLINE);
+  got = client_->GetPresence(RichLookup({of[2], of[1]}, 0, false));
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->users(0).status(), v1::STATUS_OFFLINE);
+  EXPECT_EQ(got->users(1).status(), v1::STATUS_ONLINE);  // not asked rich
+
+  // One merged rich snapshot: everyone visible, each with their presence.
+  std::set<int64_t> visible = users;
+  visible.erase(of[2]);
+  auto stream = std::make_shared<RawStream>();
+  auto context = std::make_shared<grpc::ClientContext>();
+  Open(*client_, context, stream, 0, /*rich=*/true);
+  ASSERT_TRUE(WaitForOnline(*stream, visible));
+  auto check = [&](const v1::Snapshot& snapshot) {
+    EXPECT_EQ(std::vector<int64_t>(snapshot.online_users().begin(),
+                                   snapshot.online_users().end()),
+              Sorted(visible));
+    ASSERT_EQ(snapshot.users_size(), snapshot.online_users_size());
+    for (int i = 0; i < snapshot.users_size(); ++i) {
+      const v1::UserPresence& user = snapshot.users(i);
+      ASSERT_EQ(user.user_id(), snapshot.online_users(i));
+      EXPECT_EQ(user.status(),
+                user.user_id() == of[1] ? v1::STATUS_DND : v1::STATUS_ONLINE)
+          << user.user_id();
+      EXPECT_EQ(user.custom_status().text(),
+                user.user_id() == of[1] ? "Focus" : "");
+    }
+  };
+  {
+    absl::MutexLock lock(&stream->mu);
+    ASSERT_TRUE(stream->messages[0].has_snapshot());
+    check(stream->messages[0].snapshot());
+  }
+  // A rich change after it is forwarded as its shard sent it.
+  ASSERT_TRUE(
+      client_->SetStatus(Availability(of[0], v1::AVAILABILITY_DND)).ok());
+  {
+    absl::MutexLock lock(&stream->mu);
+    auto dnd = [&] {
+      for (const v1::WatchPresenceResponse& message : stream->messages) {
+        std::vector<v1::PresenceChange> changes(
+            message.changes().changes().begin(),
+            message.changes().changes().end());
+        if (message.has_change()) changes.push_back(message.change());
+        for (const v1::PresenceChange& change : changes) {
+          if (change.user_id() == of[0] && change.status() == v1::STATUS_DND &&
+              change.reason() == v1::REASON_STATUS_SET) {
+            return true;
+          }
+        }
+      }
+      return false;
+    };
+    EXPECT_TRUE(stream->mu.AwaitWithTimeout(absl::Condition(&dnd), kWait));
+  }
+  context->TryCancel();
+  ASSERT_TRUE(stream->done.WaitForNotificationWithTimeout(kWait));
+
+  // A Watcher merges the shards' rich snapshots the same way.
+  ASSERT_TRUE(
+      client_->SetStatus(Availability(of[0], v1::AVAILABILITY_AUTO)).ok());
+  absl::Mutex mu;
+  std::optional<v1::Snapshot> merged;
+  WatcherOptions options;
+  options.rich_status = true;
+  WatcherCallbacks callbacks;
+  callbacks.on_snapshot = [&](const v1::Snapshot& snapshot) {
+    absl::MutexLock lock(&mu);
+    merged = snapshot;
+  };
+  Watcher watcher(*client_, options, callbacks);
+  {
+    absl::MutexLock lock(&mu);
+    auto has = [&] { return merged.has_value(); };
+    ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&has), kWait));
+  }
+  watcher.Stop();
+  check(*merged);
+}
+
+// A shard's part of a merged snapshot, kept up to date by its changes (what
+// a merged snapshot made again, when one shard sends a new one, says of
+// the other shards' users).
+TEST(OnlinePartTest, RichChangesUpdateWhatTheyCarryAndKeepTheRest) {
+  v1::Snapshot snapshot;
+  for (int64_t id : {3, 5}) {
+    snapshot.add_online_users(id);
+    v1::UserPresence* user = snapshot.add_users();
+    user->set_user_id(id);
+    user->set_status(v1::STATUS_ONLINE);
+    user->set_live_sessions(2);
+    user->set_availability(v1::AVAILABILITY_AUTO);
+  }
+  internal::OnlinePart rich(true);
+  rich.Reset(snapshot);
+  v1::PresenceChange dnd;
+  dnd.set_user_id(5);
+  dnd.set_status(v1::STATUS_DND);
+  dnd.set_reason(v1::REASON_STATUS_SET);
+  dnd.mutable_availability_until()->set_seconds(1'800'000'000);
+  dnd.mutable_custom_status()->set_text("Focus");
+  rich.Apply(dnd);
+  v1::PresenceChange away;
+  away.set_user_id(1);  // came online since the snapshot
+  away.set_status(v1::STATUS_AWAY);
+  away.set_reason(v1::REASON_ACTIVITY);
+  rich.Apply(away);
+  v1::PresenceChange gone;
+  gone.set_user_id(3);
+  gone.set_status(v1::STATUS_OFFLINE);
+  gone.set_reason(v1::REASON_EXPIRED);
+  rich.Apply(gone);
+
+  internal::OnlinePart other(true);
+  v1::Snapshot old;  // from a presenced older than Snapshot.users
+  old.add_online_users(4);
+  other.Reset(old);
+
+  google::protobuf::Timestamp at;
+  at.set_seconds(42);
+  const std::vector<const internal::OnlinePart*> parts = {&rich, &other};
+  const v1::Snapshot merged = internal::OnlinePart::Merge(parts, at);
+  EXPECT_THAT(merged.online_users(), ElementsAre(1, 4, 5));
+  EXPECT_EQ(merged.server_time().seconds(), 42);
+  ASSERT_EQ(merged.users_size(), 3);
+  EXPECT_EQ(merged.users(0).ShortDebugString(),
+            "user_id: 1 status: STATUS_AWAY availability: AVAILABILITY_AUTO");
+  EXPECT_EQ(merged.users(1).ShortDebugString(),
+            "user_id: 4 status: STATUS_ONLINE");
+  EXPECT_EQ(merged.users(2).ShortDebugString(),
+            "user_id: 5 status: STATUS_DND live_sessions: 2 availability: "
+            "AVAILABILITY_DND availability_until { seconds: 1800000000 } "
+            "custom_status { text: \"Focus\" }");
+
+  // Without rich_status: ids only, whatever the changes say.
+  internal::OnlinePart plain(false);
+  plain.Reset(snapshot);
+  plain.Apply(gone);
+  plain.Apply(away);
+  const v1::Snapshot ids = internal::OnlinePart::Merge({&plain}, at);
+  EXPECT_THAT(ids.online_users(), ElementsAre(1, 5));
+  EXPECT_EQ(ids.users_size(), 0);
 }
 
 TEST(ShardedClientOptionsTest, CreateRefusesAMalformedShardMap) {

@@ -16,7 +16,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "google/protobuf/util/json_util.h"
 #include "presence/client.h"
 #include "presence/shard_map.h"
@@ -39,6 +38,33 @@ ABSL_FLAG(std::string, session, "",
           "heartbeat; every session of the user for offline.");
 ABSL_FLAG(std::vector<std::string>, users, {},
           "list, watch: only these user ids (comma-separated).");
+ABSL_FLAG(bool, idle, false,
+          "heartbeat: the user did not use this session since its previous "
+          "heartbeat (a user whose sessions all stay idle for presenced's "
+          "--away_after is away).");
+ABSL_FLAG(bool, dnd, false,
+          "status: do not disturb (others see dnd while the user is online).");
+ABSL_FLAG(bool, invisible, false,
+          "status: invisible (others see offline; the user sees the truth).");
+ABSL_FLAG(bool, auto, false,
+          "status: back to automatic (online, away or offline by activity).");
+ABSL_FLAG(std::string, until, "",
+          "status: when --dnd or --invisible ends: an RFC 3339 time "
+          "(2026-11-28T10:30:00Z) or a duration from presenced's now (90m).");
+ABSL_FLAG(std::string, text, "",
+          "status: custom status text (up to 100 characters).");
+ABSL_FLAG(std::string, emoji, "",
+          "status: custom status emoji, a :short_code: or one emoji.");
+ABSL_FLAG(std::string, expires, "",
+          "status: when the custom status of --text/--emoji clears itself "
+          "(RFC 3339 time or duration, as --until).");
+ABSL_FLAG(bool, clear, false, "status: remove the custom status.");
+ABSL_FLAG(int64_t, viewer, 0,
+          "get: read as this user: their own entry is their own view (the "
+          "truth while invisible), the others' what others see.");
+ABSL_FLAG(bool, rich, false,
+          "watch: also status changes of online users (away, dnd) and custom "
+          "status changes, not only online/offline.");
 ABSL_FLAG(std::string, token, "",
           "Bearer token for presenced's --auth_tokens_file. Default: the "
           "PRESENCE_TOKEN environment variable (safer: a flag shows in ps).");
@@ -53,11 +79,17 @@ namespace {
 
 constexpr char kUsage[] =
     "presencectl: talk to presenced.\n\n"
-    "  presencectl heartbeat USER [--session=S]   mark a session present\n"
+    "  presencectl heartbeat USER [--session=S] [--idle]\n"
+    "                                             mark a session present\n"
     "  presencectl offline USER [--session=S]     end one session, or all\n"
+    "  presencectl status USER --dnd|--invisible|--auto [--until=TIME]\n"
+    "                     [--text=TEXT] [--emoji=EMOJI] [--expires=TIME]\n"
+    "                     set availability and/or custom status; TIME is\n"
+    "                     RFC 3339 or a duration such as 90m\n"
+    "  presencectl status USER --clear            remove the custom status\n"
     "  presencectl list [--users=1,2,3]           online users, ascending\n"
-    "  presencectl get USER...                    presence of each user\n"
-    "  presencectl watch [--users=1,2,3]          print changes as they "
+    "  presencectl get USER... [--viewer=USER]    presence of each user\n"
+    "  presencectl watch [--users=1,2,3] [--rich] print changes as they "
     "happen,\n"
     "                                             until Ctrl-C\n"
     "  presencectl shard USER...                  the shard that owns each "
@@ -123,7 +155,7 @@ int PrintJson(const google::protobuf::Message& message) {
 int Heartbeat(presence::Client& client, int64_t user) {
   const std::string session = absl::GetFlag(FLAGS_session);
   absl::StatusOr<presence::v1::HeartbeatResponse> r =
-      client.Heartbeat(user, session);
+      client.Heartbeat(user, session, absl::GetFlag(FLAGS_idle));
   if (!r.ok()) return RpcError(r.status());
   if (absl::GetFlag(FLAGS_json)) return PrintJson(*r);
   const absl::Duration interval = presence::FromProto(r->heartbeat_interval());
@@ -191,9 +223,38 @@ int List(presence::Client& client) {
   return 0;
 }
 
+// The flags of `status`, checked (and turned into a request) by
+// presence::StatusRequest.
+presence::StatusFlags StatusFlagsGiven() {
+  presence::StatusFlags flags;
+  flags.dnd = absl::GetFlag(FLAGS_dnd);
+  flags.invisible = absl::GetFlag(FLAGS_invisible);
+  flags.automatic = absl::GetFlag(FLAGS_auto);
+  flags.until = absl::GetFlag(FLAGS_until);
+  flags.text = absl::GetFlag(FLAGS_text);
+  flags.emoji = absl::GetFlag(FLAGS_emoji);
+  flags.expires = absl::GetFlag(FLAGS_expires);
+  flags.clear = absl::GetFlag(FLAGS_clear);
+  return flags;
+}
+
+int SetStatus(presence::Client& client,
+              const presence::v1::SetStatusRequest& request) {
+  absl::StatusOr<presence::v1::SetStatusResponse> r = client.SetStatus(request);
+  if (!r.ok()) return RpcError(r.status());
+  if (absl::GetFlag(FLAGS_json)) return PrintJson(*r);
+  std::printf("%s\n", presence::FormatStatusLine(*r).c_str());
+  return 0;
+}
+
 int Get(presence::Client& client, const std::vector<int64_t>& users) {
+  presence::v1::GetPresenceRequest request;
+  request.mutable_user_ids()->Add(users.begin(), users.end());
+  request.set_viewer_user_id(absl::GetFlag(FLAGS_viewer));
+  // A person reading the table wants away and dnd told apart from online.
+  request.set_rich_status(true);
   absl::StatusOr<presence::v1::GetPresenceResponse> r =
-      client.GetPresence(users);
+      client.GetPresence(request);
   if (!r.ok()) return RpcError(r.status());
   if (absl::GetFlag(FLAGS_json)) return PrintJson(*r);
   std::printf("%s", presence::FormatPresenceTable(*r).c_str());
@@ -240,17 +301,6 @@ int RunReshard(const presence::ShardMap& map,
   return 0;
 }
 
-const char* ReasonText(presence::v1::Reason reason) {
-  switch (reason) {
-    case presence::v1::REASON_MARK_OFFLINE:
-      return " (logout)";
-    case presence::v1::REASON_EXPIRED:
-      return " (expired)";
-    default:
-      return "";
-  }
-}
-
 void PrintLine(const std::string& line) {
   std::printf("%s\n", line.c_str());
   std::fflush(stdout);  // one event, one line, at once, also into a pipe
@@ -272,6 +322,7 @@ int Watch(presence::Client& client) {
 
   presence::WatcherOptions options;
   options.user_ids = *users;
+  options.rich_status = absl::GetFlag(FLAGS_rich);
   presence::WatcherCallbacks callbacks;
   if (json) {
     // One line per event: a batch of changes is printed change by change.
@@ -288,17 +339,13 @@ int Watch(presence::Client& client) {
     if (json) return;
     PrintLine(absl::StrCat(
         presence::FormatIsoTime(presence::FromProto(snapshot.server_time())),
-        " snapshot: ", snapshot.online_users_size(), " online",
-        snapshot.online_users_size() > 0 ? ": " : "",
-        absl::StrJoin(snapshot.online_users(), " ")));
+        " ", presence::FormatSnapshot(snapshot)));
   };
   callbacks.on_change = [json](const presence::v1::PresenceChange& change) {
     if (json) return;
-    const bool online = change.status() == presence::v1::STATUS_ONLINE;
     PrintLine(
         absl::StrCat(presence::FormatIsoTime(presence::FromProto(change.at())),
-                     " ", change.user_id(), online ? " online" : " offline",
-                     ReasonText(change.reason())));
+                     " ", presence::FormatChange(change)));
   };
   const std::string server = absl::GetFlag(FLAGS_server);
   callbacks.on_disconnect = [server](const absl::Status& status,
@@ -388,6 +435,15 @@ int main(int argc, char** argv) {
   }
   presence::Client client(options);
 
+  if (command == "status") {
+    if (users.size() != 1) return UsageError("status takes exactly one USER");
+    absl::StatusOr<presence::v1::SetStatusRequest> request =
+        presence::StatusRequest(users[0], StatusFlagsGiven());
+    if (!request.ok()) {
+      return UsageError(std::string(request.status().message()));
+    }
+    return SetStatus(client, *request);
+  }
   if (command == "heartbeat" || command == "offline") {
     if (users.size() != 1) {
       return UsageError(absl::StrCat(command, " takes exactly one USER"));
@@ -409,6 +465,9 @@ int main(int argc, char** argv) {
   }
   if (command == "get") {
     if (users.empty()) return UsageError("get takes one or more USER ids");
+    if (absl::GetFlag(FLAGS_viewer) < 0) {
+      return UsageError("--viewer: a user id is an integer > 0");
+    }
     return Get(client, users);
   }
   return UsageError(absl::StrCat("unknown command '", command, "'"));

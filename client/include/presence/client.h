@@ -4,8 +4,10 @@
 #include <grpcpp/grpcpp.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
@@ -114,10 +116,17 @@ class Client {
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
-  // Sharded: sent to the user's shard (so are MarkOffline's).
+  // `idle`: the user did not use this session since its previous heartbeat
+  // (HeartbeatRequest.idle: no input, window not focused, tab hidden). Once
+  // every live session has been idle for presenced's --away_after, the user
+  // is AWAY. Left false, as by callers older than it, the user is active.
+  //
+  // Sharded: sent to the user's shard (so are MarkOffline's and SetStatus's).
   absl::StatusOr<v1::HeartbeatResponse> Heartbeat(
-      int64_t user_id, absl::string_view session_id = "");
+      int64_t user_id, absl::string_view session_id = "", bool idle = false);
   void HeartbeatAsync(int64_t user_id, absl::string_view session_id,
+                      Callback<v1::HeartbeatResponse> done);
+  void HeartbeatAsync(int64_t user_id, absl::string_view session_id, bool idle,
                       Callback<v1::HeartbeatResponse> done);
 
   // Many heartbeats at once; see BatchHeartbeatResponse for per-item results.
@@ -134,6 +143,17 @@ class Client {
       const v1::BatchHeartbeatRequest& request);
   void BatchHeartbeatAsync(v1::BatchHeartbeatRequest request,
                            Callback<v1::BatchHeartbeatResponse> done);
+
+  // What the user chose: availability (AUTO, DND, INVISIBLE, optionally
+  // until a moment or for a while) and/or custom status; see
+  // SetStatusRequest. The answer is the user's own view after the change.
+  // Retried on UNAVAILABLE like Heartbeat: setting the same status twice
+  // leaves it as once (a relative end, availability_for or
+  // custom_status_for, then counts from the later attempt).
+  absl::StatusOr<v1::SetStatusResponse> SetStatus(
+      const v1::SetStatusRequest& request);
+  void SetStatusAsync(v1::SetStatusRequest request,
+                      Callback<v1::SetStatusResponse> done);
 
   // An empty session_id ends every session of the user.
   absl::StatusOr<v1::MarkOfflineResponse> MarkOffline(
@@ -184,13 +204,33 @@ class Client {
   void ListOnlineAsync(v1::ListOnlineRequest request, absl::Duration deadline,
                        Callback<v1::ListOnlineResponse> done);
 
+  // What others see of each user, with status ONLINE or OFFLINE only (an
+  // AWAY or DND user is ONLINE): GetPresence of `user_ids` alone. The
+  // request form says more: rich_status for AWAY and DND, viewer_user_id for
+  // that user's own view of themself (the truth while INVISIBLE).
+  //
   // Sharded: split by shard, all at once, merged back into request order
-  // (duplicates repeated), server_time the latest shard's. Any shard
+  // (duplicates repeated), server_time the latest shard's; every part keeps
+  // the request's other fields (viewer_user_id, rich_status). Any shard
   // failing fails the call with its error.
   absl::StatusOr<v1::GetPresenceResponse> GetPresence(
       absl::Span<const int64_t> user_ids);
+  absl::StatusOr<v1::GetPresenceResponse> GetPresence(
+      const v1::GetPresenceRequest& request);
   void GetPresenceAsync(absl::Span<const int64_t> user_ids,
                         Callback<v1::GetPresenceResponse> done);
+  void GetPresenceAsync(v1::GetPresenceRequest request,
+                        Callback<v1::GetPresenceResponse> done);
+  // The ids as a braced list, GetPresence({1, 2}) as always: without these,
+  // {} and {0} would name a GetPresenceRequest as well as a Span.
+  absl::StatusOr<v1::GetPresenceResponse> GetPresence(
+      std::initializer_list<int64_t> user_ids) {
+    return GetPresence(absl::Span<const int64_t>(user_ids));
+  }
+  void GetPresenceAsync(std::initializer_list<int64_t> user_ids,
+                        Callback<v1::GetPresenceResponse> done) {
+    GetPresenceAsync(absl::Span<const int64_t>(user_ids), std::move(done));
+  }
 
   // A WatchPresence stream, for callers that follow it themselves (Watcher
   // is the one that resumes and reconnects): `on_message` gets each message
@@ -199,18 +239,24 @@ class Client {
   // gets CANCELLED), as does destroying the Client, which waits for on_done
   // like for any asynchronous call.
   //
+  // The request goes as given: rich_status asks for a rich stream (AWAY,
+  // DND and custom status changes, Snapshot.users).
+  //
   // Sharded: one stream per shard (owning some of user_ids, if given), all
   // cancelled through `context` (its deadline, if set, applies to each; the
   // rest of its settings, e.g. metadata, to the first shard's only).
   // With send_snapshot, the shards' snapshots, and the changes that arrive
   // before all are in, are folded into ONE Snapshot message, the sorted
-  // union (sequence 0, no epoch; server_time the latest), and every change
-  // after it is forwarded as its shard sent it (with that shard's epoch and
-  // sequence: a user lives on one shard, so each user's changes stay in
-  // order). A shard that sends a snapshot again later (its watcher fell
-  // behind) gets a merged Snapshot again: the union with that shard's part
-  // replaced. Without send_snapshot, every message is forwarded as sent.
-  // When any shard's stream ends, the others are cancelled and `on_done`
+  // union (sequence 0, no epoch; server_time the latest; with rich_status,
+  // `users` in the same order: each user's entry as its shard's snapshot
+  // had it, with the status, custom_status and availability_until of the
+  // changes since, and for a user who came online since, those alone), and
+  // every change after it is forwarded as its shard sent it (with that
+  // shard's epoch and sequence: a user lives on one shard, so each user's
+  // changes stay in order). A shard that sends a snapshot again later (its
+  // watcher fell behind) gets a merged Snapshot again: the union with that
+  // shard's part replaced. Without send_snapshot, every message is forwarded as
+  // sent. When any shard's stream ends, the others are cancelled and `on_done`
   // gets, once all have ended, the first one's status naming the shard.
   // resume_after must be 0 (INVALID_ARGUMENT: resuming is per shard, which
   // Watcher does). `on_message` calls never overlap.

@@ -38,12 +38,23 @@ struct WatcherOptions {
   // every shard's before the first on_snapshot. A shard's changes reach
   // on_change once its part has been in a delivered snapshot.
   bool partial_snapshots = false;
+  // Ask for a rich stream (WatchPresenceRequest.rich_status): the status
+  // transitions of online users too (ONLINE, AWAY, DND; reasons ACTIVITY,
+  // STATUS_SET, STATUS_EXPIRED), custom status changes, and snapshots that
+  // carry each online user's presence in Snapshot.users. Without it:
+  // online/offline transitions only, as before rich presence. Sharded, a
+  // merged snapshot's `users` is, for each user, their entry in their
+  // shard's latest snapshot with the status, custom_status and
+  // availability_until of the changes since (see Client::WatchPresenceAsync).
+  bool rich_status = false;
 };
 
 // The callbacks of a Watcher, all called on its threads (one per shard),
 // one at a time.
 struct WatcherCallbacks {
-  // Who of the watched users is online: replaces everything known before.
+  // Who of the watched users is online (ONLINE, AWAY or DND; with
+  // rich_status, `users` says which, in online_users' order): replaces
+  // everything known before.
   // Comes first, and again whenever changes could not be replayed (presenced
   // restarted, or this watcher fell too far behind).
   std::function<void(const v1::Snapshot& snapshot)> on_snapshot;
