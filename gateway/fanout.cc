@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gateway/json.h"
+#include "gateway/presence_json.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/time_util.h"
 
@@ -26,9 +27,41 @@ const char* ReasonName(v1::Reason reason) {
       return "mark_offline";
     case v1::REASON_EXPIRED:
       return "expired";
+    case v1::REASON_ACTIVITY:
+      return "activity";
+    case v1::REASON_STATUS_SET:
+      return "status_set";
+    case v1::REASON_STATUS_EXPIRED:
+      return "status_expired";
     default:
       return "unspecified";
   }
+}
+
+// A change's reason as presenced's classic streams give it: the pages
+// built before rich presence know only these three.
+const char* ClassicReasonName(const v1::PresenceChange& change) {
+  switch (change.reason()) {
+    case v1::REASON_HEARTBEAT:
+    case v1::REASON_MARK_OFFLINE:
+    case v1::REASON_EXPIRED:
+      return ReasonName(change.reason());
+    default:
+      return IsOnline(change.status()) ? "heartbeat" : "mark_offline";
+  }
+}
+
+// A user's entry in a snapshot's `users`: {"user_id":42,"status":"away",
+// "custom_status":...,"availability_until":...}. `status` is an online one.
+std::string StatusEntry(int64_t user_id, v1::Status status,
+                        google::protobuf::Value custom_status,
+                        google::protobuf::Value availability_until) {
+  Struct entry;
+  auto& fields = *entry.mutable_fields();
+  fields["status"].set_string_value(StatusName(status));
+  fields["custom_status"] = std::move(custom_status);
+  fields["availability_until"] = std::move(availability_until);
+  return JsonObject(entry, {{"user_id", absl::StrCat(user_id)}});
 }
 
 }  // namespace
@@ -36,13 +69,27 @@ const char* ReasonName(v1::Reason reason) {
 std::string ChangeFrame(const v1::PresenceChange& change) {
   Struct data;
   auto& fields = *data.mutable_fields();
-  fields["status"].set_string_value(
-      change.status() == v1::STATUS_ONLINE ? "online" : "offline");
-  fields["reason"].set_string_value(ReasonName(change.reason()));
+  fields["status"].set_string_value(IsOnline(change.status()) ? "online"
+                                                              : "offline");
+  fields["reason"].set_string_value(ClassicReasonName(change));
   fields["at"].set_string_value(TimeUtil::ToString(change.at()));
   // Ids as numbers, as browsers expect them (the classic API's
   // {"online_users": [1, 5, 12]}), and exact.
   return Frame("change",
+               JsonObject(data, {{"user_id", absl::StrCat(change.user_id())}}));
+}
+
+std::string StatusFrame(const v1::PresenceChange& change) {
+  Struct data;
+  auto& fields = *data.mutable_fields();
+  fields["status"].set_string_value(StatusName(change.status()));
+  fields["reason"].set_string_value(ReasonName(change.reason()));
+  fields["at"].set_string_value(TimeUtil::ToString(change.at()));
+  fields["custom_status"] =
+      CustomStatusValue(change.has_custom_status(), change.custom_status());
+  fields["availability_until"] =
+      TimeValue(change.has_availability_until(), change.availability_until());
+  return Frame("status",
                JsonObject(data, {{"user_id", absl::StrCat(change.user_id())}}));
 }
 
@@ -53,9 +100,28 @@ std::string StaleFrame(const std::string& reason) {
 }
 
 void PresenceFanout::ApplySnapshot(const v1::Snapshot& snapshot) {
+  // With rich_status, `users` holds each online user's presence, in the
+  // order of online_users; without (an older presenced), nothing: everyone
+  // listed is plainly online.
+  absl::flat_hash_map<int64_t, const v1::UserPresence*> presence;
+  for (const v1::UserPresence& user : snapshot.users()) {
+    presence[user.user_id()] = &user;
+  }
   online_.clear();
-  online_.insert(snapshot.online_users().begin(),
-                 snapshot.online_users().end());
+  for (int64_t user_id : snapshot.online_users()) {
+    auto it = presence.find(user_id);
+    if (it == presence.end()) {
+      online_[user_id] =
+          StatusEntry(user_id, v1::STATUS_ONLINE, CustomStatusValue(false, {}),
+                      TimeValue(false, google::protobuf::Timestamp()));
+      continue;
+    }
+    const v1::UserPresence& user = *it->second;
+    online_[user_id] = StatusEntry(
+        user_id, IsOnline(user.status()) ? user.status() : v1::STATUS_ONLINE,
+        CustomStatusValue(user.has_custom_status(), user.custom_status()),
+        TimeValue(user.has_availability_until(), user.availability_until()));
+  }
   server_time_ = TimeUtil::ToString(snapshot.server_time());
   ready_ = true;
   stale_frame_ = nullptr;
@@ -66,22 +132,39 @@ void PresenceFanout::ApplySnapshot(const v1::Snapshot& snapshot) {
 }
 
 void PresenceFanout::ApplyChange(const v1::PresenceChange& change) {
-  if (change.status() == v1::STATUS_ONLINE) {
-    online_.insert(change.user_id());
+  const int64_t user_id = change.user_id();
+  const bool was_online = online_.contains(user_id);
+  const bool online = IsOnline(change.status());
+  if (online) {
+    online_[user_id] = StatusEntry(
+        user_id, change.status(),
+        CustomStatusValue(change.has_custom_status(), change.custom_status()),
+        TimeValue(change.has_availability_until(),
+                  change.availability_until()));
   } else {
-    online_.erase(change.user_id());
+    online_.erase(user_id);
   }
   // The mirror is now as of this change: later snapshots say so.
   server_time_ = TimeUtil::ToString(change.at());
   everyone_snapshot_ = nullptr;
   if (!ready_) return;  // the first snapshot will carry it
-  auto watchers = by_user_.find(change.user_id());
-  if (everyone_.empty() && watchers == by_user_.end()) return;
-  SseFrame frame = std::make_shared<const std::string>(ChangeFrame(change));
+  // Offline to offline (say, an invisible user's custom status): nothing
+  // others see.
+  if (!was_online && !online) return;
+  if (everyone_.empty() && !by_user_.contains(user_id)) return;  // unwatched
+  // One frame for both events: a browser's queue counts transitions, as
+  // before there were `status` events.
+  std::string events;
+  if (was_online != online) events = ChangeFrame(change);
+  events += StatusFrame(change);
+  Send(user_id, std::make_shared<const std::string>(std::move(events)));
+}
+
+void PresenceFanout::Send(int64_t user, const SseFrame& frame) {
   for (SseSink* sink : everyone_) sink->Send(frame);
-  if (watchers != by_user_.end()) {
-    for (SseSink* sink : watchers->second) sink->Send(frame);
-  }
+  auto watchers = by_user_.find(user);
+  if (watchers == by_user_.end()) return;
+  for (SseSink* sink : watchers->second) sink->Send(frame);
 }
 
 void PresenceFanout::MarkStale(const std::string& reason) {
@@ -140,17 +223,26 @@ SseFrame PresenceFanout::SnapshotFrame(
     return everyone_snapshot_;
   }
   std::vector<int64_t> online;
+  std::string entries = "[";
+  auto add = [&](int64_t user, const std::string& entry) {
+    if (!online.empty()) entries += ",";
+    online.push_back(user);
+    entries += entry;
+  };
   if (users.empty()) {
-    online.assign(online_.begin(), online_.end());
+    for (const auto& [user, entry] : online_) add(user, entry);
   } else {
     for (int64_t user : users) {
-      if (online_.contains(user)) online.push_back(user);
+      auto it = online_.find(user);
+      if (it != online_.end()) add(user, it->second);
     }
   }
+  entries += "]";
   Struct data;
   (*data.mutable_fields())["server_time"].set_string_value(server_time_);
-  SseFrame frame = std::make_shared<const std::string>(Frame(
-      "snapshot", JsonObject(data, {{"online_users", JsonIdList(online)}})));
+  SseFrame frame = std::make_shared<const std::string>(
+      Frame("snapshot", JsonObject(data, {{"online_users", JsonIdList(online)},
+                                          {"users", entries}})));
   if (users.empty()) everyone_snapshot_ = frame;
   return frame;
 }

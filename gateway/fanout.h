@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "absl/container/btree_set.h"
+#include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "presence/v1/presence.pb.h"
@@ -31,10 +31,15 @@ class SseSink {
 // them to subscribed sinks, each filtered to the users it asked for.
 //
 // Every client first gets a `snapshot` event of the users it watches who are
-// online (as soon as the mirror has one), then a `change` event per
-// transition. When presenced sends a fresh snapshot (it restarted, or the
-// proxy's stream could not be resumed) every client gets a fresh snapshot
-// too, so a browser never silently diverges.
+// online, with their status (as soon as the mirror has one), then, per
+// transition, a `change` event when the user came online or went offline
+// (online meaning online, away or dnd, as in the classic endpoints) and a
+// `status` event for every change of what others see: status, custom
+// status or the end of a dnd (the two of one transition in one frame, so
+// that a browser's queue counts transitions). When presenced sends a fresh
+// snapshot (it
+// restarted, or the proxy's stream could not be resumed) every client gets
+// a fresh snapshot too, so a browser never silently diverges.
 //
 // When the proxy's stream to presenced is lost, every client gets a `stale`
 // event, {"reason": "..."}, and so does a client that subscribes while it
@@ -67,11 +72,14 @@ class PresenceFanout {
 
  private:
   SseFrame SnapshotFrame(const std::vector<int64_t>& users) const;
+  void Send(int64_t user, const SseFrame& frame);
 
   bool ready_ = false;
   // The `stale` event while the mirror is stale, else null.
   SseFrame stale_frame_;
-  absl::btree_set<int64_t> online_;
+  // Who is online, each with the JSON of their entry in a snapshot's
+  // `users` (StatusEntry()), made once per change.
+  absl::btree_map<int64_t, std::string> online_;
   // RFC 3339: when the mirror was last known right (the latest snapshot's
   // server_time, or the latest change's `at`).
   std::string server_time_;
@@ -84,10 +92,21 @@ class PresenceFanout {
   absl::flat_hash_map<int64_t, std::vector<SseSink*>> by_user_;
 };
 
-// The SSE frame of one change: `event: change` with JSON data
-// {"user_id":42,"status":"online","reason":"heartbeat","at":"..."}. Ids are
-// exact JSON integers, whatever their size.
+// The SSE frame of one change of online-ness: `event: change` with JSON
+// data {"user_id":42,"status":"online","reason":"heartbeat","at":"..."},
+// status "online" (for online, away and dnd) or "offline", reason
+// "heartbeat", "mark_offline" or "expired" as presenced's classic streams
+// say them (an invisible user appearing is a heartbeat, disappearing a
+// mark_offline). Ids are exact JSON integers, whatever their size.
 std::string ChangeFrame(const v1::PresenceChange& change);
+
+// The SSE frame of one change of what others see: `event: status` with
+// JSON data {"user_id":42,"status":"dnd","reason":"status_set","at":"...",
+// "custom_status":{"text":"...","emoji":"...","expires_at":...}|null,
+// "availability_until":"..."|null}; status "online", "away", "dnd" or
+// "offline"; reason one of change's or "activity", "status_set",
+// "status_expired".
+std::string StatusFrame(const v1::PresenceChange& change);
 
 // `event: stale` with JSON data {"reason":"..."}.
 std::string StaleFrame(const std::string& reason);

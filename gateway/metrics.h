@@ -22,9 +22,9 @@ namespace presence::rest {
 // presence_rest_upstream_live (gauge): 1 while the WatchPresence stream to
 //   presenced is live, else 0 (the event streams are stale).
 // presence_rest_requests_total{route,code} (counter): answered requests, by
-//   route (heartbeat, mark_offline, online_users, presence_stream, healthz,
-//   static, preflight, unknown) and HTTP status; an event stream counts
-//   once, when it opens.
+//   route (heartbeat, mark_offline, online_users, presence_stream, status,
+//   presence, healthz, static, preflight, unknown) and HTTP status; an event
+//   stream counts once, when it opens.
 // presence_rest_upstream_reconnects_total (counter): new WatchPresence
 //   streams after the first.
 //

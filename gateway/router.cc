@@ -10,6 +10,7 @@
 #include "absl/strings/strip.h"
 #include "gateway/assets.h"
 #include "gateway/json.h"
+#include "gateway/status_body.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "service/bearer.h"
@@ -35,6 +36,8 @@ enum class Endpoint {
   kMarkOffline,
   kOnlineUsers,
   kStream,
+  kStatus,
+  kPresence,
 };
 
 struct Route {
@@ -71,6 +74,12 @@ std::optional<Route> FindRoute(absl::string_view path) {
   if (path == "/api/chat/presence/stream") {
     return Route{Endpoint::kStream, "presence_stream", http::verb::get, "GET"};
   }
+  if (path == "/api/chat/status") {
+    return Route{Endpoint::kStatus, "status", http::verb::post, "POST"};
+  }
+  if (path == "/api/chat/presence") {
+    return Route{Endpoint::kPresence, "presence", http::verb::get, "GET"};
+  }
   return std::nullopt;
 }
 
@@ -99,33 +108,53 @@ absl::Status CheckSessionId(absl::string_view value, absl::string_view where) {
   return absl::OkStatus();
 }
 
-// The caller's presence session: the X-Presence-Session header, else the
-// body's {"session_id": "..."}, else "" (the default session for a
-// heartbeat, every session for mark-offline). The body may carry other
-// fields, such as the chat product's {"timestamp": "..."}: the server's
-// clock decides, so they are ignored.
-absl::StatusOr<std::string> SessionOf(const Request& request) {
+// What a heartbeat or mark-offline says about the caller's session.
+struct SessionRequest {
+  // The X-Presence-Session header, else the body's {"session_id": "..."},
+  // else "" (the default session for a heartbeat, every session for
+  // mark-offline).
+  std::string session_id;
+  // The body's {"idle": true} (heartbeats): not used since the previous
+  // heartbeat.
+  bool idle = false;
+};
+
+// The body may carry other fields, such as the chat product's
+// {"timestamp": "..."}: the server's clock decides, so they are ignored.
+// With the header, a body that is not a JSON object is ignored too, as it
+// always was.
+absl::StatusOr<SessionRequest> SessionRequestOf(const Request& request) {
+  SessionRequest session;
   auto header = request.find(kSessionHeader);
   if (header != request.end()) {
     absl::string_view value = View(header->value());
     PRESENCE_RETURN_IF_ERROR(CheckSessionId(value, kSessionHeader));
-    return std::string(value);
+    session.session_id = std::string(value);
   }
-  if (absl::StripAsciiWhitespace(request.body()).empty()) return "";
+  if (absl::StripAsciiWhitespace(request.body()).empty()) return session;
   Struct body;
   if (!google::protobuf::util::JsonStringToMessage(request.body(), &body)
            .ok()) {
+    if (header != request.end()) return session;
     return absl::InvalidArgumentError(
         "body must be a JSON object, e.g. {\"session_id\": \"tab-1\"}");
   }
+  if (auto idle = body.fields().find("idle"); idle != body.fields().end()) {
+    if (idle->second.kind_case() != google::protobuf::Value::kBoolValue) {
+      return absl::InvalidArgumentError("idle must be true or false");
+    }
+    session.idle = idle->second.bool_value();
+  }
+  if (header != request.end()) return session;  // the header wins
   auto it = body.fields().find("session_id");
-  if (it == body.fields().end()) return "";
+  if (it == body.fields().end()) return session;
   if (it->second.kind_case() != google::protobuf::Value::kStringValue) {
     return absl::InvalidArgumentError("session_id must be a string");
   }
   PRESENCE_RETURN_IF_ERROR(
       CheckSessionId(it->second.string_value(), "session_id"));
-  return it->second.string_value();
+  session.session_id = it->second.string_value();
+  return session;
 }
 
 }  // namespace
@@ -250,19 +279,31 @@ void Router::Handle(const std::shared_ptr<HttpSession>& session,
   switch (route->endpoint) {
     case Endpoint::kHeartbeat:
     case Endpoint::kMarkOffline: {
-      absl::StatusOr<std::string> presence_session = SessionOf(request);
+      absl::StatusOr<SessionRequest> presence_session =
+          SessionRequestOf(request);
       if (!presence_session.ok()) {
         return session->Reply(ErrorResponse(
             http::status::bad_request, presence_session.status().message()));
       }
       if (route->endpoint == Endpoint::kHeartbeat) {
         return upstream_->Heartbeat(caller->user_id,
-                                    *std::move(presence_session), reply);
+                                    std::move(presence_session->session_id),
+                                    presence_session->idle, reply);
       }
-      return upstream_->MarkOffline(caller->user_id,
-                                    *std::move(presence_session), reply);
+      return upstream_->MarkOffline(
+          caller->user_id, std::move(presence_session->session_id), reply);
+    }
+    case Endpoint::kStatus: {
+      absl::StatusOr<v1::SetStatusRequest> status =
+          ParseStatusBody(request.body(), caller->user_id);
+      if (!status.ok()) {
+        return session->Reply(ErrorResponse(http::status::bad_request,
+                                            status.status().message()));
+      }
+      return upstream_->SetStatus(*std::move(status), reply);
     }
     case Endpoint::kOnlineUsers:
+    case Endpoint::kPresence:
     case Endpoint::kStream: {
       absl::StatusOr<std::vector<int64_t>> users =
           ParseUserIds(query->Get("user_ids").value_or(""));
@@ -272,6 +313,15 @@ void Router::Handle(const std::shared_ptr<HttpSession>& session,
       }
       if (route->endpoint == Endpoint::kOnlineUsers) {
         return upstream_->OnlineUsers(*std::move(users), reply);
+      }
+      if (route->endpoint == Endpoint::kPresence) {
+        if (users->empty()) {
+          return session->Reply(ErrorResponse(
+              http::status::bad_request,
+              "user_ids is required: send user_ids=1,5,12 (your own id for "
+              "your own status)"));
+        }
+        return upstream_->Presence(caller->user_id, *std::move(users), reply);
       }
       if (streams_->size() >= options_.max_event_streams) {
         return session->Reply(

@@ -4,8 +4,10 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "boost/asio/post.hpp"
 #include "gateway/json.h"
+#include "gateway/presence_json.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/time_util.h"
 
@@ -39,6 +41,22 @@ Response ErrorFromPresenced(const absl::Status& status) {
   }
 }
 
+Response HeartbeatAnswer(const v1::HeartbeatResponse& response) {
+  Struct body;
+  auto& fields = *body.mutable_fields();
+  fields["online"].set_bool_value(true);
+  fields["became_online"].set_bool_value(response.became_online());
+  fields["online_until"].set_string_value(
+      TimeUtil::ToString(response.online_until()));
+  fields["server_time"].set_string_value(
+      TimeUtil::ToString(response.server_time()));
+  fields["heartbeat_interval_seconds"].set_number_value(
+      static_cast<double>(
+          TimeUtil::DurationToMilliseconds(response.heartbeat_interval())) /
+      1000.0);
+  return JsonResponse(http::status::ok, JsonObject(body));
+}
+
 }  // namespace
 
 Upstream::Upstream(const UpstreamOptions& options, asio::io_context& io,
@@ -69,27 +87,16 @@ Client::Callback<Response> Upstream::OnIoThread(
   };
 }
 
-void Upstream::Heartbeat(int64_t user_id, std::string session_id, Done done) {
+void Upstream::Heartbeat(int64_t user_id, std::string session_id, bool idle,
+                         Done done) {
   client_->HeartbeatAsync(
-      user_id, session_id,
+      user_id, session_id, idle,
       OnIoThread<v1::HeartbeatResponse>(
           [done = std::move(done)](
               absl::StatusOr<v1::HeartbeatResponse> response) {
             if (!response.ok())
               return done(ErrorFromPresenced(response.status()));
-            Struct body;
-            auto& fields = *body.mutable_fields();
-            fields["online"].set_bool_value(true);
-            fields["became_online"].set_bool_value(response->became_online());
-            fields["online_until"].set_string_value(
-                TimeUtil::ToString(response->online_until()));
-            fields["server_time"].set_string_value(
-                TimeUtil::ToString(response->server_time()));
-            fields["heartbeat_interval_seconds"].set_number_value(
-                static_cast<double>(TimeUtil::DurationToMilliseconds(
-                    response->heartbeat_interval())) /
-                1000.0);
-            done(JsonResponse(http::status::ok, JsonObject(body)));
+            done(HeartbeatAnswer(*response));
           }));
 }
 
@@ -127,6 +134,56 @@ void Upstream::OnlineUsers(std::vector<int64_t> only, Done done) {
           }));
 }
 
+void Upstream::SetStatus(v1::SetStatusRequest request, Done done) {
+  client_->SetStatusAsync(
+      std::move(request),
+      OnIoThread<v1::SetStatusResponse>(
+          [done = std::move(done)](
+              absl::StatusOr<v1::SetStatusResponse> response) {
+            if (!response.ok()) {
+              return done(ErrorFromPresenced(response.status()));
+            }
+            Struct body = UserPresenceFields(response->presence());
+            (*body.mutable_fields())["server_time"].set_string_value(
+                TimeUtil::ToString(response->server_time()));
+            done(JsonResponse(
+                http::status::ok,
+                JsonObject(body,
+                           {{"user_id",
+                             absl::StrCat(response->presence().user_id())}})));
+          }));
+}
+
+void Upstream::Presence(int64_t viewer, std::vector<int64_t> users, Done done) {
+  v1::GetPresenceRequest request;
+  request.mutable_user_ids()->Add(users.begin(), users.end());
+  request.set_viewer_user_id(viewer);
+  request.set_rich_status(true);
+  client_->GetPresenceAsync(
+      std::move(request),
+      OnIoThread<v1::GetPresenceResponse>(
+          [done = std::move(done)](
+              absl::StatusOr<v1::GetPresenceResponse> response) {
+            if (!response.ok()) {
+              return done(ErrorFromPresenced(response.status()));
+            }
+            std::vector<std::string> entries;
+            entries.reserve(response->users_size());
+            for (const v1::UserPresence& user : response->users()) {
+              entries.push_back(UserPresenceJson(user));
+            }
+            Struct body;
+            (*body.mutable_fields())["server_time"].set_string_value(
+                TimeUtil::ToString(response->server_time()));
+            done(JsonResponse(
+                http::status::ok,
+                JsonObject(
+                    body,
+                    {{"users",
+                      absl::StrCat("[", absl::StrJoin(entries, ","), "]")}})));
+          }));
+}
+
 void Upstream::StartWatch() { StartAttempt(); }
 
 void Upstream::StopWatch() {
@@ -150,6 +207,10 @@ void Upstream::StartAttempt() {
   v1::WatchPresenceRequest request;
   request.set_send_snapshot(true);  // everyone: browsers filter in fanout
   request.set_max_batch(kWatchMaxBatch);
+  // Away, dnd and custom statuses too (the `status` events), and each
+  // online user's in the snapshot. Online and offline keep their classic
+  // meaning: an invisible user is offline.
+  request.set_rich_status(true);
   // Everything the stream says is posted to the I/O thread, tagged with its
   // attempt, so that a stream given up on cannot act any more.
   client_->WatchPresenceAsync(

@@ -47,7 +47,10 @@ struct UpstreamOptions {
 // can be fixed and reloaded with SIGHUP, so even UNAUTHENTICATED is worth
 // retrying). Each new stream asks for a snapshot: a browser must get a fresh
 // one when the watch is live again. The stream asks for changes in batches
-// (WatchPresenceRequest.max_batch); each reaches on_change on its own.
+// (WatchPresenceRequest.max_batch); each reaches on_change on its own. It
+// asks for rich status (WatchPresenceRequest.rich_status): changes among
+// online, away and dnd and of custom statuses too, and a snapshot with each
+// online user's presence.
 class Upstream {
  public:
   struct WatchCallbacks {
@@ -76,11 +79,19 @@ class Upstream {
   const std::string& lost_reason() const { return lost_reason_; }
 
   // The chat endpoints. An empty `session_id` is the user's default session
-  // (Heartbeat) or every session of the user (MarkOffline). I/O thread only.
-  void Heartbeat(int64_t user_id, std::string session_id, Done done);
+  // (Heartbeat) or every session of the user (MarkOffline). `idle`: the
+  // user did not use the session since its previous heartbeat
+  // (HeartbeatRequest.idle). I/O thread only.
+  void Heartbeat(int64_t user_id, std::string session_id, bool idle, Done done);
   void MarkOffline(int64_t user_id, std::string session_id, Done done);
   // `only` empty: everyone online. Follows every page.
   void OnlineUsers(std::vector<int64_t> only, Done done);
+
+  // Rich presence. SetStatus answers the user's own view (`request` names
+  // the user); Presence answers `users` as `viewer` sees them, with away and
+  // dnd (GetPresence with viewer_user_id and rich_status). I/O thread only.
+  void SetStatus(v1::SetStatusRequest request, Done done);
+  void Presence(int64_t viewer, std::vector<int64_t> users, Done done);
 
   // Cancels the calls and the stream still in flight and waits until each
   // has ended (the Client's destructor); their results are posted to `io`,

@@ -7,8 +7,12 @@
 //                                   onLogout: () => location.assign('/login') });
 //   presence.start();                      // heartbeats for this browser
 //   const stream = presence.subscribe({    // live dots, no polling
-//     onSnapshot: (onlineIds, serverTime) => ..., onChange: (change) => ...,
+//     onSnapshot: (onlineIds, serverTime, statuses) => ...,
+//     onChange: (change) => ...,           // online / offline
+//     onStatus: (status) => ...,           // online / away / dnd / offline
 //     onStale: (reason) => ... });          // "reconnecting" until onSnapshot
+//   await presence.setStatus({ availability: 'dnd', for: '1h',
+//                              text: 'In a meeting', emoji: ':calendar:' });
 //   await presence.logout();               // this browser offline, all tabs
 //
 // API
@@ -24,14 +28,40 @@
 //     onLogout({ elsewhere })  this browser was logged out (elsewhere: true
 //                    when another tab did it); heartbeats and streams stopped
 //     now, setTimeout, clearTimeout  the clock and timers (tests inject fakes)
-//   presence.start()   beat now, then every interval while the tab is visible
+//   presence.start()   beat now, then every interval (idle while not in use)
 //   presence.stop()    stop beating (the session runs out on its own)
 //   presence.logout({ everywhere = false })  ends this browser's session now
 //                    (everywhere: every session of the user, all devices);
 //                    resolves to the mark-offline answer
-//   presence.subscribe({ userIds, onSnapshot, onChange, onStale })  follows
-//                    /api/chat/presence/stream; returns a handle with close()
-//                    and status: 'connecting' | 'live' | 'stale'
+//   presence.setStatus({ availability, until, for, text, emoji, expiresAt,
+//                    expiresIn, clear })  what the user chose (POST
+//                    /api/chat/status/): availability 'auto' | 'dnd' |
+//                    'invisible', ending at `until` (a Date or RFC 3339
+//                    string) or after `for` (seconds, or '90m', '2h'); a
+//                    custom status `text` and/or `emoji` (':coffee:' or one
+//                    emoji), clearing itself at `expiresAt` or after
+//                    `expiresIn`; or `clear: true` to remove it. Leave out
+//                    what stays as it is. Resolves to the user's own view
+//                    ({ user_id, status, availability, availability_until,
+//                    custom_status: { text, emoji, expires_at } | null, ... });
+//                    rejects with error.status 400 and the server's message
+//                    for input it refuses
+//   presence.getPresence(userIds)  GET /api/chat/presence/: resolves to
+//                    { users: [{ user_id, status, last_seen, availability,
+//                    availability_until, custom_status }], server_time };
+//                    the caller's own entry is the truth (also invisible)
+//   presence.subscribe({ userIds, onSnapshot, onChange, onStatus, onStale })
+//                    follows /api/chat/presence/stream; returns a handle with
+//                    close() and status: 'connecting' | 'live' | 'stale'.
+//                    onSnapshot(onlineIds, serverTime, statuses): statuses
+//                    lists each online user's { user_id, status,
+//                    custom_status, availability_until }. onChange(change):
+//                    { user_id, status: 'online' | 'offline', reason, at }
+//                    when a user comes online or goes offline. onStatus(s):
+//                    { user_id, status: 'online' | 'away' | 'dnd' |
+//                    'offline', reason, at, custom_status,
+//                    availability_until } for every change of what others
+//                    see (after the change event of the same transition)
 //   presence.sessionId  this browser's current session id
 //   tokenUserId(token)   the token's user_id claim, exact (see Ids)
 //   parseJSON(text)      JSON.parse that keeps integers beyond 2^53 exact
@@ -62,15 +92,32 @@
 // and the Django app (SimpleJWT reads headers only) does not: there the
 // session ends at the end of its window instead.
 //
-// Hidden tabs: heartbeats pause while the tab is hidden. When it is shown
-// again it beats at once if the last successful heartbeat is more than 1
-// minute old (the product's rule); otherwise it resumes the schedule from
-// that last heartbeat (next beat at last + interval, not at show + interval).
-// A session that has been beating lives online_window >= 2 x interval past
-// its last beat, so on that schedule it never expires while the tab is
-// visible; only a mark-offline from elsewhere can end it (if that happened
-// while the tab was hidden for under a minute, the session comes back at the
-// next scheduled heartbeat, at most one interval later).
+// Activity: each heartbeat says whether the user used this tab since the
+// previous one (the request's {"idle": true|false}). In use means input
+// (keys, mouse, pointer, wheel, scroll, touch), or the window focused while
+// the tab is visible; a hidden tab, or a visible one in a window without
+// focus and without input, is idle. presenced shows a user away once every
+// session has been idle for its --away_after (10 minutes by default). A
+// focused, visible tab counts as in use even without input: a browser
+// cannot tell whether someone is reading it. After a heartbeat that said
+// idle, the first input (or focus) beats at once, so that the user is back
+// from away within a request, not an interval.
+//
+// Hidden tabs keep beating, idle, so that a user whose chat is in a
+// background tab is away rather than offline. The tabs of a browser share
+// one session, so an idle tab whose timer comes when another tab beat the
+// session lately waits until a little over an interval after that beat
+// (localStorage 'presence.beat'), by which time the other has beaten again:
+// about one heartbeat an interval per browser, not per tab. A tab shown again
+// beats at once if the last successful heartbeat is more than 1 minute old
+// (the product's rule: timers of hidden tabs may be throttled), or if the
+// last one said idle and the tab is in use; otherwise it resumes the
+// schedule from that last heartbeat (next beat at last + interval, not at
+// show + interval). A session that has been beating lives online_window >=
+// 2 x interval past its last beat, so on that schedule it never expires
+// while the tab is open; only a mark-offline from elsewhere can end it (the
+// session then comes back at the next heartbeat, at most one interval
+// later).
 //
 // Stale: the stream's handle is 'stale' when presence-rest lost presenced
 // (it sends `event: stale`, data {"reason": ...}) or the connection to
@@ -86,6 +133,10 @@
 
 const SESSION_KEY = 'presence.session';
 const TABS_KEY = 'presence.tabs';
+// The browser's latest heartbeat: { id (session), tab, at (Date.now()) }.
+const BEAT_KEY = 'presence.beat';
+// What counts as using the page.
+const INPUT_EVENTS = ['keydown', 'mousemove', 'pointerdown', 'wheel', 'scroll', 'touchstart'];
 const TAB_ALIVE_MS = 60 * 1000;
 const TAB_DEAD_MS = 3 * 60 * 1000;
 // The product's rule: a tab shown again beats at once only after this long.
@@ -164,7 +215,11 @@ export class Presence {
     this.running = false;
     this.lastBeat = null;  // this.now() of the last successful heartbeat
     this.inflight = null;  // {sessionId, done} of the heartbeat being sent
+    this.used = false;  // input or focus since the last heartbeat was sent
+    this.reportedIdle = false;  // the last heartbeat sent said idle
     this.streams = new Set();
+    this.onInput = () => this.markUsed();
+    this.onFocus = () => { if (document.visibilityState !== 'hidden') this.markUsed(); };
     this.onVisibility = () => this.visibilityChanged();
     this.onPageHide = (event) => this.pageHidden(event);
     this.onPageShow = (event) => this.pageShown(event);
@@ -200,8 +255,12 @@ export class Presence {
     window.addEventListener('pagehide', this.onPageHide);
     window.addEventListener('pageshow', this.onPageShow);
     window.addEventListener('storage', this.onStorage);
+    window.addEventListener('focus', this.onFocus);
+    for (const type of INPUT_EVENTS) {
+      window.addEventListener(type, this.onInput, { capture: true, passive: true });
+    }
     this.registerTab();
-    if (document.visibilityState !== 'hidden') this.beat();
+    this.beat();
   }
 
   stop() {
@@ -215,6 +274,43 @@ export class Presence {
     window.removeEventListener('pagehide', this.onPageHide);
     window.removeEventListener('pageshow', this.onPageShow);
     window.removeEventListener('storage', this.onStorage);
+    window.removeEventListener('focus', this.onFocus);
+    for (const type of INPUT_EVENTS) {
+      window.removeEventListener(type, this.onInput, { capture: true });
+    }
+  }
+
+  // The tab is in use right now: visible, in the window that has focus.
+  inUse() {
+    return document.visibilityState !== 'hidden' && document.hasFocus();
+  }
+
+  markUsed() {
+    this.used = true;
+    // Back from idle: say so now, not an interval later. (A heartbeat in
+    // flight says so when it lands.)
+    if (this.reportedIdle && this.running && !this.inflight) this.beat();
+  }
+
+  async setStatus(status = {}) {
+    const body = {};
+    const put = (key, value) => {
+      if (value !== undefined) body[key] = value instanceof Date ? value.toISOString() : value;
+    };
+    put('availability', status.availability);
+    put('until', status.until);
+    put('for', status.for);
+    put('text', status.text);
+    put('emoji', status.emoji);
+    put('expires_at', status.expiresAt);
+    put('expires_in', status.expiresIn);
+    put('clear', status.clear);
+    return this.post('/api/chat/status/', body);
+  }
+
+  async getPresence(userIds) {
+    const ids = (userIds || []).map(String).join(',');
+    return this.request('GET', '/api/chat/presence/?user_ids=' + encodeURIComponent(ids));
   }
 
   async logout({ everywhere = false } = {}) {
@@ -236,7 +332,7 @@ export class Presence {
       // A closing tab took itself for the last one (the tab list is not
       // updated atomically) and ended the session: this open tab starts a
       // new one now rather than at its next heartbeat.
-      if (document.visibilityState !== 'hidden') this.beat();
+      this.beat();
       return;
     }
     let stored = null;
@@ -322,14 +418,15 @@ export class Presence {
   }
 
   visibilityChanged() {
-    if (!this.running) return;
+    // Hidden: the schedule runs on, and the next heartbeat says idle.
+    if (!this.running || document.visibilityState === 'hidden') return;
     this.clearTimeout(this.timer);
     this.timer = null;
-    if (document.visibilityState === 'hidden') return;  // the window runs on
     this.registerTab();
+    if (document.hasFocus()) this.used = true;
     if (this.inflight) return;  // its answer schedules the next
     const since = this.lastBeat === null ? Infinity : this.now() - this.lastBeat;
-    if (since > STALE_BEAT_MS || since >= this.intervalMs) {
+    if (since > STALE_BEAT_MS || since >= this.intervalMs || (this.reportedIdle && this.used)) {
       this.beat();
     } else {
       this.schedule(this.intervalMs - since);
@@ -338,10 +435,21 @@ export class Presence {
 
   schedule(delay) {
     this.clearTimeout(this.timer);
-    this.timer = this.setTimeout(() => this.beat(), delay);
+    this.timer = this.setTimeout(() => this.beat({ scheduled: true }), delay);
   }
 
-  async beat() {
+  // Another tab of this browser beat the session lately: the delay until a
+  // little over an interval after it (so that its next heartbeat comes
+  // first), else 0.
+  othersBeat(sessionId) {
+    const last = load(BEAT_KEY);
+    if (!last || last.id !== sessionId || last.tab === this.tabId) return 0;
+    const turn = this.intervalMs * 1.1;
+    const wait = last.at + turn - Date.now();
+    return wait > 0 && wait <= turn ? wait : 0;
+  }
+
+  async beat({ scheduled = false } = {}) {
     this.clearTimeout(this.timer);
     this.timer = null;
     const sessionId = this.currentSession();
@@ -352,18 +460,31 @@ export class Presence {
       this.onLogout({ elsewhere: true });
       return;
     }
+    const idle = !(this.used || this.inUse());
+    // An idle tab's turn: another tab that beat lately keeps the session
+    // (and says whether it is in use).
+    const wait = scheduled && idle ? this.othersBeat(sessionId) : 0;
+    if (wait > 0) {
+      this.schedule(wait);
+      return;
+    }
+    this.used = false;
+    this.reportedIdle = idle;
     let delay = this.intervalMs;
-    const done = this.post('/api/chat/heartbeat/', { session_id: sessionId });
+    const done = this.post('/api/chat/heartbeat/', { session_id: sessionId, idle });
     const inflight = { sessionId, done };
     this.inflight = inflight;
     try {
       const answer = await done;
       if (!this.running) return;  // logged out meanwhile
       this.lastBeat = this.now();
+      save(BEAT_KEY, { id: sessionId, tab: this.tabId, at: Date.now() });
       if (answer.heartbeat_interval_seconds > 0) {
         this.intervalMs = answer.heartbeat_interval_seconds * 1000;
         delay = this.intervalMs;
       }
+      // Used while this idle heartbeat was on its way: say so at once.
+      if (this.reportedIdle && this.used) delay = 0;
       this.onHeartbeat(answer);
     } catch (error) {
       if (!this.running) return;
@@ -376,7 +497,7 @@ export class Presence {
     } finally {
       if (this.inflight === inflight) this.inflight = null;
     }
-    if (this.running && document.visibilityState !== 'hidden') this.schedule(delay);
+    if (this.running) this.schedule(delay);
   }
 
   subscribe(options = {}) {
@@ -410,10 +531,15 @@ export class Presence {
         const data = parseJSON(event.data);
         stream.status = 'live';
         reopenMs = 2000;
-        if (options.onSnapshot) options.onSnapshot(data.online_users, data.server_time);
+        if (options.onSnapshot) {
+          options.onSnapshot(data.online_users, data.server_time, data.users || []);
+        }
       });
       source.addEventListener('change', (event) => {
         if (options.onChange) options.onChange(parseJSON(event.data));
+      });
+      source.addEventListener('status', (event) => {
+        if (options.onStatus) options.onStatus(parseJSON(event.data));
       });
       source.addEventListener('stale', (event) => {
         let reason = 'presence service unavailable';
@@ -446,14 +572,19 @@ export class Presence {
   }
 
   async post(path, body, extra = {}) {
-    const headers = { 'Authorization': 'Bearer ' + (this.token() || ''), 'Content-Type': 'application/json' };
+    return this.request('POST', path, body, extra);
+  }
+
+  async request(method, path, body, extra = {}) {
+    const headers = { 'Authorization': 'Bearer ' + (this.token() || '') };
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
     // The session in a header too: the Django app (presence_django) reads
     // only the header, presence-rest either (the header first).
     if (body && body.session_id) headers['X-Presence-Session'] = body.session_id;
     const response = await fetch(this.baseUrl + path, {
-      method: 'POST',
+      method,
       headers,
-      body: JSON.stringify(body),
+      body: body === undefined ? undefined : JSON.stringify(body),
       ...extra,
     });
     const text = await response.text().catch(() => '');

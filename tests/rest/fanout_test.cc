@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
@@ -15,11 +16,21 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::IsEmpty;
 
-// Records what the fan-out sends to one browser.
+// Records what the fan-out sends to one browser, one event (or comment)
+// at a time: one frame may hold several (a `change` and its `status`).
 class RecordingSink : public SseSink {
  public:
-  void Send(const SseFrame& frame) override { frames.push_back(*frame); }
-  std::vector<std::string> frames;
+  void Send(const SseFrame& frame) override {
+    ++sends;
+    for (size_t start = 0; start < frame->size();) {
+      const size_t end = frame->find("\n\n", start);
+      ASSERT_NE(end, std::string::npos) << *frame;
+      frames.push_back(frame->substr(start, end + 2 - start));
+      start = end + 2;
+    }
+  }
+  std::vector<std::string> frames;  // each one event
+  int sends = 0;
 };
 
 v1::Snapshot Snapshot(std::vector<int64_t> online) {
@@ -117,13 +128,15 @@ TEST(FanoutTest, ChangesReachEveryoneAndTheUsersWatchers) {
   fanout.Subscribe(&watches_7, {7});
   fanout.ApplyChange(Change(42, true));
   fanout.ApplyChange(Change(42, false, v1::REASON_EXPIRED));
-  ASSERT_EQ(all.frames.size(), 3u);  // snapshot + 2 changes
-  ASSERT_EQ(watches_42.frames.size(), 3u);
+  // The snapshot, then per change a `change` and a `status` event.
+  ASSERT_EQ(all.frames.size(), 5u);
+  ASSERT_EQ(watches_42.frames.size(), 5u);
   EXPECT_EQ(watches_7.frames.size(), 1u);  // the snapshot only
   ExpectChange(all.frames[1], 42, "online", "heartbeat");
-  ExpectChange(all.frames[2], 42, "offline", "expired");
-  EXPECT_EQ(watches_42.frames[1], all.frames[1]);
-  EXPECT_EQ(watches_42.frames[2], all.frames[2]);
+  EXPECT_EQ(Parse(all.frames[2]).name, "status");
+  ExpectChange(all.frames[3], 42, "offline", "expired");
+  EXPECT_EQ(Parse(all.frames[4]).name, "status");
+  EXPECT_EQ(watches_42.frames, all.frames);
   EXPECT_EQ(fanout.online(), 0u);
 }
 
@@ -169,8 +182,8 @@ TEST(FanoutTest, UnsubscribedSinksGetNothingMore) {
   fanout.Broadcast(std::make_shared<const std::string>(": ping\n\n"));
   EXPECT_EQ(all.frames.size(), 1u);
   EXPECT_EQ(watches_9.frames.size(), 1u);
-  EXPECT_EQ(other_9.frames.size(), 3u);
-  EXPECT_EQ(other_9.frames[2], ": ping\n\n");
+  ASSERT_EQ(other_9.frames.size(), 4u);  // snapshot, change, status, ping
+  EXPECT_EQ(other_9.frames[3], ": ping\n\n");
   EXPECT_EQ(fanout.subscribers(), 1u);
   EXPECT_EQ(fanout.SnapshotFor(&all), nullptr);
 }
@@ -199,6 +212,174 @@ TEST(FanoutTest, BrowsersWatchingEveryoneShareOneSnapshotFrame) {
               ElementsAre(2, 3));
 }
 
+// A change of a rich stream (WatchPresenceRequest.rich_status).
+v1::PresenceChange RichChange(int64_t user, v1::Status status,
+                              v1::Reason reason) {
+  v1::PresenceChange change = Change(user, false, reason);
+  change.set_status(status);
+  return change;
+}
+
+// The `status` event's fields, as strings ("null" for null).
+struct StatusEvent {
+  std::string status, reason, at, availability_until, text, emoji, expires_at;
+};
+
+StatusEvent ParseStatus(const std::string& frame) {
+  Event event = Parse(frame);
+  EXPECT_EQ(event.name, "status") << frame;
+  const auto& fields = event.data.fields();
+  auto string_or_null = [](const google::protobuf::Value& value) {
+    return value.kind_case() == google::protobuf::Value::kNullValue
+               ? std::string("null")
+               : value.string_value();
+  };
+  StatusEvent status;
+  status.status = fields.at("status").string_value();
+  status.reason = fields.at("reason").string_value();
+  status.at = fields.at("at").string_value();
+  status.availability_until = string_or_null(fields.at("availability_until"));
+  const google::protobuf::Value& custom = fields.at("custom_status");
+  if (custom.kind_case() == google::protobuf::Value::kNullValue) {
+    status.text = status.emoji = status.expires_at = "null";
+  } else {
+    status.text = custom.struct_value().fields().at("text").string_value();
+    status.emoji = custom.struct_value().fields().at("emoji").string_value();
+    status.expires_at =
+        string_or_null(custom.struct_value().fields().at("expires_at"));
+  }
+  return status;
+}
+
+google::protobuf::Timestamp At(int64_t seconds) {
+  return google::protobuf::util::TimeUtil::SecondsToTimestamp(seconds);
+}
+
+// Online-ness keeps its classic `change` events (online: online, away or
+// dnd; an invisible user is offline), each followed by a `status` event;
+// changes among online statuses and of custom statuses are `status` events
+// alone.
+TEST(FanoutTest, StatusEventsFollowEveryChangeOthersSee) {
+  PresenceFanout fanout;
+  fanout.ApplySnapshot(Snapshot({6}));
+  RecordingSink all;
+  fanout.Subscribe(&all, {});
+  ASSERT_EQ(all.frames.size(), 1u);
+
+  // Coming online in dnd (until a moment).
+  v1::PresenceChange dnd = RichChange(5, v1::STATUS_DND, v1::REASON_HEARTBEAT);
+  *dnd.mutable_availability_until() = At(1'800'003'600);
+  fanout.ApplyChange(dnd);
+  ASSERT_EQ(all.frames.size(), 3u);
+  EXPECT_EQ(all.sends, 2);  // a change and its status go as one frame
+  ExpectChange(all.frames[1], 5, "online", "heartbeat");
+  StatusEvent status = ParseStatus(all.frames[2]);
+  EXPECT_EQ(status.status, "dnd");
+  EXPECT_EQ(status.reason, "heartbeat");
+  EXPECT_EQ(status.at, "2027-01-15T08:00:01Z");
+  EXPECT_EQ(status.availability_until, "2027-01-15T09:00:00Z");
+  EXPECT_EQ(status.text, "null");
+
+  // Online to away: still online, so no `change`.
+  fanout.ApplyChange(RichChange(6, v1::STATUS_AWAY, v1::REASON_ACTIVITY));
+  ASSERT_EQ(all.frames.size(), 4u);
+  status = ParseStatus(all.frames[3]);
+  EXPECT_EQ(status.status, "away");
+  EXPECT_EQ(status.reason, "activity");
+  EXPECT_EQ(status.availability_until, "null");
+
+  // A custom status.
+  v1::PresenceChange custom =
+      RichChange(6, v1::STATUS_AWAY, v1::REASON_STATUS_SET);
+  custom.mutable_custom_status()->set_text("In a meeting");
+  custom.mutable_custom_status()->set_emoji(":calendar:");
+  *custom.mutable_custom_status()->mutable_expires_at() = At(1'800'000'060);
+  fanout.ApplyChange(custom);
+  ASSERT_EQ(all.frames.size(), 5u);
+  status = ParseStatus(all.frames[4]);
+  EXPECT_EQ(status.reason, "status_set");
+  EXPECT_EQ(status.text, "In a meeting");
+  EXPECT_EQ(status.emoji, ":calendar:");
+  EXPECT_EQ(status.expires_at, "2027-01-15T08:01:00Z");
+
+  // Invisible: offline, as pages built before rich presence expect it (a
+  // mark_offline), and the custom status hidden.
+  fanout.ApplyChange(RichChange(6, v1::STATUS_OFFLINE, v1::REASON_STATUS_SET));
+  ASSERT_EQ(all.frames.size(), 7u);
+  ExpectChange(all.frames[5], 6, "offline", "mark_offline");
+  status = ParseStatus(all.frames[6]);
+  EXPECT_EQ(status.status, "offline");
+  EXPECT_EQ(status.reason, "status_set");
+  EXPECT_EQ(status.text, "null");
+  // Visible again when invisibility ends: a heartbeat to those pages.
+  fanout.ApplyChange(
+      RichChange(6, v1::STATUS_ONLINE, v1::REASON_STATUS_EXPIRED));
+  ASSERT_EQ(all.frames.size(), 9u);
+  ExpectChange(all.frames[7], 6, "online", "heartbeat");
+  EXPECT_EQ(ParseStatus(all.frames[8]).reason, "status_expired");
+
+  // Offline to offline is nothing others see.
+  fanout.ApplyChange(RichChange(7, v1::STATUS_OFFLINE, v1::REASON_STATUS_SET));
+  EXPECT_EQ(all.frames.size(), 9u);
+  EXPECT_EQ(fanout.online(), 2u);
+}
+
+TEST(FanoutTest, SnapshotsCarryEachOnlineUsersStatus) {
+  v1::Snapshot snapshot = Snapshot({5, 9, 12});
+  v1::UserPresence* away = snapshot.add_users();
+  away->set_user_id(5);
+  away->set_status(v1::STATUS_AWAY);
+  away->mutable_custom_status()->set_emoji(":coffee:");
+  v1::UserPresence* dnd = snapshot.add_users();
+  dnd->set_user_id(9);
+  dnd->set_status(v1::STATUS_DND);
+  *dnd->mutable_availability_until() = At(1'800'003'600);
+  // 12 has no entry, as from a presenced without rich status: online.
+  PresenceFanout fanout;
+  fanout.ApplySnapshot(snapshot);
+  RecordingSink all, some;
+  fanout.Subscribe(&all, {});
+  fanout.Subscribe(&some, {9, 3});
+  ASSERT_EQ(all.frames.size(), 1u);
+  ASSERT_EQ(some.frames.size(), 1u);
+
+  auto users = [](const std::string& frame) {
+    std::vector<std::string> described;
+    const Event event = Parse(frame);
+    for (const auto& user :
+         event.data.fields().at("users").list_value().values()) {
+      const auto& fields = user.struct_value().fields();
+      std::string line = absl::StrCat(fields.at("user_id").number_value(), " ",
+                                      fields.at("status").string_value());
+      const auto& custom = fields.at("custom_status");
+      if (custom.has_struct_value()) {
+        absl::StrAppend(
+            &line, " ",
+            custom.struct_value().fields().at("emoji").string_value());
+      }
+      if (fields.at("availability_until").has_string_value()) {
+        absl::StrAppend(&line, " until ",
+                        fields.at("availability_until").string_value());
+      }
+      described.push_back(line);
+    }
+    return described;
+  };
+  EXPECT_THAT(OnlineUsers(all.frames[0]), ElementsAre(5, 9, 12));
+  EXPECT_THAT(users(all.frames[0]),
+              ElementsAre("5 away :coffee:", "9 dnd until 2027-01-15T09:00:00Z",
+                          "12 online"));
+  EXPECT_THAT(OnlineUsers(some.frames[0]), ElementsAre(9));
+  EXPECT_THAT(users(some.frames[0]),
+              ElementsAre("9 dnd until 2027-01-15T09:00:00Z"));
+
+  // The mirror follows the changes: 5 is back, 9 invisible.
+  fanout.ApplyChange(RichChange(5, v1::STATUS_ONLINE, v1::REASON_ACTIVITY));
+  fanout.ApplyChange(RichChange(9, v1::STATUS_OFFLINE, v1::REASON_STATUS_SET));
+  EXPECT_THAT(users(*fanout.SnapshotFor(&all)),
+              ElementsAre("5 online", "12 online"));
+}
+
 TEST(FanoutTest, ChangeFramesAreServerSentEvents) {
   ExpectChange(ChangeFrame(Change(12, false, v1::REASON_MARK_OFFLINE)), 12,
                "offline", "mark_offline");
@@ -211,11 +392,15 @@ TEST(FanoutTest, WritesIdsAsExactDigits) {
   fanout.Subscribe(&sink, {});
   fanout.ApplySnapshot(Snapshot({9007199254740993, 9223372036854775807}));
   fanout.ApplyChange(Change(4611686018427387905, true));
-  ASSERT_EQ(sink.frames.size(), 2u);
+  ASSERT_EQ(sink.frames.size(), 3u);
   EXPECT_THAT(sink.frames[0],
               ::testing::HasSubstr(
                   R"("online_users":[9007199254740993,9223372036854775807])"));
+  EXPECT_THAT(sink.frames[0],
+              ::testing::HasSubstr(R"({"user_id":9007199254740993,)"));
   EXPECT_THAT(sink.frames[1],
+              ::testing::HasSubstr(R"("user_id":4611686018427387905)"));
+  EXPECT_THAT(sink.frames[2],
               ::testing::HasSubstr(R"("user_id":4611686018427387905)"));
 }
 

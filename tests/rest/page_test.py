@@ -14,7 +14,12 @@ the W3C WebDriver protocol with nothing but the standard library:
 - a tab shown again beats by the product's rule (more than 1 minute since
   the last heartbeat), else resumes its schedule: checked with a fake clock
   and fake timers injected into presence.js, against the real servers;
-- a hidden tab stops beating (with a 2 s window, it expires);
+- a hidden tab keeps beating, saying idle (as does a visible tab without
+  focus or input), so the user shows away (yellow) rather than offline,
+  and is back (green) on input;
+- statuses: dnd shows a red dot, away a yellow one, invisible a grey one,
+  and a custom status's emoji and text show until cleared; the page's own
+  form sets the viewer's status through presence.js's setStatus;
 - the page shows "reconnecting" when presence-rest loses presenced (its
   `stale` event) or the page loses presence-rest, and live again after;
 - user ids beyond 2^53 stay exact.
@@ -45,6 +50,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 GREEN = "rgb(34, 170, 34)"
 GRAY = "rgb(170, 170, 170)"
+YELLOW = "rgb(230, 184, 0)"
+RED = "rgb(221, 51, 51)"
 
 
 def token(user_id, valid_for=300):
@@ -168,7 +175,29 @@ return {name: li.querySelector('.name').textContent, seen: time.textContent,
         datetime: time.getAttribute('datetime'), title: time.getAttribute('title')};
 """
 
+CUSTOM_STATUS = """
+const li = document.querySelector(`li[data-user="${arguments[0]}"]`);
+return li ? li.querySelector('.custom').textContent : null;
+"""
+
 TEXT = "return document.getElementById(arguments[0]).textContent"
+
+# Records the `idle` of this tab's heartbeats, in order.
+SPY_IDLE = """
+window.idleSent = [];
+const fetch = window.fetch;
+window.fetch = (url, init, ...rest) => {
+  if (String(url).includes('/heartbeat/')) window.idleSent.push(JSON.parse(init.body).idle);
+  return fetch(url, init, ...rest);
+};
+"""
+
+# Whether the window has focus, as presence.js asks (document.hasFocus()),
+# with the focus or blur event that goes with it.
+SET_FOCUS = """
+document.hasFocus = () => arguments[0];
+window.dispatchEvent(new Event(arguments[0] ? 'focus' : 'blur'));
+"""
 
 SET_VISIBILITY = """
 Object.defineProperty(document, 'visibilityState', {value: arguments[0], configurable: true});
@@ -226,10 +255,11 @@ class PageTest(unittest.TestCase):
             f.write(SECRET)
 
     def start_presenced(self, listen="127.0.0.1:0"):
+        away_after = ["--away_after=" + self.away_after] if self.away_after else []
         self.presenced, self.presenced_address = start(
             [self.presenced_path, "--listen=" + listen, "--db=" + os.path.join(self.dir, "p.db"),
              "--heartbeat_interval=" + self.heartbeat_interval,
-             "--online_window=" + self.online_window],
+             "--online_window=" + self.online_window] + away_after,
             "serving on", os.path.join(self.dir, "presenced.log"))
         self.processes.append(self.presenced)
 
@@ -242,8 +272,9 @@ class PageTest(unittest.TestCase):
         self.rest_address = rest_address
         self.rest = "http://" + rest_address
 
-    def start_servers(self, heartbeat_interval, online_window):
+    def start_servers(self, heartbeat_interval, online_window, away_after=None):
         self.heartbeat_interval, self.online_window = heartbeat_interval, online_window
+        self.away_after = away_after
         self.start_presenced()
         self.start_rest()
         driver_port = free_port()
@@ -406,8 +437,9 @@ class PageTest(unittest.TestCase):
         # The server's interval (120 s) sets the next beat.
         self.assertEqual(self.browser.run(PENDING_TIMERS), [1000000 + 120000])
 
+        # Hidden, the tab keeps its schedule (its heartbeats say idle).
         self.browser.run(SET_VISIBILITY, "hidden")
-        self.assertEqual(self.browser.run(PENDING_TIMERS), [])
+        self.assertEqual(self.browser.run(PENDING_TIMERS), [1000000 + 120000])
 
         # Shown 30 s after the last heartbeat: no heartbeat now, the next one
         # where it was due.
@@ -437,16 +469,129 @@ class PageTest(unittest.TestCase):
         wait_for(lambda: self.browser.run("return beats") == 3, 10, "the scheduled heartbeat")
         self.assertIn(9, self.online_users())
 
-    def test_a_hidden_tab_stops_beating(self):
-        # A short window, so that a tab that stopped beating expires in the test.
-        self.start_servers("1s", "2s")
-        self.browser.get(f"{self.rest}/#token={token(7)}")
-        wait_for(lambda: self.dot(7) == GREEN, 10, "the viewer's dot to turn green")
+        # Idle: hidden, without input, the scheduled heartbeat says so. But
+        # not while another tab of the browser beat the session lately: it
+        # waits until a little over an interval after that one.
+        self.browser.run(SPY_IDLE)
         self.browser.run(SET_VISIBILITY, "hidden")
-        wait_for(lambda: self.dot(7) == GRAY, 10, "the hidden viewer to expire")
-        self.assertNotIn(7, self.online_users())
+        fire_timer = """
+            const [id, timer] = [...timers.entries()][0];
+            timers.delete(id);
+            timer.fn();"""
+        self.browser.run("""
+            fakeNow += 120000;
+            localStorage.setItem('presence.beat', JSON.stringify(
+                { id: 'clock-test', tab: 'another-tab', at: Date.now() }));""" + fire_timer)
+        self.assertEqual(self.browser.run("return idleSent"), [])
+        [due] = self.browser.run(PENDING_TIMERS)
+        fake_now = self.browser.run("return fakeNow")
+        self.assertAlmostEqual(due - fake_now, 132000, delta=1000)
+        self.browser.run("localStorage.removeItem('presence.beat');" + fire_timer)
+        self.assertEqual(self.browser.run("return idleSent"), [True])
+        wait_for(lambda: self.browser.run("return beats") == 4, 10, "the idle heartbeat")
+        # Shown in a window without focus: still idle.
+        self.browser.run(SET_FOCUS, False)
         self.browser.run(SET_VISIBILITY, "visible")
-        wait_for(lambda: self.dot(7) == GREEN, 10, "the viewer back online")
+        self.assertEqual(self.browser.run("return idleSent"), [True])
+        self.assertTrue(self.browser.run("""
+            window.dispatchEvent(new KeyboardEvent('keydown', { key: 'a' }));
+            return presence.inflight !== null;"""))
+        self.assertEqual(self.browser.run("return idleSent"), [True, False])
+
+    def test_a_tab_not_in_use_beats_idle_and_the_user_shows_away(self):
+        # Away after 1 s of no use; a window (1.2 s) that only heartbeats
+        # (every 0.4 s) keep open.
+        self.start_servers("400ms", "1200ms", away_after="1s")
+        self.browser.get(f"{self.rest}/#token={token(7)}")
+        self.browser.run(SPY_IDLE)
+        self.browser.run(SET_FOCUS, True)
+        # Visible and focused: in use, without input.
+        wait_for(lambda: len(self.browser.run("return idleSent")) >= 2, 10, "heartbeats")
+        self.assertNotIn(True, self.browser.run("return idleSent"))
+        wait_for(lambda: self.dot(7) == GREEN, 10, "the viewer's dot to turn green")
+
+        # Hidden: heartbeats go on, idle; the viewer is away, not offline.
+        self.browser.run(SET_VISIBILITY, "hidden")
+        wait_for(lambda: self.browser.run("return idleSent").count(True) >= 4, 10,
+                 "four idle heartbeats (is a hidden tab beating, with idle=true?)")
+        wait_for(lambda: self.dot(7) == YELLOW, 10, "the hidden viewer to show away")
+        self.assertEqual(self.browser.run(ROW, "7")["seen"], "away")
+        self.assertIn(7, self.online_users())  # more than a window after hiding
+
+        # Shown, and used: back at once.
+        self.browser.run(SET_VISIBILITY, "visible")
+        self.browser.run("window.dispatchEvent(new MouseEvent('mousemove'));")
+        wait_for(lambda: self.dot(7) == GREEN, 10, "the viewer back from away")
+        self.assertFalse(self.browser.run("return idleSent")[-1])
+
+        # Visible, but another window has focus and there is no input: idle.
+        self.browser.run(SET_FOCUS, False)
+        wait_for(lambda: self.dot(7) == YELLOW, 10, "the unfocused viewer to show away")
+        self.assertTrue(self.browser.run("return idleSent")[-1])
+        self.browser.run(SET_FOCUS, True)
+        wait_for(lambda: self.dot(7) == GREEN, 10, "the viewer focused again")
+
+    def test_statuses_show_as_dots_and_text(self):
+        self.start_servers("20s", "60s", away_after="1s")
+        self.browser.get(f"{self.rest}/#token={token(7)}")
+        wait_for(lambda: self.text("status") == "You are online.", 10, "the viewer online")
+
+        # Do not disturb: red.
+        self.post("/api/chat/heartbeat/", 42)
+        self.post("/api/chat/status/", 42, {"availability": "dnd", "for": "1h"})
+        wait_for(lambda: self.dot(42) == RED, 10, "user 42's dot to turn red (dnd)")
+        self.assertEqual(self.browser.run(ROW, "42")["seen"], "do not disturb")
+        # Away (its heartbeats say idle): yellow.
+        self.post("/api/chat/heartbeat/", 43, {"idle": True})
+        wait_for(lambda: self.dot(43) == YELLOW, 10, "user 43's dot to turn yellow (away)")
+        # A custom status shows, and goes when cleared.
+        self.post("/api/chat/heartbeat/", 44)
+        self.post("/api/chat/status/", 44, {"text": "Lunch", "emoji": ":pizza:"})
+        wait_for(lambda: self.browser.run(CUSTOM_STATUS, "44") == ":pizza: Lunch", 10,
+                 "user 44's custom status")
+        self.post("/api/chat/status/", 44, {"clear": True})
+        wait_for(lambda: self.browser.run(CUSTOM_STATUS, "44") == "", 10,
+                 "user 44's custom status to go")
+        # Invisible: grey, as offline, with its custom status hidden.
+        self.post("/api/chat/heartbeat/", 45)
+        self.post("/api/chat/status/", 45, {"text": "secret"})
+        wait_for(lambda: self.dot(45) in (GREEN, YELLOW), 10, "user 45 online")
+        self.assertEqual(self.browser.run(CUSTOM_STATUS, "45"), "secret")
+        self.post("/api/chat/status/", 45, {"availability": "invisible"})
+        wait_for(lambda: self.dot(45) == GRAY, 10, "user 45's dot to turn grey (invisible)")
+        self.assertEqual(self.browser.run(CUSTOM_STATUS, "45"), "")
+        self.assertNotIn(45, self.online_users())
+        self.assertEqual(self.text("count"), "4 people online")
+
+        # A page loaded now gets the same from the snapshot.
+        self.browser.get("about:blank")
+        self.browser.get(f"{self.rest}/#token={token(7)}")
+        wait_for(lambda: self.dot(42) == RED and self.dot(43) == YELLOW, 10,
+                 "the snapshot's statuses")
+        self.assertIsNone(self.dot(45))  # never seen online by this page
+
+        # The viewer's own status, through the page's form (setStatus).
+        self.browser.run("""
+            document.getElementById('availability').value = 'dnd';
+            document.getElementById('status-text').value = 'Focus time';
+            document.querySelector('#status-form button[type=submit]').click();""")
+        wait_for(lambda: self.dot(7) == RED, 10, "the viewer's own dot to turn red")
+        wait_for(lambda: self.browser.run(CUSTOM_STATUS, "7") == "Focus time", 10,
+                 "the viewer's custom status")
+        self.assertEqual(self.text("my-status"), "Do not disturb · Focus time")
+        self.browser.run("""
+            document.getElementById('availability').value = 'invisible';
+            document.querySelector('#status-form button[type=submit]').click();""")
+        wait_for(lambda: self.dot(7) == GRAY, 10, "the invisible viewer grey, as others see")
+        wait_for(lambda: self.text("my-status").startswith("Invisible: others see you offline"),
+                 10, "the page to say the viewer is invisible")
+        # Refused input: presenced's message, on the page.
+        self.browser.run("""
+            document.getElementById('status-emoji').value = 'not an emoji';
+            document.querySelector('#status-form button[type=submit]').click();""")
+        wait_for(lambda: self.text("my-status").startswith("Could not set your status: "),
+                 10, "the page to show why the status was refused")
+        self.assertIn("emoji", self.text("my-status"))
 
     def connection(self):
         return self.browser.run("""

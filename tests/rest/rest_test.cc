@@ -219,15 +219,36 @@ class EventStream {
     return ReadUntil("\r\n\r\n", timeout);
   }
 
-  // The next `event:` frame, skipping comments and `retry:`; nullopt if none
-  // arrives within `timeout` or the stream ends.
+  // The next event a page built before rich presence listens to (snapshot,
+  // change, stale: EventSource passes a page only the events it has
+  // listeners for), skipping comments, `retry:` and `status` events; nullopt
+  // if none arrives within `timeout` or the stream ends.
   std::optional<Event> Next(absl::Duration timeout = absl::Seconds(10)) {
+    return NextEvent(timeout, /*with_status=*/false);
+  }
+  // The same with `status` events.
+  std::optional<Event> NextAny(absl::Duration timeout = absl::Seconds(10)) {
+    return NextEvent(timeout, /*with_status=*/true);
+  }
+
+  // True once the server closed the stream (within `timeout`).
+  bool Ended(absl::Duration timeout) {
+    absl::Time deadline = absl::Now() + timeout;
+    while (absl::Now() < deadline) {
+      if (!ReadUntil("\n\n", deadline - absl::Now()) && eof_) return true;
+    }
+    return false;
+  }
+
+ private:
+  std::optional<Event> NextEvent(absl::Duration timeout, bool with_status) {
     absl::Time deadline = absl::Now() + timeout;
     while (true) {
       std::optional<std::string> frame =
           ReadUntil("\n\n", deadline - absl::Now());
       if (!frame) return std::nullopt;
       if (frame->rfind("event: ", 0) != 0) continue;
+      if (!with_status && frame->rfind("event: status\n", 0) == 0) continue;
       Event event;
       size_t newline = frame->find('\n');
       event.name = frame->substr(7, newline - 7);
@@ -242,16 +263,6 @@ class EventStream {
     }
   }
 
-  // True once the server closed the stream (within `timeout`).
-  bool Ended(absl::Duration timeout) {
-    absl::Time deadline = absl::Now() + timeout;
-    while (absl::Now() < deadline) {
-      if (!ReadUntil("\n\n", deadline - absl::Now()) && eof_) return true;
-    }
-    return false;
-  }
-
- private:
   std::optional<std::string> ReadUntil(const std::string& delimiter,
                                        absl::Duration timeout) {
     size_t at = buffer_.find(delimiter);
@@ -292,7 +303,9 @@ class EventStream {
 class RestTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    presenced_ = StartPresenced({"--db=" + dir_.File("presence.db")});
+    std::vector<std::string> flags = PresencedFlags();
+    flags.push_back("--db=" + dir_.File("presence.db"));
+    presenced_ = StartPresenced(flags);
     ASSERT_FALSE(presenced_.address.empty());
     std::ofstream(dir_.File("jwt_secret")) << kSecret << "\n";
     StartRest({});
@@ -311,6 +324,9 @@ class RestTest : public ::testing::Test {
     std::string tail = err->substr(err->find("serving on 127.0.0.1:") + 21);
     ASSERT_TRUE(absl::SimpleAtoi(tail.substr(0, tail.find(' ')), &port_));
   }
+
+  // presenced's flags beyond --db.
+  virtual std::vector<std::string> PresencedFlags() const { return {}; }
 
   ClientOptions PresencedOptions() const {
     ClientOptions options;
@@ -1074,6 +1090,257 @@ TEST_F(RestTest, ProductBodiesAndPresenceSessions) {
   EXPECT_FALSE(all.json.fields().at("still_online").bool_value());
 }
 
+// Rich presence (issue 14): presenced counts a user away 2 s after their
+// last use of every session.
+class RichRestTest : public RestTest {
+ protected:
+  std::vector<std::string> PresencedFlags() const override {
+    return {"--away_after=2s"};
+  }
+
+  HttpResult SetStatus(int64_t user, const std::string& body,
+                       const std::string& path = "/api/chat/status/") {
+    return Http(port_, http::verb::post, path, Token(user), body);
+  }
+
+  // A heartbeat's HTTP status.
+  int Beat(int64_t user, bool idle = false) {
+    HttpResult beat = Http(port_, http::verb::post, "/api/chat/heartbeat/",
+                           Token(user), idle ? R"({"idle": true})" : "");
+    EXPECT_EQ(beat.status, 200) << beat.body;
+    return beat.status;
+  }
+
+  // GET /api/chat/presence/?user_ids=`ids` as `viewer`: each entry, in the
+  // order asked, as "ID STATUS AVAILABILITY TEXT" (TEXT "-" for none).
+  std::vector<std::string> Presence(int64_t viewer, const std::string& ids) {
+    HttpResult result =
+        Http(port_, http::verb::get, "/api/chat/presence/?user_ids=" + ids,
+             Token(viewer));
+    EXPECT_EQ(result.status, 200) << result.body;
+    std::vector<std::string> described;
+    if (result.status != 200) return described;
+    EXPECT_TRUE(result.json.fields().at("server_time").has_string_value());
+    for (const auto& user :
+         result.json.fields().at("users").list_value().values()) {
+      const auto& fields = user.struct_value().fields();
+      const auto& custom = fields.at("custom_status");
+      described.push_back(absl::StrCat(
+          fields.at("user_id").number_value(), " ",
+          fields.at("status").string_value(), " ",
+          fields.at("availability").string_value(), " ",
+          custom.has_struct_value()
+              ? custom.struct_value().fields().at("text").string_value()
+              : "-"));
+    }
+    return described;
+  }
+};
+
+absl::Time ParseRfc3339(const google::protobuf::Value& value) {
+  absl::Time time;
+  std::string error;
+  EXPECT_TRUE(
+      absl::ParseTime(absl::RFC3339_full, value.string_value(), &time, &error))
+      << value.ShortDebugString() << ": " << error;
+  return time;
+}
+
+TEST_F(RichRestTest, SetsAndClearsTheCallersStatus) {
+  HttpResult set = SetStatus(
+      42, R"({"availability": "dnd", "for": "1h", "text": "In a meeting",
+              "emoji": ":calendar:", "expires_in": "30m"})");
+  ASSERT_EQ(set.status, 200) << set.body;
+  // The caller's own view.
+  EXPECT_EQ(ExactNumber(set.body, "user_id"), "42");
+  const auto& own = set.json.fields();
+  EXPECT_EQ(own.at("status").string_value(), "offline");  // no session yet
+  EXPECT_EQ(own.at("availability").string_value(), "dnd");
+  const absl::Time server_time = ParseRfc3339(own.at("server_time"));
+  // Ends counted from presenced's clock (server_time is when it applied
+  // the change).
+  EXPECT_LE(absl::AbsDuration(ParseRfc3339(own.at("availability_until")) -
+                              server_time - absl::Hours(1)),
+            absl::Seconds(1));
+  const auto& custom = own.at("custom_status").struct_value().fields();
+  EXPECT_EQ(custom.at("text").string_value(), "In a meeting");
+  EXPECT_EQ(custom.at("emoji").string_value(), ":calendar:");
+  EXPECT_LE(absl::AbsDuration(ParseRfc3339(custom.at("expires_at")) -
+                              server_time - absl::Minutes(30)),
+            absl::Seconds(1));
+
+  // Online: others see dnd and the custom status.
+  ASSERT_EQ(Beat(42), 200);
+  EXPECT_THAT(Presence(1, "42"), ElementsAre("42 dnd dnd In a meeting"));
+  // Clearing the custom status leaves dnd (the path without its slash).
+  HttpResult cleared = SetStatus(42, R"({"clear": true})", "/api/chat/status");
+  ASSERT_EQ(cleared.status, 200) << cleared.body;
+  EXPECT_TRUE(cleared.json.fields().at("custom_status").has_null_value());
+  EXPECT_EQ(cleared.json.fields().at("status").string_value(), "dnd");
+  // Back to auto: online (just after a heartbeat; away comes after 2 s).
+  ASSERT_EQ(Beat(42), 200);
+  HttpResult back = SetStatus(42, R"({"availability": "auto"})");
+  ASSERT_EQ(back.status, 200) << back.body;
+  EXPECT_EQ(back.json.fields().at("availability").string_value(), "auto");
+  EXPECT_TRUE(back.json.fields().at("availability_until").has_null_value());
+  EXPECT_EQ(back.json.fields().at("status").string_value(), "online");
+  // The classic endpoint saw one online user throughout.
+  EXPECT_THAT(OnlineUsers(), ElementsAre(42));
+}
+
+TEST_F(RichRestTest, BadRequestsAre400sThatSayWhatToSend) {
+  struct Case {
+    std::string body;
+    std::string error;
+  } cases[] = {
+      {"", "body must be a JSON object"},
+      {R"({"availability": "busy"})", R"('busy' is not one of "auto")"},
+      {R"({"availability": "dnd", "for": "soon"})", "is not a duration"},
+      {R"({"text": "hi", "clear": true})", "not both"},
+      // presenced's own checks, passed on with its message.
+      {absl::StrCat(R"({"text": ")", std::string(101, 'x'), R"("})"),
+       "at most 100 characters"},
+      {R"({"emoji": "coffee"})", "short code"},
+      {R"({"availability": "dnd", "until": "2001-01-01T00:00:00Z"})",
+       "is not after the server's time"},
+  };
+  for (const Case& c : cases) {
+    HttpResult result = SetStatus(42, c.body);
+    EXPECT_EQ(result.status, 400) << c.body << ": " << result.body;
+    EXPECT_THAT(result.json.fields().at("error").string_value(),
+                HasSubstr(c.error))
+        << c.body;
+  }
+  HttpResult get = Http(port_, http::verb::get, "/api/chat/status/", Token(42));
+  EXPECT_EQ(get.status, 405);
+  EXPECT_EQ(get.raw[http::field::allow], "POST");
+  EXPECT_EQ(SetStatus(42, R"({"availability": "dnd"})").status, 200);
+  EXPECT_EQ(Http(port_, http::verb::post, "/api/chat/status/", "",
+                 R"({"availability": "auto"})")
+                .status,
+            401);
+  HttpResult no_ids =
+      Http(port_, http::verb::get, "/api/chat/presence/", Token(42));
+  EXPECT_EQ(no_ids.status, 400);
+  EXPECT_THAT(no_ids.body, HasSubstr("user_ids is required"));
+  EXPECT_EQ(
+      Http(port_, http::verb::get, "/api/chat/presence/?user_ids=0", Token(42))
+          .status,
+      400);
+  HttpResult bad_idle = Http(port_, http::verb::post, "/api/chat/heartbeat/",
+                             Token(42), R"({"idle": "yes"})");
+  EXPECT_EQ(bad_idle.status, 400);
+  EXPECT_THAT(bad_idle.body, HasSubstr("idle must be true or false"));
+}
+
+TEST_F(RichRestTest, PresenceShowsStatusesAndTheViewersOwnView) {
+  ASSERT_EQ(Beat(9), 200);
+  ASSERT_EQ(Beat(9, /*idle=*/true), 200);  // away 2 s after the first heartbeat
+  ASSERT_EQ(Beat(5), 200);
+  ASSERT_EQ(SetStatus(6, R"({"availability": "dnd"})").status, 200);
+  ASSERT_EQ(Beat(6), 200);
+  ASSERT_EQ(Beat(7), 200);
+  ASSERT_EQ(
+      SetStatus(7, R"({"availability": "invisible", "text": "hiding"})").status,
+      200);
+  // Others see 7 offline, with nothing of what 7 chose; 8 was never seen.
+  EXPECT_THAT(Presence(1, "5,6,7,8"),
+              ElementsAre("5 online auto -", "6 dnd dnd -", "7 offline auto -",
+                          "8 offline auto -"));
+  // 7's own view is the truth.
+  EXPECT_THAT(Presence(7, "7,6"),
+              ElementsAre("7 online invisible hiding", "6 dnd dnd -"));
+  // The classic list: online, away and dnd are online; invisible is not.
+  EXPECT_THAT(OnlineUsers(), ElementsAre(5, 6, 9));
+  // Heartbeats keep 9 and 10 online; 9's say idle, so 9 is away 2 s after
+  // its last use, 10 never.
+  ASSERT_EQ(Beat(10), 200);
+  std::vector<std::string> seen;
+  EXPECT_TRUE(Eventually(
+      [&] {
+        if (Beat(9, /*idle=*/true) != 200 || Beat(10) != 200) return false;
+        seen = Presence(1, "9,10");
+        return seen ==
+               std::vector<std::string>{"9 away auto -", "10 online auto -"};
+      },
+      absl::Seconds(5)))
+      << ::testing::PrintToString(seen);
+  EXPECT_THAT(OnlineUsers(), ElementsAre(5, 6, 9, 10));
+}
+
+TEST_F(RichRestTest, EventStreamSendsStatusEvents) {
+  const std::string target =
+      "/api/chat/presence/stream?user_ids=5,6&access_token=" + Token(1);
+  EventStream stream(port_, target);
+  EventStream classic(port_, target);  // a page that knows no `status`
+  std::optional<EventStream::Event> event = stream.NextAny();
+  ASSERT_TRUE(event.has_value());
+  ASSERT_EQ(event->name, "snapshot");
+  EXPECT_EQ(
+      event->raw,
+      absl::StrCat(R"({"online_users":[],"users":[],)", R"("server_time":")",
+                   event->data.fields().at("server_time").string_value(),
+                   R"("})"));
+  ASSERT_TRUE(classic.Next().has_value());
+
+  // Each event, as "NAME STATUS REASON TEXT".
+  auto next = [&](EventStream& from) -> std::string {
+    std::optional<EventStream::Event> event = from.NextAny(absl::Seconds(5));
+    if (!event) return "(none)";
+    const auto& fields = event->data.fields();
+    std::string text = "-";
+    if (auto it = fields.find("custom_status");
+        it != fields.end() && it->second.has_struct_value()) {
+      text = it->second.struct_value().fields().at("text").string_value();
+    }
+    return absl::StrCat(event->name, " ", ExactNumber(event->raw, "user_id"),
+                        " ", fields.at("status").string_value(), " ",
+                        fields.at("reason").string_value(),
+                        event->name == "status" ? absl::StrCat(" ", text) : "");
+  };
+  ASSERT_EQ(Beat(5), 200);
+  EXPECT_EQ(next(stream), "change 5 online heartbeat");
+  EXPECT_EQ(next(stream), "status 5 online heartbeat -");
+  ASSERT_EQ(SetStatus(5, R"({"availability": "dnd", "text": "Focus"})").status,
+            200);
+  EXPECT_EQ(next(stream), "status 5 dnd status_set Focus");
+  // Away on time, with no heartbeat: within a second of --away_after.
+  ASSERT_EQ(Beat(6), 200);
+  ASSERT_EQ(Beat(6, /*idle=*/true), 200);
+  const absl::Time active = absl::Now();
+  EXPECT_EQ(next(stream), "change 6 online heartbeat");
+  EXPECT_EQ(next(stream), "status 6 online heartbeat -");
+  EXPECT_EQ(next(stream), "status 6 away activity -");
+  EXPECT_LT(absl::Now() - active, absl::Seconds(3) + absl::Milliseconds(500));
+  ASSERT_EQ(SetStatus(5, R"({"availability": "invisible"})").status, 200);
+  EXPECT_EQ(next(stream), "change 5 offline mark_offline");
+  EXPECT_EQ(next(stream), "status 5 offline status_set -");
+
+  // A page built before rich presence saw online and offline only.
+  for (const char* want :
+       {"change 5 online heartbeat", "change 6 online heartbeat",
+        "change 5 offline mark_offline"}) {
+    std::optional<EventStream::Event> change = classic.Next(absl::Seconds(5));
+    ASSERT_TRUE(change.has_value()) << want;
+    EXPECT_EQ(
+        absl::StrCat(change->name, " ", ExactNumber(change->raw, "user_id"),
+                     " ", change->data.fields().at("status").string_value(),
+                     " ", change->data.fields().at("reason").string_value()),
+        want);
+  }
+
+  // A new stream's snapshot says who is online and how.
+  EventStream later(port_, target);
+  event = later.NextAny();
+  ASSERT_TRUE(event.has_value());
+  ASSERT_EQ(event->name, "snapshot");
+  EXPECT_THAT(ExactIds(event->raw, "online_users"), ElementsAre(6));
+  const auto& users = event->data.fields().at("users").list_value();
+  ASSERT_EQ(users.values_size(), 1);
+  EXPECT_EQ(users.values(0).struct_value().fields().at("status").string_value(),
+            "away");
+}
+
 std::string Scrape(const std::string& address) {
   const size_t colon = address.rfind(':');
   int port = 0;
@@ -1265,12 +1532,44 @@ TEST(ShardedRestTest, ServesEveryShardsUsersAndNamesAShardThatIsDown) {
   EXPECT_THAT(ExactIds(online.body, "online_users"),
               ElementsAreArray(expected));
 
+  // Rich presence goes to each user's shard, and comes back in the order
+  // asked.
+  HttpResult dnd = Http(port, http::verb::post, "/api/chat/status/",
+                        Token(on_s1), R"({"availability": "dnd"})");
+  ASSERT_EQ(dnd.status, 200) << dnd.body;
+  EXPECT_EQ(ExactNumber(dnd.body, "user_id"), absl::StrCat(on_s1));
+  HttpResult statuses =
+      Http(port, http::verb::get,
+           absl::StrCat("/api/chat/presence/?user_ids=", on_s1, ",", on_s0),
+           Token(on_s0));
+  ASSERT_EQ(statuses.status, 200) << statuses.body;
+  std::vector<std::string> seen;
+  for (const auto& user :
+       statuses.json.fields().at("users").list_value().values()) {
+    seen.push_back(absl::StrCat(
+        user.struct_value().fields().at("user_id").number_value(), " ",
+        user.struct_value().fields().at("status").string_value()));
+  }
+  EXPECT_THAT(seen, ElementsAre(absl::StrCat(on_s1, " dnd"),
+                                absl::StrCat(on_s0, " online")));
+
   EventStream everyone(port,
                        "/api/chat/presence/stream?access_token=" + Token(1));
   std::optional<EventStream::Event> event = everyone.Next();
   ASSERT_TRUE(event.has_value());
   ASSERT_EQ(event->name, "snapshot");
   EXPECT_THAT(ExactIds(event->raw, "online_users"), ElementsAreArray(expected));
+  // The merged snapshot carries each shard's statuses.
+  seen.clear();
+  for (const auto& user :
+       event->data.fields().at("users").list_value().values()) {
+    seen.push_back(absl::StrCat(
+        user.struct_value().fields().at("user_id").number_value(), " ",
+        user.struct_value().fields().at("status").string_value()));
+  }
+  EXPECT_THAT(seen,
+              ::testing::UnorderedElementsAre(absl::StrCat(on_s1, " dnd"),
+                                              absl::StrCat(on_s0, " online")));
   for (const auto& [user, path] : std::vector<std::pair<int64_t, std::string>>{
            {also_s1, "/api/chat/heartbeat/"},
            {on_s0, "/api/chat/mark-offline/"}}) {

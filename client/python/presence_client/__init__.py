@@ -5,6 +5,10 @@
     beat = client.heartbeat(42, "tab-7f3a")
     client.list_online()  # [42]
     client.batch_heartbeat([7, (9, "tab-1")])  # [HeartbeatResult, ...]
+    client.heartbeat(42, "tab-7f3a", idle=True)  # no input since the last
+    client.set_status(42, "dnd", until=datetime.timedelta(hours=1),
+                      text="Focus time", emoji=":headphones:")
+    client.get_presence([42, 7], viewer_user_id=7).users[0].status  # DND
 
     # A sharded deployment: calls are routed to the shard owning the user.
     client = PresenceClient("s0=10.0.0.5:50051,s1=10.0.0.6:50051")
@@ -19,9 +23,10 @@ from .errors import (Cancelled, DeadlineExceeded, FailedPrecondition,
                      Internal, InvalidArgument, PermissionDenied,
                      PresenceError, ResourceExhausted, Unauthenticated,
                      Unavailable, Unimplemented, error_for)
-from .model import (HeartbeatResult, MarkOfflineResult, OnlinePage,
-                    OnlineUsers, PresenceChange, PresenceLookup, Reason,
-                    Snapshot, Status, UserPresence, WatchEvent)
+from .model import (Availability, CustomStatus, HeartbeatResult,
+                    MarkOfflineResult, OnlinePage, OnlineUsers,
+                    PresenceChange, PresenceLookup, Reason, Snapshot, Status,
+                    StatusResult, UserPresence, WatchEvent)
 from .shards import Shard, ShardMap
 from .watch import DisconnectCallback, PresenceWatch, ShardedWatch
 
@@ -33,7 +38,7 @@ __all__ = [
     "ResourceExhausted", "Cancelled", "Unauthenticated", "PermissionDenied",
     "FailedPrecondition", "Unimplemented", "Internal", "error_for",
     "HeartbeatResult", "MarkOfflineResult", "OnlinePage", "OnlineUsers",
-    "PresenceLookup",
+    "PresenceLookup", "StatusResult",
     "UserPresence", "Snapshot", "PresenceChange", "WatchEvent", "Status",
-    "Reason",
+    "Reason", "Availability", "CustomStatus",
 ]

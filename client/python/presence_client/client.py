@@ -4,6 +4,7 @@ presenced or of a sharded deployment (routed by the shard map)."""
 from __future__ import annotations
 
 import collections
+import datetime
 import json
 import operator
 import os
@@ -11,13 +12,14 @@ from typing import (Any, Dict, Iterable, List, Mapping, Optional, Sequence,
                     Tuple, Union)
 
 import grpc
-from google.protobuf import timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from ._proto import pb, pb_grpc
-from .model import (HeartbeatResult, MarkOfflineResult, OnlinePage,
-                    OnlineUsers, PresenceLookup, heartbeat_result,
-                    to_datetime, user_presence)
-from .sharded import BatchItem, ShardRouter
+from .errors import InvalidArgument
+from .model import (Availability, HeartbeatResult, MarkOfflineResult,
+                    OnlinePage, OnlineUsers, PresenceLookup, StatusResult,
+                    heartbeat_result, to_datetime, user_presence)
+from .sharded import BatchItem, ShardRouter, check_viewer
 from .shards import ShardMap
 from .watch import (DEFAULT_MAX_BATCH, DisconnectCallback, PresenceWatch,
                     ShardedWatch)
@@ -25,22 +27,27 @@ from .watch import (DEFAULT_MAX_BATCH, DisconnectCallback, PresenceWatch,
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 5.0
 
-# An item of batch_heartbeat(): a user id (the user's default session), or
-# (user_id, session_id).
-HeartbeatItem = Union[int, Tuple[int, str]]
+# An item of batch_heartbeat(): a user id (the user's default session),
+# (user_id, session_id), or (user_id, session_id, idle).
+HeartbeatItem = Union[int, Tuple[int, str], Tuple[int, str, bool]]
+
+# An end given to set_status(): a moment (a timezone-aware datetime) or a
+# time from the server's now (a timedelta).
+End = Union[datetime.datetime, datetime.timedelta]
 
 # The C++ client's service config (client/client.cc). Retries only what can
 # safely happen twice: a repeated heartbeat re-stamps the session with the
-# server's clock, a repeated MarkOffline ends nothing more, reads change
-# nothing. UNAVAILABLE means the call did not complete (connection lost, or
-# presenced could not make the change durable). WatchPresence is not retried
-# by gRPC: PresenceWatch resumes it.
+# server's clock, a repeated MarkOffline ends nothing more, a repeated
+# SetStatus sets the same status (a relative end counts from the later
+# attempt), reads change nothing. UNAVAILABLE means the call did not
+# complete (connection lost, or presenced could not make the change
+# durable). WatchPresence is not retried by gRPC: PresenceWatch resumes it.
 SERVICE_CONFIG = json.dumps({
     "methodConfig": [{
         "name": [
             {"service": "presence.v1.PresenceService", "method": method}
             for method in ("Heartbeat", "BatchHeartbeat", "MarkOffline",
-                           "ListOnline", "GetPresence")
+                           "SetStatus", "ListOnline", "GetPresence")
         ],
         "retryPolicy": {
             "maxAttempts": 4,
@@ -219,12 +226,21 @@ class PresenceClient:
     def _deadline(self, timeout: Optional[float]) -> float:
         return self.timeout if timeout is None else timeout
 
-    def heartbeat(self, user_id: int, session_id: str = "", *,
+    def heartbeat(self, user_id: int, session_id: str = "",
+                  idle: bool = False, *,
                   timeout: Optional[float] = None) -> HeartbeatResult:
         """Stamps the session with the server's clock: the user is online
         until `online_until`. Call again within `heartbeat_interval`. An
-        empty session_id is the user's default session."""
-        request = pb.HeartbeatRequest(user_id=user_id, session_id=session_id)
+        empty session_id is the user's default session.
+
+        `idle`: the user did not use this session (no input, window not
+        focused, tab hidden) since its previous heartbeat. The user is AWAY
+        once every live session has been idle for presenced's
+        --away_after (10 minutes by default); a heartbeat without it is
+        activity (ONLINE again). A session's first heartbeat is activity
+        either way."""
+        request = pb.HeartbeatRequest(user_id=user_id, session_id=session_id,
+                                      idle=_flag("idle", idle))
         request.client_time.CopyFrom(_now())  # informational only
         return heartbeat_result(self._router.call_owner(
             "Heartbeat", user_id, request, self._deadline(timeout)))
@@ -233,8 +249,9 @@ class PresenceClient:
                         timeout: Optional[float] = None) -> List[BatchItem]:
         """Many heartbeats in one call (BatchHeartbeat), e.g. from a gateway
         that collects them: each item is a user id (the user's default
-        session) or a (user_id, session_id) pair, checked and applied on
-        its own, as heartbeat() does.
+        session), a (user_id, session_id) pair or a (user_id, session_id,
+        idle) triple (heartbeat()'s `idle`), checked and applied on its
+        own, as heartbeat() does.
 
         Returns one result per item, in order: a HeartbeatResult, or, for
         an item presenced refused (e.g. user_id 0), a PresenceError
@@ -267,6 +284,64 @@ class PresenceClient:
             server_time=to_datetime(response.server_time),
             still_online=response.still_online,
             sessions_ended=response.sessions_ended)
+
+    def set_status(self, user_id: int, availability: Union[
+                       Availability, str, None] = None, *,
+                   until: Optional[End] = None,
+                   text: Optional[str] = None, emoji: Optional[str] = None,
+                   expires: Optional[End] = None, clear: bool = False,
+                   timeout: Optional[float] = None) -> StatusResult:
+        """Sets what the user chose (SetStatus); returns their own view
+        after the change (`presence`, the truth even while invisible) and
+        the server's time of the change. Both parts persist in presenced
+        and end on time by themselves.
+
+        `availability`: "auto", "dnd" or "invisible" (or an Availability);
+        None leaves it (and its end) as it is. `until`, with "dnd" or
+        "invisible": when it returns to AUTO, a timezone-aware datetime or
+        a timedelta from the server's now (the server's clock decides);
+        None: until changed.
+
+        `text` and/or `emoji` replace the custom status (the one not given
+        is empty): text up to 100 characters, emoji a :short_code: or one
+        emoji. `expires`: when it clears itself (a datetime or a timedelta
+        from the server's now; None: never). `clear=True` removes it.
+
+        InvalidArgument for an availability that is none of those, a naive
+        datetime, `expires` without text or emoji, or, from presenced, a
+        bad user_id, text or emoji, an end not in the future, clear with
+        text or emoji, or nothing to set. TypeError for an end that is no
+        datetime or timedelta. Retried on UNAVAILABLE (it is safe to
+        repeat). Sharded: sent to the shard that owns the user."""
+        request = pb.SetStatusRequest(user_id=user_id)
+        if availability is not None:
+            try:
+                request.availability = Availability.parse(availability)
+            except ValueError as error:
+                raise _invalid(str(error)) from None
+        if until is not None:
+            if isinstance(until, datetime.timedelta):
+                request.availability_for.CopyFrom(_duration("until", until))
+            else:
+                request.availability_until.CopyFrom(
+                    _timestamp("until", until))
+        if text is not None or emoji is not None:
+            request.custom_status.text = _text("text", text)
+            request.custom_status.emoji = _text("emoji", emoji)
+            if isinstance(expires, datetime.timedelta):
+                request.custom_status_for.CopyFrom(
+                    _duration("expires", expires))
+            elif expires is not None:
+                request.custom_status.expires_at.CopyFrom(
+                    _timestamp("expires", expires))
+        elif expires is not None:
+            raise _invalid("expires needs text or emoji: it is when the "
+                           "custom status they set clears itself")
+        request.clear_custom_status = _flag("clear", clear)
+        response = self._router.call_owner("SetStatus", user_id, request,
+                                           self._deadline(timeout))
+        return StatusResult(presence=user_presence(response.presence),
+                            server_time=to_datetime(response.server_time))
 
     def list_online_page(self, user_ids: Iterable[int] = (), *,
                          page_size: int = 0, page_token: str = "",
@@ -331,9 +406,14 @@ class PresenceClient:
                 return OnlineUsers(online) if partial else online
 
     def get_presence(self, user_ids: Iterable[int], *,
+                     viewer_user_id: Optional[int] = None,
                      timeout: Optional[float] = None) -> PresenceLookup:
         """The presence of each user, in request order, including offline
-        and never-seen users.
+        and never-seen users: status ONLINE, AWAY, DND or OFFLINE (`.online`
+        is true for the first three), availability and its end, and custom
+        status, as others see them. `viewer_user_id`: the user asking, whose
+        own entry is then their own view, the truth also while invisible
+        (None: nobody in particular; InvalidArgument if < 0).
 
         Sharded: each shard is asked for its users at once; server_time is
         the latest of theirs. A shard that fails raises its error, naming
@@ -342,10 +422,13 @@ class PresenceClient:
         id <= 0 raises InvalidArgument ("user_ids[I] must be > 0, got X",
         I counted in `user_ids`) before any shard is asked."""
         user_ids = list(user_ids)
+        viewer = check_viewer(viewer_user_id)
         if self.sharded:
-            return self._router.get_presence(user_ids,
+            return self._router.get_presence(user_ids, viewer,
                                              self._deadline(timeout))
-        request = pb.GetPresenceRequest(user_ids=user_ids)
+        request = pb.GetPresenceRequest(user_ids=user_ids,
+                                        viewer_user_id=viewer,
+                                        rich_status=True)
         response = self._router.call(0, "GetPresence", request,
                                      self._deadline(timeout))
         return PresenceLookup(
@@ -355,11 +438,20 @@ class PresenceClient:
     def watch(self, user_ids: Iterable[int] = (), *,
               initial_backoff: float = 0.1, max_backoff: float = 5.0,
               on_disconnect: Optional[DisconnectCallback] = None,
-              max_batch: int = DEFAULT_MAX_BATCH
+              max_batch: int = DEFAULT_MAX_BATCH,
+              rich_status: bool = False
               ) -> Union[PresenceWatch, ShardedWatch]:
         """Follows presence changes of `user_ids` (empty: everyone): an
         iterator of a Snapshot, then PresenceChanges, resuming by itself
         after a broken stream (see PresenceWatch). Close it when done.
+
+        Without `rich_status`, only online/offline transitions, with status
+        ONLINE or OFFLINE and reasons HEARTBEAT, MARK_OFFLINE and EXPIRED
+        (an invisible user appearing is a HEARTBEAT, disappearing a
+        MARK_OFFLINE). With it, also ONLINE <-> AWAY (ACTIVITY), DND and
+        custom status changes (STATUS_SET, STATUS_EXPIRED), each change
+        with its custom_status and DND end, and a Snapshot whose `users`
+        holds each online user's presence.
 
         `max_batch`: how many changes presenced may send in one message
         (it caps this at 1,000; 0 or 1: one per message, as presenced sent
@@ -376,11 +468,13 @@ class PresenceClient:
         raised from the first next() without opening any stream, as one
         presenced's refusal is."""
         user_ids = list(user_ids)
+        rich_status = _flag("rich_status", rich_status)
         if self.sharded:
             return self._router.watch(user_ids, initial_backoff, max_backoff,
-                                      on_disconnect, max_batch)
+                                      on_disconnect, max_batch, rich_status)
         return PresenceWatch(self._router.stubs[0], user_ids, initial_backoff,
-                             max_backoff, on_disconnect, max_batch=max_batch)
+                             max_backoff, on_disconnect, max_batch=max_batch,
+                             rich_status=rich_status)
 
     def close(self) -> None:
         """Closes the channels; calls in flight are cancelled."""
@@ -403,15 +497,68 @@ def _now() -> timestamp_pb2.Timestamp:
 def _heartbeat_request(item: HeartbeatItem,
                        now: timestamp_pb2.Timestamp) -> Any:
     """The HeartbeatRequest of a batch_heartbeat() item."""
-    pair = isinstance(item, (tuple, list)) and len(item) == 2
-    user_id, session_id = item if pair else (item, "")
+    if isinstance(item, (tuple, list)) and len(item) in (2, 3):
+        user_id, session_id, idle = (*item, False)[:3]
+    else:
+        user_id, session_id, idle = item, "", False
     try:
         if not isinstance(session_id, str):
             raise TypeError(f"session_id {session_id!r} is not a str")
         request = pb.HeartbeatRequest(user_id=operator.index(user_id),
-                                      session_id=session_id)
+                                      session_id=session_id,
+                                      idle=_flag("idle", idle))
     except TypeError as error:
-        raise TypeError("batch_heartbeat() takes user ids and (user_id, "
-                        f"session_id) pairs, got {item!r}") from error
+        raise TypeError("batch_heartbeat() takes user ids, (user_id, "
+                        "session_id) pairs and (user_id, session_id, idle) "
+                        f"triples, got {item!r}") from error
     request.client_time.CopyFrom(now)  # informational only
     return request
+
+
+def _invalid(message: str) -> InvalidArgument:
+    """An InvalidArgument found by the client, as presenced would say it."""
+    return InvalidArgument(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def _flag(name: str, value: Any) -> bool:
+    """A bool argument; TypeError for anything else (a string "false" is
+    true to Python)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
+
+
+def _text(name: str, value: Optional[str]) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {value!r}")
+    return value
+
+
+def _timestamp(name: str, moment: Any) -> timestamp_pb2.Timestamp:
+    """The Timestamp of an end given as a datetime."""
+    if not isinstance(moment, datetime.datetime):
+        raise TypeError(f"{name} must be a datetime or a timedelta, got "
+                        f"{moment!r}")
+    if moment.utcoffset() is None:
+        raise _invalid(f"{name} must be a timezone-aware datetime (e.g. "
+                       "with tzinfo=datetime.timezone.utc), got the naive "
+                       f"{moment.isoformat()}")
+    timestamp = timestamp_pb2.Timestamp()
+    timestamp.FromDatetime(moment.astimezone(datetime.timezone.utc))
+    return timestamp
+
+
+def _duration(name: str, length: datetime.timedelta) -> duration_pb2.Duration:
+    """The Duration of an end given as a timedelta from the server's now."""
+    if abs(length) > _MAX_DURATION:
+        raise _invalid(f"{name} must be within {_MAX_DURATION.days} days "
+                       f"(protobuf's Duration), got {length}")
+    duration = duration_pb2.Duration()
+    duration.FromTimedelta(length)
+    return duration
+
+
+# google.protobuf.Duration's range: about 10,000 years.
+_MAX_DURATION = datetime.timedelta(seconds=315_576_000_000)

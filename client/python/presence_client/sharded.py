@@ -14,6 +14,7 @@ import base64
 import binascii
 import bisect
 import heapq
+import operator
 from typing import (Any, Dict, Iterable, List, Mapping, Optional, Sequence,
                     Tuple, Union)
 
@@ -183,18 +184,25 @@ class ShardRouter:
                                   f"heartbeats[{position}]: no result")
         return self.name_error(index, error)
 
-    def get_presence(self, user_ids: List[int],
+    def get_presence(self, user_ids: List[int], viewer_user_id: int,
                      timeout: float) -> PresenceLookup:
-        """GetPresence split by owner, all shards at once, merged back in
-        request order. An id <= 0 raises InvalidArgument before any shard
-        is asked; a shard failing raises its error, the first in the order
-        of the shards' first ids if several fail (as the C++ client)."""
+        """GetPresence (rich_status) split by owner, all shards at once,
+        merged back in request order. An id <= 0 raises InvalidArgument
+        before any shard is asked; a shard failing raises its error, the
+        first in the order of the shards' first ids if several fail (as the
+        C++ client). viewer_user_id goes only to the shard that owns the
+        viewer, the one shard that can have the viewer's own entry."""
         check_user_ids(user_ids)
         # Shards in the order of their first id: the order failures count in.
         parts = self.positions(user_ids) or {0: []}
+        viewer_shard = (self.shard_map.owner_index(viewer_user_id)
+                        if viewer_user_id else None)
         results = self.fan_out("GetPresence", {
-            index: pb.GetPresenceRequest(user_ids=[user_ids[p]
-                                                   for p in positions])
+            index: pb.GetPresenceRequest(
+                user_ids=[user_ids[p] for p in positions],
+                viewer_user_id=(viewer_user_id if index == viewer_shard
+                                else 0),
+                rich_status=True)
             for index, positions in parts.items()}, timeout)
         users: List[Any] = [None] * len(user_ids)
         for index, response in results.items():
@@ -334,7 +342,7 @@ class ShardRouter:
     def watch(self, user_ids: List[int], initial_backoff: float,
               max_backoff: float,
               on_disconnect: Optional[DisconnectCallback],
-              max_batch: int) -> ShardedWatch:
+              max_batch: int, rich_status: bool = False) -> ShardedWatch:
         """One stream per shard concerned, merged (ShardedWatch)."""
         if not 0 <= max_batch < 2**32:
             raise ValueError(
@@ -350,7 +358,8 @@ class ShardRouter:
                   self.stubs[index], ids)
                  for index, ids in self._listed_shards(user_ids).items()]
         return ShardedWatch(parts, initial_backoff, max_backoff,
-                            on_disconnect, max_batch=max_batch)
+                            on_disconnect, max_batch=max_batch,
+                            rich_status=rich_status)
 
 
 def check_user_ids(user_ids: Sequence[int]) -> None:
@@ -362,6 +371,24 @@ def check_user_ids(user_ids: Sequence[int]) -> None:
             raise InvalidArgument(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"user_ids[{index}] must be > 0, got {user_id}")
+
+
+def check_viewer(viewer_user_id: Optional[int]) -> int:
+    """GetPresence's viewer_user_id of get_presence()'s argument: 0 for
+    None; InvalidArgument for an id < 0, TypeError for no integer."""
+    if viewer_user_id is None:
+        return 0
+    try:
+        viewer = operator.index(viewer_user_id)
+    except TypeError:
+        raise TypeError("viewer_user_id must be a user id (an int) or None, "
+                        f"got {viewer_user_id!r}") from None
+    if viewer < 0:
+        raise InvalidArgument(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"viewer_user_id must be > 0 (or None: nobody in particular), "
+            f"got {viewer}")
+    return viewer
 
 
 def _reindexed(message: str, shard_position: int, position: int) -> str:

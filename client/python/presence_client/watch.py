@@ -14,7 +14,8 @@ import grpc
 
 from ._proto import pb, pb_grpc
 from .errors import PERMANENT_CODES, PresenceError, error_for, shard_error
-from .model import PresenceChange, Snapshot, Status, WatchEvent, watch_events
+from .model import (Availability, PresenceChange, Snapshot, Status,
+                    UserPresence, WatchEvent, watch_events)
 
 # Called with the error that ended a stream and the seconds until the next
 # attempt, or None when the watch gives up (the error is then raised).
@@ -43,6 +44,9 @@ class PresenceWatch(Iterator[WatchEvent]):
     consumer sees every change once, or a snapshot: it never silently
     diverges from presenced.
 
+    With `rich_status` it asks for status transitions too (see
+    PresenceClient.watch), on every stream, the resumed ones included.
+
     Errors a retry cannot fix (INVALID_ARGUMENT, UNAUTHENTICATED,
     PERMISSION_DENIED, UNIMPLEMENTED) are raised from next(). Iterate from
     one thread; close() may be called from any thread and ends the
@@ -53,13 +57,15 @@ class PresenceWatch(Iterator[WatchEvent]):
     def __init__(self, stub: pb_grpc.PresenceServiceStub, user_ids: List[int],
                  initial_backoff: float, max_backoff: float,
                  on_disconnect: Optional[DisconnectCallback],
-                 max_batch: int = DEFAULT_MAX_BATCH) -> None:
+                 max_batch: int = DEFAULT_MAX_BATCH,
+                 rich_status: bool = False) -> None:
         if not 0 <= max_batch < 2**32:
             raise ValueError(
                 f"max_batch must be in [0, 2^32), got {max_batch}")
         self._stub = stub
         self._user_ids = list(user_ids)
         self._max_batch = max_batch
+        self._rich_status = bool(rich_status)
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
         self._backoff = initial_backoff
@@ -128,7 +134,8 @@ class PresenceWatch(Iterator[WatchEvent]):
                 return None
             if self._call is None:
                 request = pb.WatchPresenceRequest(
-                    user_ids=self._user_ids, max_batch=self._max_batch)
+                    user_ids=self._user_ids, max_batch=self._max_batch,
+                    rich_status=self._rich_status)
                 if self._epoch:
                     # presenced replays what came after, or sends a snapshot
                     # if it cannot.
@@ -184,6 +191,8 @@ class _ShardPart:
         self.thread: Optional[threading.Thread] = None
         # Who of its watched users is online; None until its first snapshot.
         self.online: Optional[Set[int]] = None
+        # Rich watches: their presence as others see it, by user id.
+        self.presences: Dict[int, UserPresence] = {}
         self.snapshot_time: Optional[datetime.datetime] = None
         # The last event of this shard the merge has taken in.
         self.epoch = ""
@@ -205,6 +214,15 @@ class ShardedWatch(Iterator[WatchEvent]):
       - whenever a shard sends a new snapshot (it restarted, or this watch
         fell behind it), a Snapshot of everyone again, that shard's part
         replaced: a Snapshot still replaces everything known before.
+
+    With `rich_status`, ONLINE, AWAY and DND all count as online in the
+    merged snapshots, and their `users` hold each online user's presence:
+    from the user's shard's snapshot, updated by the user's later changes
+    (status, custom status, DND end; availability DND for status DND, else
+    AUTO, as others see it). What a change does not carry stays as that
+    snapshot had it; for a user who came online after it, last_seen is the
+    change's time, live_sessions 1 (at least one) and online_until None
+    (not known).
 
     The merged Snapshot's epoch is "NAME:EPOCH,..." over the shards and its
     sequence the sum of theirs; `positions` gives each shard's own.
@@ -231,19 +249,21 @@ class ShardedWatch(Iterator[WatchEvent]):
                  max_backoff: float,
                  on_disconnect: Optional[DisconnectCallback],
                  max_batch: int = DEFAULT_MAX_BATCH, *,
-                 failure: Optional[PresenceError] = None) -> None:
+                 failure: Optional[PresenceError] = None,
+                 rich_status: bool = False) -> None:
         """`parts`: (name, target, stub, user_ids) per shard to follow.
         `failure`: see failed()."""
         if not parts and failure is None:
             raise ValueError("a sharded watch needs at least one shard")
         self._failure = failure
+        self._rich_status = bool(rich_status)
         self._on_disconnect = on_disconnect
         self._parts: List[_ShardPart] = []
         for name, target, stub, user_ids in parts:
             watch = PresenceWatch(
                 stub, list(user_ids), initial_backoff, max_backoff,
                 self._reporter(name, target, on_disconnect),
-                max_batch=max_batch)
+                max_batch=max_batch, rich_status=rich_status)
             self._parts.append(_ShardPart(name, target, watch))
         self._cond = threading.Condition()
         # (part index, "event" | "error" | "end", payload), oldest first.
@@ -369,6 +389,8 @@ class ShardedWatch(Iterator[WatchEvent]):
             part = self._parts[index]
             if isinstance(payload, Snapshot):
                 part.online = set(payload.online_users)
+                part.presences = {user.user_id: user
+                                  for user in payload.users}
                 part.snapshot_time = payload.server_time
                 part.epoch, part.sequence = payload.epoch, payload.sequence
                 if not self._all_snapshots:
@@ -380,10 +402,14 @@ class ShardedWatch(Iterator[WatchEvent]):
             change: PresenceChange = payload
             if part.online is None:
                 part.online = set()  # a resumed stream; not seen in practice
-            if change.status == Status.ONLINE:
+            if change.status.online:
                 part.online.add(change.user_id)
+                if self._rich_status:
+                    part.presences[change.user_id] = _presence_after(
+                        part.presences.get(change.user_id), change)
             else:
                 part.online.discard(change.user_id)
+                part.presences.pop(change.user_id, None)
             part.epoch, part.sequence = change.epoch, change.sequence
             if self._all_snapshots:
                 return self._yield(dataclasses.replace(change,
@@ -392,14 +418,24 @@ class ShardedWatch(Iterator[WatchEvent]):
 
     def _merged_snapshot(self) -> Snapshot:
         online: Set[int] = set()
+        presences: Dict[int, UserPresence] = {}
         for part in self._parts:
             online |= part.online or set()
+            presences.update(part.presences)
+        online_users = sorted(online)
+        users: List[UserPresence] = []
+        if self._rich_status:
+            users = [presences.get(user_id) or UserPresence(
+                         user_id=user_id, status=Status.ONLINE,
+                         last_seen=None, live_sessions=1, online_until=None)
+                     for user_id in online_users]
         return Snapshot(
-            online_users=sorted(online),
+            online_users=online_users,
             server_time=max(p.snapshot_time for p in self._parts
                             if p.snapshot_time is not None),
             epoch=",".join(f"{p.name}:{p.epoch}" for p in self._parts),
-            sequence=sum(p.sequence for p in self._parts))
+            sequence=sum(p.sequence for p in self._parts),
+            users=users)
 
     def _yield(self, event: WatchEvent) -> WatchEvent:
         self._yielded_epoch = event.epoch
@@ -420,3 +456,21 @@ class ShardedWatch(Iterator[WatchEvent]):
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def _presence_after(before: Optional[UserPresence],
+                    change: PresenceChange) -> UserPresence:
+    """An online user's presence as others see it, after `change`, from
+    what it was (None: not known, the user came online since)."""
+    seen = dict(user_id=change.user_id, last_seen=change.at,
+                live_sessions=1, online_until=None)
+    if before is not None:
+        seen = dict(user_id=before.user_id, last_seen=before.last_seen,
+                    live_sessions=before.live_sessions,
+                    online_until=before.online_until)
+    dnd = change.status == Status.DND
+    return UserPresence(
+        status=change.status,
+        availability=Availability.DND if dnd else Availability.AUTO,
+        availability_until=change.availability_until if dnd else None,
+        custom_status=change.custom_status, **seen)

@@ -18,6 +18,8 @@ _ENDPOINTS = (
     ("heartbeat", views.heartbeat),
     ("mark-offline", views.mark_offline),
     ("online-users", views.online_users),
+    ("status", views.set_status),
+    ("presence", views.presence),
 )
 
 urlpatterns = [

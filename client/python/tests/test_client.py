@@ -31,13 +31,14 @@ class WatchRecorder:
     """Runs a PresenceWatch on a thread and queues what it yields, what
     ends its streams (on_disconnect) and how it ends."""
 
-    def __init__(self, client: PresenceClient, user_ids: List[int]) -> None:
+    def __init__(self, client: PresenceClient, user_ids: List[int],
+                 **watch_options) -> None:
         self.entries: "queue.Queue[tuple]" = queue.Queue()
         self.disconnects: List[tuple] = []
         self.watch = client.watch(
             user_ids, initial_backoff=0.05, max_backoff=0.5,
             on_disconnect=lambda error, retry_in: self.entries.put(
-                ("disconnect", error, retry_in)))
+                ("disconnect", error, retry_in)), **watch_options)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 

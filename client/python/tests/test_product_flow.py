@@ -9,7 +9,8 @@ What it expects: online right after the first heartbeat, offline right
 after mark-offline, `{"online_users": [ints]}`. And what presenced must see:
 one session per caller however often it beats (GetPresence's
 live_sessions), a session per X-Presence-Session, and a mark-offline
-without that header ending them all.
+without that header ending them all. Rich presence (issue 14): the same
+status/ and presence/ requests answered with the same JSON by both.
 
 Run with $PRESENCED and $PRESENCE_REST set (CTest does):
 `python3 -m django test --settings=django_test_settings test_product_flow`
@@ -34,6 +35,10 @@ BODY = {"timestamp": "2026-11-30T12:00:00Z"}
 HEARTBEAT = "/api/chat/heartbeat"
 MARK_OFFLINE = "/api/chat/mark-offline"
 ONLINE_USERS = "/api/chat/online-users"
+STATUS = "/api/chat/status/"
+PRESENCE = "/api/chat/presence/"
+ENTRY_KEYS = {"user_id", "status", "last_seen", "availability",
+              "availability_until", "custom_status"}
 
 Reply = Tuple[int, Any]
 
@@ -82,6 +87,11 @@ class ProductFlow:
         for user_id in ids:
             self.assertIs(type(user_id), int, f"not an int: {user_id!r}")
         return ids
+
+    def post_json(self, path: str, user: User, body: Any) -> Reply:
+        headers = dict(self.headers(user),
+                       **{"Content-Type": "application/json"})
+        return self.call("POST", path, headers, json.dumps(body).encode())
 
     def presence_of(self, user: User):
         return self.presence.get_presence([user.id]).users[0]
@@ -147,6 +157,70 @@ class ProductFlow:
         self.assertEqual(self.presence_of(self.alice).status, Status.OFFLINE)
         self.assertEqual(self.presence_of(self.alice).live_sessions, 0)
         self.assertNotIn(self.alice.id, self.online_users(self.bob))
+
+    def test_rich_status_and_presence(self) -> None:
+        status, body = self.post_json(HEARTBEAT + "/", self.alice,
+                                      dict(BODY, idle=False))
+        self.assertEqual(status, 200, body)
+        status, own = self.post_json(STATUS, self.alice, {
+            "availability": "dnd", "for": "90m", "text": "Focus time",
+            "emoji": ":headphones:", "expires_in": "1h"})
+        self.assertEqual(status, 200, own)
+        self.assertEqual(set(own), ENTRY_KEYS | {"server_time"})
+        self.assertEqual((own["user_id"], own["status"], own["availability"]),
+                         (self.alice.id, "dnd", "dnd"))
+        self.assertEqual((own["custom_status"]["text"],
+                          own["custom_status"]["emoji"]),
+                         ("Focus time", ":headphones:"))
+        for key in ("availability_until", "last_seen", "server_time"):
+            self.assertIsInstance(own[key], str)
+
+        status, lookup = self.call(
+            "GET", f"{PRESENCE}?user_ids={self.alice.id},{self.bob.id}",
+            self.headers(self.bob), None)
+        self.assertEqual(status, 200, lookup)
+        self.assertEqual(set(lookup), {"users", "server_time"})
+        alice, bob = lookup["users"]
+        self.assertEqual(set(alice), ENTRY_KEYS)
+        self.assertIs(type(alice["user_id"]), int)
+        self.assertEqual(
+            {k: alice[k] for k in ("status", "availability",
+                                   "custom_status")},
+            {k: own[k] for k in ("status", "availability",
+                                 "custom_status")})
+        self.assertEqual(bob, {
+            "user_id": self.bob.id, "status": "offline", "last_seen": None,
+            "availability": "auto", "availability_until": None,
+            "custom_status": None})
+
+        # Invisible: offline to others, not in online-users, the truth to
+        # oneself.
+        status, own = self.post_json(STATUS, self.alice,
+                                     {"availability": "invisible"})
+        self.assertEqual((status, own["status"], own["availability"]),
+                         (200, "online", "invisible"))
+        self.assertEqual(self.online_users(self.bob), [])
+        for viewer, shown in ((self.bob, ("offline", "auto")),
+                              (self.alice, ("online", "invisible"))):
+            status, lookup = self.call(
+                "GET", f"{PRESENCE}?user_ids={self.alice.id}",
+                self.headers(viewer), None)
+            entry = lookup["users"][0]
+            self.assertEqual((entry["status"], entry["availability"]), shown)
+
+        # Bad requests: a 400 with a message, nothing applied.
+        for body in ({"availability": "busy"}, {}, {"text": "x" * 101}):
+            with self.subTest(body=body):
+                status, answer = self.post_json(STATUS, self.alice, body)
+                self.assertEqual(status, 400, answer)
+                self.assertIsInstance(answer["error"], str)
+        status, answer = self.call("GET", PRESENCE, self.headers(self.bob),
+                                   None)
+        self.assertEqual(status, 400, answer)
+        self.assertIn("user_ids", answer["error"])
+        self.assertEqual(self.presence.get_presence(
+            [self.alice.id], viewer_user_id=self.alice.id).users[0]
+            .availability.label, "invisible")
 
     def test_bad_x_presence_session_is_400(self) -> None:
         for value in ("tab 1", "a" * 129):
