@@ -147,6 +147,7 @@ void StoreWriter::Coalesce(std::vector<SessionChange>& batch) {
         SessionChange& merged = *(out - 1);
         merged.at = it->at;
         merged.last_seen = it->last_seen;
+        merged.last_active = it->last_active;
         continue;
       }
       if (out != it) *out = std::move(*it);

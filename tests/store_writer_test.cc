@@ -226,6 +226,29 @@ TEST(StoreWriterTest, AMergedRepeatKeepsTheLastStampRecordedEvenIfSmaller) {
   EXPECT_EQ(batch[0].at, back);
 }
 
+TEST(StoreWriterTest, AMergedRepeatKeepsTheLastActivityRecorded) {
+  // Rich presence: an active heartbeat then an idle one of the same session
+  // in one batch; the row must keep the idle one's activity time (the
+  // active one's), not lose it to the first.
+  const absl::Time t = absl::FromUnixSeconds(1'800'000'000);
+  using Kind = SessionChange::Kind;
+  SessionChange active{Kind::kHeartbeat, 1, "a", t, t};
+  active.last_active = t;
+  SessionChange status{Kind::kSetStatus, 2, "", t, t};
+  status.status = std::make_shared<StatusChoice>();
+  SessionChange idle{Kind::kHeartbeat, 1, "a", t + absl::Seconds(1),
+                     t + absl::Seconds(1)};
+  idle.last_active = t - absl::Minutes(3);
+  const std::vector<SessionChange> batch =
+      CommittedTogether({active, idle, status});
+  ASSERT_EQ(batch.size(), 2u);
+  EXPECT_EQ(batch[0].at, t + absl::Seconds(1));
+  EXPECT_EQ(batch[0].last_active, t - absl::Minutes(3));
+  // A status change is kept, after the heartbeats before it.
+  EXPECT_EQ(batch[1].kind, Kind::kSetStatus);
+  ASSERT_NE(batch[1].status, nullptr);
+}
+
 TEST(StoreWriterTest, HeartbeatsAreWrittenInKeyOrderNeverAcrossAnEnd) {
   const absl::Time t = absl::FromUnixSeconds(1'800'000'000);
   const std::vector<SessionChange> batch = CommittedTogether({
