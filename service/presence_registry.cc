@@ -205,6 +205,11 @@ void PresenceRegistry::Reconcile(Shard& shard, uint32_t record, UserState& user,
       expired_at = ended.availability_until;
       ended.availability = Availability::kAuto;
       ended.availability_until = absl::InfiniteFuture();
+      // Invisibility over while online: back in sight now, so last_seen
+      // is no longer capped (offline, the cap stays until a heartbeat).
+      if (Evaluate(user, nullptr, now, true).live) {
+        ended.last_seen_cap = absl::InfiniteFuture();
+      }
     }
     if (ended.custom.has_value() && ended.custom->expires_at <= now) {
       expired_at = std::max(expired_at, ended.custom->expires_at);

@@ -771,6 +771,25 @@ TEST_F(RegistryTest, InvisibleIsOfflineToOthersEverywhereButNotToItself) {
   EXPECT_EQ(AllOnline(), std::vector<int64_t>{42});
 }
 
+TEST_F(RegistryTest, InvisibilityEndingWhileOnlineShowsTheUserAgain) {
+  registry_.Heartbeat(42, "tab");
+  ASSERT_TRUE(registry_
+                  .SetStatus(42, Availability_(Availability::kInvisible,
+                                               absl::Minutes(3)))
+                  .ok());
+  clock_.Advance(absl::Minutes(2));
+  registry_.Heartbeat(42, "tab");
+  events_.Take();
+  clock_.Advance(absl::Minutes(1));
+  registry_.SweepExpired();
+  std::vector<PresenceEvent> events = events_.Take();
+  ASSERT_THAT(events, ElementsAre(Event(
+                          42, true, PresenceEvent::Reason::kStatusExpired)));
+  // Online again, with the true last_seen: the heartbeat a minute ago.
+  EXPECT_EQ(Get(42).last_seen, clock_.Now() - absl::Minutes(1));
+  EXPECT_EQ(Get(42).status, PublicStatus::kOnline);
+}
+
 TEST_F(RegistryTest, InvisibleSessionsExpireSilentlyAndLastSeenStaysHidden) {
   registry_.Heartbeat(42, "tab");
   const absl::Time seen = clock_.Now();
