@@ -45,6 +45,13 @@ bool IsShortCode(absl::string_view s) {
 
 absl::Status ValidateStatusText(absl::string_view text,
                                 absl::string_view field) {
+  // At most 4 bytes a character: a longer text is too long, and need not
+  // be decoded to know it.
+  if (text.size() > 4 * kMaxStatusTextChars) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " must be at most ", kMaxStatusTextChars,
+                     " characters, got ", text.size(), " bytes"));
+  }
   std::u32string chars;
   if (!DecodeUtf8(text, &chars)) {
     return absl::InvalidArgumentError(
@@ -56,7 +63,11 @@ absl::Status ValidateStatusText(absl::string_view text,
                      " characters, got ", chars.size()));
   }
   for (size_t i = 0; i < chars.size(); ++i) {
-    if (u_iscntrl(static_cast<UChar32>(chars[i]))) {
+    // Not u_iscntrl(): it counts format characters too, and a ZWJ emoji
+    // sequence or right-to-left text needs those (U+200D, U+200F).
+    const int8_t type = u_charType(static_cast<UChar32>(chars[i]));
+    if (type == U_CONTROL_CHAR || type == U_LINE_SEPARATOR ||
+        type == U_PARAGRAPH_SEPARATOR) {
       return absl::InvalidArgumentError(absl::StrCat(
           field, " must be one line of text; character ", i + 1,
           " is a control character (U+",

@@ -187,13 +187,14 @@ void PresenceRegistry::CatchUp(Shard& shard, uint32_t record, UserState& user,
   // The index entry is never later than the next change the user's view
   // makes on its own: nothing due, nothing changed.
   if (user.indexed_until_us > ToUs(now)) return;
+  const absl::Time due_at = FromUs(user.indexed_until_us);
   user.indexed_until_us = kNoEntryUs;  // the entry is stale from here
-  Reconcile(shard, record, user, now, Cause::kTime);
+  Reconcile(shard, record, user, now, Cause::kTime, false, due_at);
 }
 
 void PresenceRegistry::Reconcile(Shard& shard, uint32_t record, UserState& user,
                                  absl::Time now, Cause cause,
-                                 bool custom_changed) {
+                                 bool detail_changed, absl::Time due_at) {
   // Ended choices go first, recorded, so the store forgets them too.
   absl::Time expired_at = absl::InfinitePast();
   const StatusChoice* choice = ChoiceOf(shard, record, user);
@@ -214,7 +215,7 @@ void PresenceRegistry::Reconcile(Shard& shard, uint32_t record, UserState& user,
     if (ended.custom.has_value() && ended.custom->expires_at <= now) {
       expired_at = std::max(expired_at, ended.custom->expires_at);
       ended.custom.reset();
-      custom_changed = true;
+      detail_changed = true;
     }
     PutChoice(shard, record, user, ended);
     choice = ChoiceOf(shard, record, user);
@@ -227,7 +228,7 @@ void PresenceRegistry::Reconcile(Shard& shard, uint32_t record, UserState& user,
   const auto old = static_cast<PublicStatus>(user.announced_status());
   const bool was_online = old != PublicStatus::kOffline;
   const bool online = view.status != PublicStatus::kOffline;
-  if (view.status != old || (custom_changed && online)) {
+  if (view.status != old || (detail_changed && online)) {
     PresenceEvent event{user.id(), online, PresenceEvent::Reason::kActivity,
                         now};
     event.status = view.status;
@@ -251,7 +252,9 @@ void PresenceRegistry::Reconcile(Shard& shard, uint32_t record, UserState& user,
     } else if (!was_online) {
       event.reason = PresenceEvent::Reason::kHeartbeat;
     } else if (cause == Cause::kTime && view.status == PublicStatus::kAway) {
-      event.at = std::min(now, view.away_at);
+      // Every live session idle since away_at; but the session that was
+      // active may have ended only at due_at (its window), after it.
+      event.at = std::clamp(view.away_at, std::min(due_at, now), now);
     }
     if (online) {
       if (view.status == PublicStatus::kDnd) {
@@ -423,14 +426,18 @@ absl::StatusOr<SetStatusResult> PresenceRegistry::SetStatus(
   } else if (!invisible && Evaluate(user, nullptr, now, true).live) {
     choice.last_seen_cap = absl::InfiniteFuture();  // back in sight now
   }
-  bool custom_changed = false;
+  // A DND's end is shown with it: a new end is news to rich watchers.
+  bool detail_changed =
+      choice.availability == Availability::kDnd &&
+      (old == nullptr || old->availability != Availability::kDnd ||
+       old->availability_until != choice.availability_until);
   if (update.custom_action == StatusUpdate::Custom::kReplace) {
     CustomStatus custom = update.custom;
     custom.expires_at = custom_until;
-    custom_changed = !choice.custom.has_value() || !(*choice.custom == custom);
+    detail_changed |= !choice.custom.has_value() || !(*choice.custom == custom);
     choice.custom = std::move(custom);
   } else if (update.custom_action == StatusUpdate::Custom::kClear) {
-    custom_changed = choice.custom.has_value();
+    detail_changed |= choice.custom.has_value();
     choice.custom.reset();
   }
   PutChoice(shard, record, user, choice);
@@ -440,7 +447,7 @@ absl::StatusOr<SetStatusResult> PresenceRegistry::SetStatus(
       Record(SessionChange{SessionChange::Kind::kSetStatus, user_id, "", now,
                            FromUs(user.last_seen_us), absl::InfinitePast(),
                            std::make_shared<const StatusChoice>(choice)});
-  Reconcile(shard, record, user, now, Cause::kSetStatus, custom_changed);
+  Reconcile(shard, record, user, now, Cause::kSetStatus, detail_changed);
   result.self = Describe(user, ChoiceOf(shard, record, user), now, true);
   return result;
 }

@@ -274,10 +274,14 @@ class PresenceRegistry {
                             absl::Time now, bool as_self) const;
   // Brings what was announced of the user in line with the view at `now`:
   // drops ended availabilities and custom statuses (recorded), announces a
-  // difference (`custom_changed`: SetStatus replaced or cleared the custom
-  // status), forgets dead sessions, and indexes the next due moment.
+  // difference, forgets dead sessions, and indexes the next due moment.
+  // `detail_changed`: SetStatus changed what others see beyond the status
+  // (the custom status, a DND's end). `due_at` (kTime): the index entry that
+  // came due; a change found then happened after it, so its event is not
+  // stamped earlier (the events before it are earlier still).
   void Reconcile(Shard& shard, uint32_t record, UserState& user, absl::Time now,
-                 Cause cause, bool custom_changed = false)
+                 Cause cause, bool detail_changed = false,
+                 absl::Time due_at = absl::InfinitePast())
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   // Reconcile(kTime) if something became due by `now`: run first in every
   // operation, so what happened on time is announced before what follows.

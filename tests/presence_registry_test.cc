@@ -720,6 +720,58 @@ TEST_F(RegistryTest, DndShowsWhileOnlineAndEndsOnTimeWithAnEvent) {
   EXPECT_TRUE(sink_.changes().back().status->empty());
 }
 
+TEST_F(RegistryTest, ANewDndEndIsAnnouncedToRichWatchers) {
+  const absl::Time t0 = clock_.Now();
+  registry_.Heartbeat(42, "tab");
+  ASSERT_TRUE(
+      registry_
+          .SetStatus(42, Availability_(Availability::kDnd, absl::Minutes(30)))
+          .ok());
+  events_.Take();
+  ASSERT_TRUE(
+      registry_
+          .SetStatus(42, Availability_(Availability::kDnd, absl::Minutes(60)))
+          .ok());
+  std::vector<PresenceEvent> events = events_.Take();
+  ASSERT_THAT(events, ElementsAre(StatusEvent(42, PublicStatus::kDnd)));
+  EXPECT_TRUE(events[0].status_only);
+  EXPECT_EQ(events[0].availability_until, t0 + absl::Minutes(60));
+  // The same again: nothing new to tell.
+  ASSERT_TRUE(
+      registry_
+          .SetStatus(42, Availability_(Availability::kDnd, absl::Minutes(60)))
+          .ok());
+  EXPECT_THAT(events_.Take(), IsEmpty());
+}
+
+// Session B idle from the start, A active for a while: when A's window ends
+// the user is AWAY at that moment, not at B's older away time (which would
+// put the event before the ONLINE that A brought).
+TEST_F(RegistryTest, AwayAfterTheActiveSessionEndsIsStampedInOrder) {
+  registry_.Heartbeat(42, "b");  // b's only activity: its first heartbeat
+  for (int i = 0; i < 6; ++i) {
+    clock_.Advance(absl::Minutes(2));
+    registry_.Heartbeat(42, "b", /*idle=*/true);
+  }
+  registry_.SweepExpired();
+  EXPECT_EQ(Get(42).status, PublicStatus::kAway);
+  registry_.Heartbeat(42, "a");  // active: ONLINE
+  const absl::Time a_end = clock_.Now() + kWindow;
+  std::vector<PresenceEvent> events = events_.Take();
+  ASSERT_FALSE(events.empty());
+  absl::Time last = events.back().at;
+  for (int i = 0; i < 3; ++i) {
+    clock_.Advance(absl::Minutes(2));
+    registry_.Heartbeat(42, "b", /*idle=*/true);
+  }
+  clock_.Advance(a_end - clock_.Now());
+  registry_.SweepExpired();
+  events = events_.Take();
+  ASSERT_THAT(events, ElementsAre(StatusEvent(42, PublicStatus::kAway)));
+  EXPECT_GE(events[0].at, last);
+  EXPECT_EQ(events[0].at, a_end);
+}
+
 TEST_F(RegistryTest, AnOfflineUserInDndIsOfflineAndNoEventIsSent) {
   ASSERT_TRUE(registry_.SetStatus(42, Availability_(Availability::kDnd)).ok());
   EXPECT_THAT(events_.Take(), IsEmpty());

@@ -199,6 +199,10 @@ TEST_F(RichPresenceTest, EmojiInEveryFormThatIsOneCharacterIsTaken) {
   request.set_user_id(42);
   request.mutable_custom_status()->set_text(std::string(100, 'x'));
   EXPECT_TRUE(SetStatus(request).ok());
+  // Format characters belong in text: a ZWJ emoji, right-to-left marks.
+  request.mutable_custom_status()->set_text(
+      "\U0001F469\u200D\U0001F4BB coding \u200F");
+  EXPECT_TRUE(SetStatus(request).ok());
   // 100 characters of several bytes each: characters are counted.
   std::string accented;
   for (int i = 0; i < 100; ++i) accented += "\u00e9";
