@@ -703,7 +703,7 @@ TEST_F(RegistryTest, DndShowsWhileOnlineAndEndsOnTimeWithAnEvent) {
   EXPECT_EQ(seen.availability, Availability::kDnd);
   EXPECT_EQ(registry_.stats().dnd_users, 1);
   // Recorded for the store, as a whole choice.
-  const SessionChange& change = sink_.changes().back();
+  const SessionChange change = sink_.changes().back();
   ASSERT_EQ(change.kind, SessionChange::Kind::kSetStatus);
   ASSERT_NE(change.status, nullptr);
   EXPECT_EQ(change.status->availability, Availability::kDnd);

@@ -9,15 +9,19 @@
 namespace presence {
 namespace {
 
-// Each session's last activity, in these tests: its heartbeat less this.
+// Each session's last activity, in these tests: its heartbeat less this
+// (or the beginning of time for a stamp there).
 constexpr int64_t kIdleFor = 7;
+int64_t ActiveOf(int64_t hb) {
+  return hb == kNeverUs ? kNeverUs : hb - kIdleFor;
+}
 
 // The sessions as (id, heartbeat) pairs, in stored order; each session's
 // activity must have been kept with it.
 std::vector<std::pair<std::string, int64_t>> Sessions(const UserState& user) {
   std::vector<std::pair<std::string, int64_t>> out;
   user.ForEachSession([&](absl::string_view id, int64_t hb, int64_t active) {
-    EXPECT_EQ(active, hb - kIdleFor) << "session " << id;
+    EXPECT_EQ(active, ActiveOf(hb)) << "session " << id;
     out.emplace_back(std::string(id), hb);
   });
   return out;
@@ -26,7 +30,7 @@ std::vector<std::pair<std::string, int64_t>> Sessions(const UserState& user) {
 SessionList List(std::vector<std::pair<std::string, int64_t>> sessions) {
   SessionList list;
   for (auto& [id, hb] : sessions) {
-    list.push_back(Session{SessionId(id), hb, hb - kIdleFor});
+    list.push_back(Session{SessionId(id), hb, ActiveOf(hb)});
   }
   return list;
 }
