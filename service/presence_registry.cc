@@ -170,6 +170,34 @@ void PresenceRegistry::SetAnnounced(Shard& shard, UserState& user,
   }
 }
 
+uint64_t PresenceRegistry::ChangeChoice(Shard& shard, uint32_t record,
+                                        UserState& user,
+                                        const StatusChoice& choice,
+                                        absl::Time now) {
+  PutChoice(shard, record, user, choice);
+  return Record(SessionChange{SessionChange::Kind::kSetStatus, user.id(), "",
+                              now, FromUs(user.last_seen_us),
+                              absl::InfinitePast(),
+                              std::make_shared<const StatusChoice>(choice)});
+}
+
+absl::Time PresenceRegistry::NextDue(const View& view,
+                                     const StatusChoice* choice,
+                                     absl::Time now) {
+  absl::Time due = absl::InfiniteFuture();
+  if (view.live) {
+    due = view.first_session_end;  // the earliest can change activity
+    if (now < view.away_at) due = std::min(due, view.away_at);
+  }
+  if (choice != nullptr) {
+    due = std::min(due, choice->availability_until);
+    if (choice->custom.has_value()) {
+      due = std::min(due, choice->custom->expires_at);
+    }
+  }
+  return due;
+}
+
 void PresenceRegistry::IndexDue(Shard& shard, uint32_t record, UserState& user,
                                 absl::Time due) {
   if (due == absl::InfiniteFuture()) return;
@@ -217,11 +245,8 @@ void PresenceRegistry::Reconcile(Shard& shard, uint32_t record, UserState& user,
       ended.custom.reset();
       detail_changed = true;
     }
-    PutChoice(shard, record, user, ended);
+    ChangeChoice(shard, record, user, ended, now);
     choice = ChoiceOf(shard, record, user);
-    Record(SessionChange{SessionChange::Kind::kSetStatus, user.id(), "", now,
-                         FromUs(user.last_seen_us), absl::InfinitePast(),
-                         std::make_shared<const StatusChoice>(ended)});
   }
 
   const View view = Evaluate(user, choice, now, /*as_self=*/false);
@@ -273,18 +298,7 @@ void PresenceRegistry::Reconcile(Shard& shard, uint32_t record, UserState& user,
     user.ClearSessions();
   }
 
-  absl::Time due = absl::InfiniteFuture();
-  if (view.live) {
-    due = view.first_session_end;  // the earliest can change activity
-    if (now < view.away_at) due = std::min(due, view.away_at);
-  }
-  if (choice != nullptr) {
-    due = std::min(due, choice->availability_until);
-    if (choice->custom.has_value()) {
-      due = std::min(due, choice->custom->expires_at);
-    }
-  }
-  IndexDue(shard, record, user, due);
+  IndexDue(shard, record, user, NextDue(view, choice, now));
 }
 
 HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
@@ -358,10 +372,7 @@ HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
     // Seen again while visible: last_seen as others see it moves on.
     StatusChoice seen = *choice;
     seen.last_seen_cap = absl::InfiniteFuture();
-    PutChoice(shard, record, user, seen);
-    Record(SessionChange{SessionChange::Kind::kSetStatus, user_id, "", now,
-                         FromUs(user.last_seen_us), absl::InfinitePast(),
-                         std::make_shared<const StatusChoice>(seen)});
+    ChangeChoice(shard, record, user, seen, now);
   }
   Reconcile(shard, record, user, now, Cause::kHeartbeat);
 
@@ -440,13 +451,9 @@ absl::StatusOr<SetStatusResult> PresenceRegistry::SetStatus(
     detail_changed |= choice.custom.has_value();
     choice.custom.reset();
   }
-  PutChoice(shard, record, user, choice);
   SetStatusResult result;
   result.server_time = now;
-  result.write_ticket =
-      Record(SessionChange{SessionChange::Kind::kSetStatus, user_id, "", now,
-                           FromUs(user.last_seen_us), absl::InfinitePast(),
-                           std::make_shared<const StatusChoice>(choice)});
+  result.write_ticket = ChangeChoice(shard, record, user, choice, now);
   Reconcile(shard, record, user, now, Cause::kSetStatus, detail_changed);
   result.self = Describe(user, ChoiceOf(shard, record, user), now, true);
   return result;
@@ -649,9 +656,7 @@ void PresenceRegistry::RestoreStatus(int64_t user_id,
   UserState& user = shard.users.FindOrAdd(user_id, &record);
   PutChoice(shard, record, user, choice);
   // Ends that passed while presenced was down are dropped when due: at once.
-  absl::Time due = choice.availability_until;
-  if (choice.custom.has_value()) due = std::min(due, choice.custom->expires_at);
-  IndexDue(shard, record, user, due);
+  IndexDue(shard, record, user, NextDue(View{}, &choice, Now()));
 }
 
 void PresenceRegistry::RestoreSession(int64_t user_id,
@@ -688,9 +693,8 @@ void PresenceRegistry::RestoreSession(int64_t user_id,
   if (!was_online && user.announced_online() && events_ != nullptr) {
     events_->SeedOnline(user_id);
   }
-  absl::Time due = view.live ? view.first_session_end : absl::InfiniteFuture();
-  if (now < view.away_at) due = std::min(due, view.away_at);
-  IndexDue(shard, record, user, due);
+  IndexDue(shard, record, user,
+           NextDue(view, ChoiceOf(shard, record, user), now));
 }
 
 void PresenceRegistry::RestoreLastSeen(int64_t user_id, absl::Time last_seen) {

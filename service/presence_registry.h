@@ -266,6 +266,16 @@ class PresenceRegistry {
   static void PutChoice(Shard& shard, uint32_t record, UserState& user,
                         const StatusChoice& choice)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  // PutChoice, recorded as a kSetStatus change (so the store keeps it);
+  // returns the change's ticket.
+  uint64_t ChangeChoice(Shard& shard, uint32_t record, UserState& user,
+                        const StatusChoice& choice, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  // The next moment after `now` the view may change on its own: the
+  // earliest live session's end of window, going AWAY, the choice's ends
+  // (an end already passed: due at once). InfiniteFuture: nothing timed.
+  static absl::Time NextDue(const View& view, const StatusChoice* choice,
+                            absl::Time now);
   // The user at `now`, as others see them or (`as_self`) as they are.
   // Availabilities and custom statuses that ended by now count as gone.
   View Evaluate(const UserState& user, const StatusChoice* choice,

@@ -17,6 +17,13 @@ using google::protobuf::util::TimeUtil;
 
 constexpr absl::string_view kPageTokenPrefix = "after:";
 
+// Within the range protobuf's Timestamp allows (TimeUtil's bounds).
+bool IsValidTimestamp(const google::protobuf::Timestamp& t) {
+  return t.nanos() >= 0 && t.nanos() <= 999'999'999 &&
+         t.seconds() >= TimeUtil::kTimestampMinSeconds &&
+         t.seconds() <= TimeUtil::kTimestampMaxSeconds;
+}
+
 absl::Status ValidateUserId(int64_t user_id, absl::string_view field) {
   if (user_id <= 0) {
     return absl::InvalidArgumentError(
@@ -104,9 +111,7 @@ namespace {
 
 absl::Status ValidateTimestamp(const google::protobuf::Timestamp& t,
                                absl::string_view field) {
-  if (t.nanos() < 0 || t.nanos() > 999'999'999 ||
-      t.seconds() < TimeUtil::kTimestampMinSeconds ||
-      t.seconds() > TimeUtil::kTimestampMaxSeconds) {
+  if (!IsValidTimestamp(t)) {
     return absl::InvalidArgumentError(
         absl::StrCat(field, " must be a valid Timestamp"));
   }
@@ -229,10 +234,7 @@ absl::Status ValidateRequest(const v1::ImportLastSeenRequest& request,
     const v1::UserLastSeen& user = request.users(i);
     PRESENCE_RETURN_IF_ERROR(
         ValidateUserId(user.user_id(), absl::StrCat("users[", i, "].user_id")));
-    const google::protobuf::Timestamp& t = user.last_seen();
-    if (!user.has_last_seen() || t.nanos() < 0 || t.nanos() > 999'999'999 ||
-        t.seconds() < TimeUtil::kTimestampMinSeconds ||
-        t.seconds() > TimeUtil::kTimestampMaxSeconds) {
+    if (!user.has_last_seen() || !IsValidTimestamp(user.last_seen())) {
       return absl::InvalidArgumentError(absl::StrCat(
           "users[", i, "].last_seen must be set, a valid Timestamp"));
     }
