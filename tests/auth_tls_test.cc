@@ -90,6 +90,11 @@ TEST_F(AuthTest, EveryPresenceCallNeedsAKnownToken) {
   batch.add_heartbeats()->set_user_id(42);
   EXPECT_EQ(anonymous.BatchHeartbeat(batch).status().code(),
             absl::StatusCode::kUnauthenticated);
+  v1::SetStatusRequest status;
+  status.set_user_id(42);
+  status.set_availability(v1::AVAILABILITY_INVISIBLE);
+  EXPECT_EQ(anonymous.SetStatus(status).status().code(),
+            absl::StatusCode::kUnauthenticated);
   {
     grpc::ClientContext context;
     v1::WatchPresenceRequest request;

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
@@ -53,6 +54,15 @@ TEST(PresencedProcessTest, KillNineLosesNothingThatWasAnswered) {
       online_until.erase(user);
       logged_out[user] = Micros(r->server_time());
     }
+    // Rich presence: answered statuses are durable too.
+    for (int64_t user = 5; user <= 300; user += 10) {
+      v1::SetStatusRequest request;
+      request.set_user_id(user);
+      request.set_availability(v1::AVAILABILITY_DND);
+      request.mutable_custom_status()->set_text(absl::StrCat("user ", user));
+      absl::StatusOr<v1::SetStatusResponse> r = client->SetStatus(request);
+      ASSERT_TRUE(r.ok()) << r.status();
+    }
     server.process->Signal(SIGKILL);
     Subprocess::Exit exit = server.process->Wait();
     ASSERT_EQ(exit.signal, SIGKILL);
@@ -66,6 +76,13 @@ TEST(PresencedProcessTest, KillNineLosesNothingThatWasAnswered) {
   absl::StatusOr<v1::GetPresenceResponse> r = client->GetPresence(ids);
   ASSERT_TRUE(r.ok()) << r.status();
   for (const v1::UserPresence& p : r->users()) {
+    const bool set = p.user_id() % 10 == 5;
+    EXPECT_EQ(p.availability(),
+              set ? v1::AVAILABILITY_DND : v1::AVAILABILITY_AUTO)
+        << p.user_id();
+    EXPECT_EQ(p.custom_status().text(),
+              set ? absl::StrCat("user ", p.user_id()) : "")
+        << p.user_id();
     if (auto it = online_until.find(p.user_id()); it != online_until.end()) {
       EXPECT_EQ(p.status(), v1::STATUS_ONLINE) << p.user_id();
       EXPECT_EQ(Micros(p.online_until()), it->second) << p.user_id();
