@@ -11,8 +11,10 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "presence/v1/presence.grpc.pb.h"
+#include "service/call_counter.h"
 #include "service/caller_auth.h"
 #include "service/event_hub.h"
+#include "service/grpc_codec.h"
 #include "service/log.h"
 #include "service/metrics.h"
 #include "service/presence_registry.h"
@@ -20,17 +22,8 @@
 #include "service/request_validation.h"
 #include "service/shard_ownership.h"
 #include "service/store_writer.h"
-#include "service/wakeup.h"
 
 namespace presence {
-
-// Routes protobuf's log through presenced's: a line about a request being
-// parsed goes into that call's INVALID_ARGUMENT answer; any other at most
-// once a second. Process-wide; call once before serving.
-void InstallProtobufLogHandler();
-
-// The one place where an absl::Status becomes a grpc::Status.
-grpc::Status ToGrpcStatus(const absl::Status& status);
 
 // presence.v1.PresenceService on gRPC's callback API, every method of it
 // "raw": presenced parses requests and serializes responses itself, so that
@@ -124,31 +117,15 @@ class PresenceServiceImpl final : public RawPresenceService {
   bool AwaitNoCallsInFlight(absl::Duration timeout);
   int64_t calls_in_flight() const { return calls_.in_flight(); }
 
-  // Counts the calls in flight. Thread-safe.
-  class CallCounter {
-   public:
-    // Sequentially consistent (see Leave()): a call that enters after
-    // AwaitZero() saw none must find StopAdmitting()'s flag.
-    void Enter() { in_flight_.fetch_add(1); }
-    void Leave();
-    int64_t in_flight() const { return in_flight_.load(); }
-    // True once in_flight() is 0, false after `timeout`.
-    bool AwaitZero(absl::Duration timeout);
-
-   private:
-    std::atomic<int64_t> in_flight_{0};
-    std::atomic<bool> awaited_{false};
-    Wakeup zero_;
-  };
-
  private:
   // The checks every call starts with: not shutting down, a known caller,
-  // a request that parses (into *request) and is valid and, for a change, a
-  // store that can still keep it.
+  // a request that parses (into *request) and is valid, a user this shard
+  // owns and, for a change (ChangesState()), a store that can still keep it.
   template <typename Request>
   absl::Status Admit(const grpc::CallbackServerContext& context, Rpc rpc,
-                     const grpc::ByteBuffer& bytes, Request* request,
-                     bool is_change) const;
+                     const grpc::ByteBuffer& bytes, Request* request) const;
+  // A unary call from its start to its answer (presence_service.cc).
+  class UnaryCall;
   void FillHeartbeat(const HeartbeatResult& result,
                      v1::HeartbeatResponse* response) const;
   // OK if there is no auth or the call carries a known caller's token (then
