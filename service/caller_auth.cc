@@ -48,6 +48,41 @@ struct TokenOwner {
   std::string name;
 };
 
+using NameAndToken = std::pair<absl::string_view, absl::string_view>;
+
+// A `NAME TOKEN` line (not a comment), its shape and characters checked. The
+// error says what is wrong with the line; the caller names the line.
+absl::StatusOr<NameAndToken> SplitLine(absl::string_view text) {
+  const std::vector<absl::string_view> fields =
+      absl::StrSplit(text, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+  // The messages below quote a name only once the line is known to be
+  // NAME TOKEN: a line of another shape may start with a token.
+  if (fields.size() == 1) {
+    return absl::InvalidArgumentError(
+        "expected 'NAME TOKEN', got a NAME without a token");
+  }
+  if (fields.size() > 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expected 'NAME TOKEN', got ", fields.size(),
+        " fields: a token cannot contain white space, and a comment needs "
+        "a line of its own"));
+  }
+  const absl::string_view name = fields[0];
+  const absl::string_view token = fields[1];
+  if (!IsPrintable(name)) {
+    return absl::InvalidArgumentError(
+        "the name contains a control character or a byte that is not "
+        "printable ASCII");
+  }
+  if (!IsPrintable(token)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the token of '", name,
+        "' contains a control character or a byte that is not printable "
+        "ASCII; a client could not send it"));
+  }
+  return NameAndToken{name, token};
+}
+
 absl::StatusOr<std::shared_ptr<const CallerList>> Parse(
     const std::string& path, const CallerList* previous,
     std::vector<std::string>* warnings) {
@@ -70,35 +105,13 @@ absl::StatusOr<std::shared_ptr<const CallerList>> Parse(
     if (absl::EndsWith(text, "\r")) text.remove_suffix(1);
     const size_t first = text.find_first_not_of(" \t");
     if (first == absl::string_view::npos || text[first] == '#') continue;
-    const std::vector<absl::string_view> fields =
-        absl::StrSplit(text, absl::ByAnyChar(" \t"), absl::SkipEmpty());
     auto where = [&] { return absl::StrCat(path, ":", number, ": "); };
-    // The messages below quote a name only once the line is known to be
-    // NAME TOKEN: a line of another shape may start with a token.
-    if (fields.size() == 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where(), "expected 'NAME TOKEN', got a NAME without a token"));
+    absl::StatusOr<NameAndToken> fields = SplitLine(text);
+    if (!fields.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where(), fields.status().message()));
     }
-    if (fields.size() > 2) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where(), "expected 'NAME TOKEN', got ", fields.size(),
-          " fields: a token cannot contain white space, and a comment needs "
-          "a line of its own"));
-    }
-    const absl::string_view name = fields[0];
-    const absl::string_view token = fields[1];
-    if (!IsPrintable(name)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where(),
-          "the name contains a control character or a byte that is not "
-          "printable ASCII"));
-    }
-    if (!IsPrintable(token)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where(), "the token of '", name,
-          "' contains a control character or a byte that is not printable "
-          "ASCII; a client could not send it"));
-    }
+    const auto [name, token] = *fields;
     if (auto [seen, added] = names.try_emplace(name, number); !added) {
       return absl::InvalidArgumentError(
           absl::StrCat(where(), "caller '", name,

@@ -183,11 +183,11 @@ void ServerMetrics::Collect(std::vector<MetricFamily>* out) const {
       static_cast<double>(commit_failures_.load(std::memory_order_relaxed))));
 }
 
-std::vector<MetricFamily> MetricsCollector::Collect() const {
-  std::vector<MetricFamily> out;
-  sources_.metrics->Collect(&out);
+namespace {
 
-  const PresenceRegistry::Stats registry = sources_.registry->stats();
+// The registry's gauges: users online and by status, sessions.
+void CollectRegistry(const PresenceRegistry::Stats& registry,
+                     std::vector<MetricFamily>& out) {
   out.push_back(Single(
       "presence_online_users", "Users online (as announced to watchers).",
       MetricType::Gauge, static_cast<double>(registry.online_users)));
@@ -215,8 +215,10 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
       "silent one of a user still online through another, until that user's "
       "next heartbeat.",
       MetricType::Gauge, static_cast<double>(registry.sessions)));
+}
 
-  const EventHub::Stats hub = sources_.hub->stats();
+// The hub's: watchers, events by status and reason, queue overflows.
+void CollectHub(const EventHub::Stats& hub, std::vector<MetricFamily>& out) {
   out.push_back(Single("presence_watchers", "WatchPresence streams open.",
                        MetricType::Gauge, static_cast<double>(hub.watchers)));
   MetricFamily events = Family(
@@ -250,29 +252,40 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
       "presence_watcher_queue_overflows_total",
       "Times a slow watcher's queue overflowed and was replaced by a snapshot.",
       MetricType::Counter, static_cast<double>(hub.overflows)));
+}
 
+// Authenticated calls by caller and method.
+void CollectCallers(const CallerAuth& auth, std::vector<MetricFamily>& out) {
+  MetricFamily calls =
+      Family("presence_caller_requests_total",
+             "Authenticated calls by caller (--auth_tokens_file) and method.",
+             MetricType::Counter);
+  for (const std::shared_ptr<Caller>& caller : auth.callers()) {
+    for (int rpc = 0; rpc < kNumRpcs; ++rpc) {
+      uint64_t count = caller->calls[rpc].load(std::memory_order_relaxed);
+      if (count == 0) continue;
+      ClientMetric& metric = calls.metric.emplace_back();
+      metric.label = {{"caller", caller->name}, {"method", kRpcNames[rpc]}};
+      metric.counter.value = static_cast<double>(count);
+    }
+  }
+  out.push_back(std::move(calls));
+}
+
+}  // namespace
+
+std::vector<MetricFamily> MetricsCollector::Collect() const {
+  std::vector<MetricFamily> out;
+  sources_.metrics->Collect(&out);
+  CollectRegistry(sources_.registry->stats(), out);
+  CollectHub(sources_.hub->stats(), out);
   out.push_back(Single("presence_store_pending_changes",
                        "Changes recorded and not committed yet (the store "
                        "writer's queue, with the batch being committed).",
                        MetricType::Gauge,
                        static_cast<double>(sources_.writer->pending())));
 
-  if (sources_.auth != nullptr) {
-    MetricFamily calls =
-        Family("presence_caller_requests_total",
-               "Authenticated calls by caller (--auth_tokens_file) and method.",
-               MetricType::Counter);
-    for (const std::shared_ptr<Caller>& caller : sources_.auth->callers()) {
-      for (int rpc = 0; rpc < kNumRpcs; ++rpc) {
-        uint64_t count = caller->calls[rpc].load(std::memory_order_relaxed);
-        if (count == 0) continue;
-        ClientMetric& metric = calls.metric.emplace_back();
-        metric.label = {{"caller", caller->name}, {"method", kRpcNames[rpc]}};
-        metric.counter.value = static_cast<double>(count);
-      }
-    }
-    out.push_back(std::move(calls));
-  }
+  if (sources_.auth != nullptr) CollectCallers(*sources_.auth, out);
 
   if (sources_.serving) {
     // The health service is what load balancers and orchestrators see; a

@@ -1,3 +1,10 @@
+// PresenceRegistry's operations. One role, kept whole (~800 lines): every
+// operation follows the same steps under its user's shard lock (CatchUp,
+// change the sessions or the choice, Reconcile, Record), and the ordering
+// rules between them (an event never stamped before the one it follows, the
+// store told in the order memory changed) are checked by reading those steps
+// side by side. The user table (user_table.h) and the status types
+// (rich_status.h) are in files of their own.
 #include "service/presence_registry.h"
 
 #include <algorithm>
@@ -301,6 +308,33 @@ void PresenceRegistry::Reconcile(Shard& shard, uint32_t record, UserState& user,
   IndexDue(shard, record, user, NextDue(view, choice, now));
 }
 
+void PresenceRegistry::EndOldestSession(int64_t user_id, const UserState& user,
+                                        SessionList& sessions, absl::Time now) {
+  // The session heard from least recently; the store forgets it in the same
+  // order as the heartbeat's change that made room.
+  auto oldest = std::min_element(
+      sessions.begin(), sessions.end(), [](const Session& a, const Session& b) {
+        return a.last_heartbeat_us < b.last_heartbeat_us;
+      });
+  Record(SessionChange{SessionChange::Kind::kEndSession, user_id,
+                       std::string(oldest->id.view()), now,
+                       FromUs(user.last_seen_us)});
+  sessions.erase(oldest);
+}
+
+void PresenceRegistry::UncapLastSeen(Shard& shard, uint32_t record,
+                                     UserState& user, absl::Time now) {
+  const StatusChoice* choice = ChoiceOf(shard, record, user);
+  if (choice == nullptr || choice->last_seen_cap == absl::InfiniteFuture() ||
+      (choice->availability == Availability::kInvisible &&
+       now < choice->availability_until)) {
+    return;
+  }
+  StatusChoice seen = *choice;
+  seen.last_seen_cap = absl::InfiniteFuture();
+  ChangeChoice(shard, record, user, seen, now);
+}
+
 HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
                                             absl::string_view session_id,
                                             bool idle) {
@@ -347,17 +381,7 @@ HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
   if (!found) {
     if (max_sessions_per_user_ > 0 &&
         sessions.size() >= static_cast<size_t>(max_sessions_per_user_)) {
-      // Make room by ending the session heard from least recently; the
-      // store forgets it in the same order as this heartbeat's change.
-      auto oldest =
-          std::min_element(sessions.begin(), sessions.end(),
-                           [](const Session& a, const Session& b) {
-                             return a.last_heartbeat_us < b.last_heartbeat_us;
-                           });
-      Record(SessionChange{SessionChange::Kind::kEndSession, user_id,
-                           std::string(oldest->id.view()), now,
-                           FromUs(user.last_seen_us)});
-      sessions.erase(oldest);
+      EndOldestSession(user_id, user, sessions, now);
     }
     // A session's first heartbeat is activity: it was just opened.
     active_us = ToUs(now);
@@ -365,15 +389,7 @@ HeartbeatResult PresenceRegistry::Heartbeat(int64_t user_id,
   }
   shard.sessions += SizeChange(sessions_before, sessions.size());
   user.PutSessions(std::move(sessions));
-  if (const StatusChoice* choice = ChoiceOf(shard, record, user);
-      choice != nullptr && choice->last_seen_cap != absl::InfiniteFuture() &&
-      !(choice->availability == Availability::kInvisible &&
-        now < choice->availability_until)) {
-    // Seen again while visible: last_seen as others see it moves on.
-    StatusChoice seen = *choice;
-    seen.last_seen_cap = absl::InfiniteFuture();
-    ChangeChoice(shard, record, user, seen, now);
-  }
+  UncapLastSeen(shard, record, user, now);
   Reconcile(shard, record, user, now, Cause::kHeartbeat);
 
   HeartbeatResult result;

@@ -293,6 +293,14 @@ class PresenceRegistry {
                  Cause cause, bool detail_changed = false,
                  absl::Time due_at = absl::InfinitePast())
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  // Heartbeat of a new session at the session limit: ends the user's
+  // session heard from least recently, recorded.
+  void EndOldestSession(int64_t user_id, const UserState& user,
+                        SessionList& sessions, absl::Time now);
+  // Heartbeat while visible: a last_seen frozen by invisibility (as others
+  // see it) moves on again.
+  void UncapLastSeen(Shard& shard, uint32_t record, UserState& user,
+                     absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   // Reconcile(kTime) if something became due by `now`: run first in every
   // operation, so what happened on time is announced before what follows.
   void CatchUp(Shard& shard, uint32_t record, UserState& user, absl::Time now)

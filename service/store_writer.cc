@@ -360,8 +360,12 @@ bool StoreWriter::CommitBatch(Step step) {
   }
   RunReady();
   if (!step.final_attempt || status.ok()) return true;
-  // The final attempt failed: nothing will commit again, so nobody may wait
-  // for it.
+  FailEveryWaiter();
+  return false;
+}
+
+void StoreWriter::FailEveryWaiter() {
+  // Nothing will commit again, so nobody may wait for it.
   std::deque<std::pair<uint64_t, Callback>> left;
   absl::Status outcome;
   {
@@ -371,7 +375,6 @@ bool StoreWriter::CommitBatch(Step step) {
     outcome = failure_;
   }
   for (auto& [ticket, callback] : left) callback(outcome);
-  return false;
 }
 
 }  // namespace presence

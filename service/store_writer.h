@@ -173,6 +173,9 @@ class StoreWriter : public ChangeSink {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writer thread, no lock held: calls back the waiters taken into ready_.
   void RunReady();
+  // The final attempt failed: the thread ends, and every waiter left is
+  // answered with the failure.
+  void FailEveryWaiter();
 
   PresenceStore* const store_;
   const Options options_;
