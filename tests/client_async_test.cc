@@ -193,6 +193,23 @@ class ClientAsyncTest : public ::testing::Test {
   std::unique_ptr<Client> client_;
 };
 
+// A caller that builds its own channel keeps the client's retries by passing
+// Client::ServiceConfigJson(): its channel then holds the very config the
+// client's own channels hold, the retry policy included.
+TEST_F(ClientAsyncTest, ACallersOwnChannelGetsTheClientsServiceConfig) {
+  grpc::ChannelArguments args;
+  args.SetServiceConfigJSON(Client::ServiceConfigJson());
+  Client own(grpc::CreateCustomChannel(
+      server_.address, grpc::InsecureChannelCredentials(), args));
+  // The config is applied once the channel has resolved its target.
+  ASSERT_TRUE(own.Heartbeat(1).ok());
+  ASSERT_TRUE(client_->Heartbeat(2).ok());
+  const std::string applied = own.channel()->GetServiceConfigJSON();
+  EXPECT_EQ(applied, client_->channel()->GetServiceConfigJSON());
+  EXPECT_THAT(applied, ::testing::HasSubstr("\"retryPolicy\""));
+  EXPECT_THAT(applied, ::testing::HasSubstr("\"SetStatus\""));
+}
+
 // Each pair changes different users the same way, so that the answers differ
 // only in their times.
 TEST_F(ClientAsyncTest, EachAsyncCallAnswersLikeItsBlockingTwin) {
