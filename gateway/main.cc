@@ -17,6 +17,8 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -24,6 +26,7 @@
 #include "gateway/rest_server.h"
 #include "presence/shard_map.h"
 #include "service/log.h"
+#include "service/status_macros.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:8080",
           "HOST:PORT to serve HTTP on. Port 0 picks a free port; the "
@@ -129,9 +132,8 @@ absl::StatusOr<std::string> ReadSecret(const std::string& flag,
   return std::string(secret);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+// The usage message, and --help for this file's flags only.
+void SetUpUsage() {
   absl::FlagsUsageConfig usage_config;
   usage_config.contains_help_flags = [](absl::string_view file) {
     return absl::StrContains(file, "gateway/main");
@@ -139,65 +141,88 @@ int main(int argc, char** argv) {
   usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
   absl::SetFlagsUsageConfig(usage_config);
   absl::SetProgramUsageMessage(kUsage);
-  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
-  if (rest.size() > 1) {
-    return Fail(absl::StrCat("unexpected argument '", rest[1],
-                             "'; flags are --name=value, see --help"));
-  }
+}
 
-  presence::rest::RestOptions options;
-  options.listen = absl::GetFlag(FLAGS_listen);
-  options.presenced.target = absl::GetFlag(FLAGS_server);
+// How to reach presenced: --server, --deadline, and its token and TLS.
+absl::Status ReadPresencedFlags(presence::ClientOptions* presenced) {
+  presenced->target = absl::GetFlag(FLAGS_server);
   // A map that does not parse would otherwise be taken as one gRPC target,
   // and the gateway would start only to stay stale.
   if (absl::StatusOr<presence::ShardMap> map =
-          presence::ShardMap::Parse(options.presenced.target);
+          presence::ShardMap::Parse(presenced->target);
       !map.ok()) {
-    return Fail(absl::StrCat("--server: ", map.status().message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--server: ", map.status().message()));
   }
-  options.presenced.deadline = absl::GetFlag(FLAGS_deadline);
-  if (absl::GetFlag(FLAGS_max_event_streams) < 0) {
-    return Fail("--max_event_streams must be >= 0");
-  }
-  options.max_event_streams = absl::GetFlag(FLAGS_max_event_streams);
-  options.keepalive = absl::GetFlag(FLAGS_keepalive);
-  if (options.keepalive <= absl::ZeroDuration()) {
-    return Fail("--keepalive must be > 0");
-  }
-  options.cors_origins = absl::GetFlag(FLAGS_cors_origins);
-  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
-  options.upstream_check_interval =
-      absl::GetFlag(FLAGS_upstream_check_interval);
-  if (options.upstream_check_interval <= absl::ZeroDuration()) {
-    return Fail("--upstream_check_interval must be > 0");
-  }
-  const std::string secret_file = absl::GetFlag(FLAGS_jwt_secret_file);
-  if (secret_file.empty()) {
-    return Fail("--jwt_secret_file is required (the HS256 key of the JWTs)");
-  }
-  absl::StatusOr<std::string> secret =
-      ReadSecret("jwt_secret_file", secret_file);
-  if (!secret.ok()) return Fail(std::string(secret.status().message()));
-  options.jwt_secret = *std::move(secret);
+  presenced->deadline = absl::GetFlag(FLAGS_deadline);
+  return absl::OkStatus();
+}
+
+// presenced's token and TLS, each from files.
+absl::Status ReadPresencedCredentials(presence::ClientOptions* presenced) {
   if (const std::string path = absl::GetFlag(FLAGS_presenced_token_file);
       !path.empty()) {
-    absl::StatusOr<std::string> token =
-        ReadSecret("presenced_token_file", path);
-    if (!token.ok()) return Fail(std::string(token.status().message()));
-    options.presenced.token = *std::move(token);
+    PRESENCE_ASSIGN_OR_RETURN(presenced->token,
+                              ReadSecret("presenced_token_file", path));
   }
-  if (!absl::GetFlag(FLAGS_presenced_tls_ca).empty() ||
-      !absl::GetFlag(FLAGS_presenced_tls_cert).empty()) {
-    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> tls =
-        presence::TlsCredentials(absl::GetFlag(FLAGS_presenced_tls_ca),
-                                 absl::GetFlag(FLAGS_presenced_tls_cert),
-                                 absl::GetFlag(FLAGS_presenced_tls_key));
-    if (!tls.ok()) return Fail(std::string(tls.status().message()));
-    options.presenced.credentials = *std::move(tls);
+  const std::string tls_ca = absl::GetFlag(FLAGS_presenced_tls_ca);
+  const std::string tls_cert = absl::GetFlag(FLAGS_presenced_tls_cert);
+  if (!tls_ca.empty() || !tls_cert.empty()) {
+    PRESENCE_ASSIGN_OR_RETURN(
+        presenced->credentials,
+        presence::TlsCredentials(tls_ca, tls_cert,
+                                 absl::GetFlag(FLAGS_presenced_tls_key)));
   }
+  return absl::OkStatus();
+}
 
-  RaiseOpenFileLimit();
+// The serving flags: event streams, CORS, metrics and the upstream check.
+absl::Status ReadServingFlags(presence::rest::RestOptions* options) {
+  const int32_t max_event_streams = absl::GetFlag(FLAGS_max_event_streams);
+  if (max_event_streams < 0) {
+    return absl::InvalidArgumentError("--max_event_streams must be >= 0");
+  }
+  options->max_event_streams = max_event_streams;
+  options->keepalive = absl::GetFlag(FLAGS_keepalive);
+  if (options->keepalive <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--keepalive must be > 0");
+  }
+  options->cors_origins = absl::GetFlag(FLAGS_cors_origins);
+  options->metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  options->upstream_check_interval =
+      absl::GetFlag(FLAGS_upstream_check_interval);
+  if (options->upstream_check_interval <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--upstream_check_interval must be > 0");
+  }
+  return absl::OkStatus();
+}
 
+// The JWT secret, which --jwt_secret_file must name.
+absl::StatusOr<std::string> ReadJwtSecret() {
+  const std::string secret_file = absl::GetFlag(FLAGS_jwt_secret_file);
+  if (secret_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--jwt_secret_file is required (the HS256 key of the JWTs)");
+  }
+  return ReadSecret("jwt_secret_file", secret_file);
+}
+
+// Every flag, checked, with the secrets read from their files. The error
+// message is what to tell the operator.
+absl::StatusOr<presence::rest::RestOptions> OptionsFromFlags() {
+  presence::rest::RestOptions options;
+  options.listen = absl::GetFlag(FLAGS_listen);
+  PRESENCE_RETURN_IF_ERROR(ReadPresencedFlags(&options.presenced));
+  PRESENCE_RETURN_IF_ERROR(ReadServingFlags(&options));
+  PRESENCE_ASSIGN_OR_RETURN(options.jwt_secret, ReadJwtSecret());
+  PRESENCE_RETURN_IF_ERROR(ReadPresencedCredentials(&options.presenced));
+  return options;
+}
+
+// Serves until SIGTERM or SIGINT, then ends every event stream.
+int ServeUntilSignal(const presence::rest::RestOptions& options) {
+  // Blocked before the server's threads start, so that they inherit the
+  // mask and only sigwait() below receives these.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
@@ -223,4 +248,20 @@ int main(int argc, char** argv) {
   (*server)->Shutdown();
   presence::LogInfo("stopped");
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  SetUpUsage();
+  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  if (rest.size() > 1) {
+    return Fail(absl::StrCat("unexpected argument '", rest[1],
+                             "'; flags are --name=value, see --help"));
+  }
+  absl::StatusOr<presence::rest::RestOptions> options = OptionsFromFlags();
+  if (!options.ok()) return Fail(std::string(options.status().message()));
+
+  RaiseOpenFileLimit();
+  return ServeUntilSignal(*options);
 }

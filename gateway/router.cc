@@ -83,6 +83,51 @@ std::optional<Route> FindRoute(absl::string_view path) {
   return std::nullopt;
 }
 
+// The Origin header, "" without one.
+absl::string_view OriginOf(const Request& request) {
+  auto it = request.find(http::field::origin);
+  return it == request.end() ? absl::string_view() : View(it->value());
+}
+
+// A CORS preflight: an OPTIONS request that names the method to come.
+bool IsPreflight(const Request& request) {
+  return request.method() == http::verb::options &&
+         request.find(http::field::access_control_request_method) !=
+             request.end();
+}
+
+// What `route` lets a page of `origin` send, or 403 for an origin that
+// --cors_origins does not list.
+Response PreflightResponse(const Route& route, absl::string_view origin,
+                           bool cross_origin_allowed) {
+  if (!cross_origin_allowed) {
+    return ErrorResponse(
+        http::status::forbidden,
+        absl::StrCat("origin '", origin.empty() ? "(none)" : origin,
+                     "' may not call presence-rest: it is not in "
+                     "--cors_origins"));
+  }
+  Response response{http::status::no_content, 11};
+  response.set(http::field::access_control_allow_methods, route.method_name);
+  response.set(http::field::access_control_allow_headers,
+               CorsPolicy::kAllowHeaders);
+  response.set(http::field::access_control_max_age, CorsPolicy::kMaxAgeSeconds);
+  return response;
+}
+
+Response MethodNotAllowedResponse(absl::string_view path, const Route& route) {
+  Response response =
+      ErrorResponse(http::status::method_not_allowed,
+                    absl::StrCat(path, " takes ", route.method_name, " only"));
+  response.set(http::field::allow, route.method_name);
+  return response;
+}
+
+// Upstream's answer, as the reply to `session`.
+Upstream::Done ReplyTo(const std::shared_ptr<HttpSession>& session) {
+  return [session](Response response) { session->Reply(std::move(response)); };
+}
+
 // A session id chosen by a frontend (a UUID, random base64url): 1 to 128 of
 // [A-Za-z0-9._:-], the rule presence_django applies to the same header, so
 // that both backends accept the same ids. Stricter than presenced's
@@ -184,25 +229,92 @@ absl::StatusOr<TokenClaims> Router::Authenticate(const Request& request,
   return VerifyHs256Jwt(token, options_.jwt_secret, absl::Now());
 }
 
+bool Router::AddCorsHeaders(HttpSession& session,
+                            absl::string_view origin) const {
+  // An answer for a listed origin names it; every answer says that it
+  // depends on the Origin, so that caches keep them apart.
+  const bool cross_origin_allowed =
+      !origin.empty() && options_.cors.Allows(origin);
+  if (options_.cors.enabled()) session.AddHeader(http::field::vary, "Origin");
+  if (cross_origin_allowed) {
+    session.AddHeader(http::field::access_control_allow_origin,
+                      std::string(origin));
+  }
+  return cross_origin_allowed;
+}
+
+Response Router::HealthResponse() const {
+  // Healthy only while browsers get live presence: the stream to presenced
+  // is up and has its snapshot.
+  Struct body;
+  auto& fields = *body.mutable_fields();
+  fields["watching"].set_bool_value(upstream_->live());
+  if (!upstream_->live()) {
+    fields["reason"].set_string_value(upstream_->lost_reason());
+  }
+  return JsonResponse(
+      upstream_->live() ? http::status::ok : http::status::service_unavailable,
+      JsonObject(body));
+}
+
+void Router::UpdateSession(const std::shared_ptr<HttpSession>& session,
+                           const Request& request, int64_t user_id,
+                           bool heartbeat) {
+  absl::StatusOr<SessionRequest> presence_session = SessionRequestOf(request);
+  if (!presence_session.ok()) {
+    return session->Reply(ErrorResponse(http::status::bad_request,
+                                        presence_session.status().message()));
+  }
+  if (heartbeat) {
+    return upstream_->Heartbeat(user_id,
+                                std::move(presence_session->session_id),
+                                presence_session->idle, ReplyTo(session));
+  }
+  return upstream_->MarkOffline(
+      user_id, std::move(presence_session->session_id), ReplyTo(session));
+}
+
+void Router::SetStatus(const std::shared_ptr<HttpSession>& session,
+                       const Request& request, int64_t user_id) {
+  absl::StatusOr<v1::SetStatusRequest> status =
+      ParseStatusBody(request.body(), user_id);
+  if (!status.ok()) {
+    return session->Reply(
+        ErrorResponse(http::status::bad_request, status.status().message()));
+  }
+  return upstream_->SetStatus(*std::move(status), ReplyTo(session));
+}
+
+void Router::Presence(const std::shared_ptr<HttpSession>& session,
+                      int64_t viewer, std::vector<int64_t> users) {
+  if (users.empty()) {
+    return session->Reply(ErrorResponse(
+        http::status::bad_request,
+        "user_ids is required: send user_ids=1,5,12 (your own id for "
+        "your own status)"));
+  }
+  return upstream_->Presence(viewer, std::move(users), ReplyTo(session));
+}
+
+void Router::OpenEventStream(const std::shared_ptr<HttpSession>& session,
+                             std::vector<int64_t> users) {
+  if (streams_->size() >= options_.max_event_streams) {
+    return session->Reply(
+        ErrorResponse(http::status::service_unavailable,
+                      absl::StrCat("too many event streams (", streams_->size(),
+                                   "); retry later")));
+  }
+  std::string headers = session->HeaderLines();
+  return streams_->Open(session->TakeSocket(), std::move(headers),
+                        std::move(users));
+}
+
 void Router::Handle(const std::shared_ptr<HttpSession>& session,
                     Request request) {
   const absl::string_view target = View(request.target());
   const absl::string_view path = PathOf(target);
-  const http::verb method = request.method();
-
-  // CORS: an answer for a listed origin names it; every answer says that it
-  // depends on the Origin, so that caches keep them apart.
-  absl::string_view origin;
-  if (auto it = request.find(http::field::origin); it != request.end()) {
-    origin = View(it->value());
-  }
-  const bool cross_origin_allowed =
-      !origin.empty() && options_.cors.Allows(origin);
-  if (options_.cors.enabled()) session->AddHeader(http::field::vary, "Origin");
-  if (cross_origin_allowed) {
-    session->AddHeader(http::field::access_control_allow_origin,
-                       std::string(origin));
-  }
+  const absl::string_view origin = OriginOf(request);
+  const bool cross_origin_allowed = AddCorsHeaders(*session, origin);
 
   std::optional<Route> route = FindRoute(path);
   if (!route) {
@@ -210,34 +322,14 @@ void Router::Handle(const std::shared_ptr<HttpSession>& session,
         http::status::not_found, absl::StrCat("no such endpoint: ", path)));
   }
   session->SetRoute(route->label);
-
-  if (method == http::verb::options &&
-      request.find(http::field::access_control_request_method) !=
-          request.end()) {
+  if (IsPreflight(request)) {
     session->SetRoute("preflight");
-    if (!cross_origin_allowed) {
-      return session->Reply(ErrorResponse(
-          http::status::forbidden,
-          absl::StrCat("origin '", origin.empty() ? "(none)" : origin,
-                       "' may not call presence-rest: it is not in "
-                       "--cors_origins")));
-    }
-    Response response{http::status::no_content, 11};
-    response.set(http::field::access_control_allow_methods, route->method_name);
-    response.set(http::field::access_control_allow_headers,
-                 CorsPolicy::kAllowHeaders);
-    response.set(http::field::access_control_max_age,
-                 CorsPolicy::kMaxAgeSeconds);
-    return session->Reply(std::move(response));
+    return session->Reply(
+        PreflightResponse(*route, origin, cross_origin_allowed));
   }
-  if (method != route->method) {
-    Response response = ErrorResponse(
-        http::status::method_not_allowed,
-        absl::StrCat(path, " takes ", route->method_name, " only"));
-    response.set(http::field::allow, route->method_name);
-    return session->Reply(std::move(response));
+  if (request.method() != route->method) {
+    return session->Reply(MethodNotAllowedResponse(path, *route));
   }
-
   switch (route->endpoint) {
     case Endpoint::kPage:
       return session->Reply(
@@ -245,24 +337,13 @@ void Router::Handle(const std::shared_ptr<HttpSession>& session,
     case Endpoint::kScript:
       return session->Reply(
           AssetResponse("text/javascript; charset=utf-8", kPresenceJs));
-    case Endpoint::kHealth: {
-      // Healthy only while browsers get live presence: the stream to
-      // presenced is up and has its snapshot.
-      Struct body;
-      auto& fields = *body.mutable_fields();
-      fields["watching"].set_bool_value(upstream_->live());
-      if (!upstream_->live()) {
-        fields["reason"].set_string_value(upstream_->lost_reason());
-      }
-      return session->Reply(
-          JsonResponse(upstream_->live() ? http::status::ok
-                                         : http::status::service_unavailable,
-                       JsonObject(body)));
-    }
+    case Endpoint::kHealth:
+      return session->Reply(HealthResponse());
     default:
       break;
   }
 
+  // The other endpoints answer a caller, with parameters.
   absl::StatusOr<Query> query = Query::Parse(target);
   if (!query.ok()) {
     return session->Reply(
@@ -273,66 +354,28 @@ void Router::Handle(const std::shared_ptr<HttpSession>& session,
     return session->Reply(
         ErrorResponse(http::status::unauthorized, caller.status().message()));
   }
-  auto reply = [session](Response response) {
-    session->Reply(std::move(response));
-  };
+  if (route->endpoint == Endpoint::kHeartbeat ||
+      route->endpoint == Endpoint::kMarkOffline) {
+    return UpdateSession(session, request, caller->user_id,
+                         route->endpoint == Endpoint::kHeartbeat);
+  }
+  if (route->endpoint == Endpoint::kStatus) {
+    return SetStatus(session, request, caller->user_id);
+  }
+  // Online users, presence and the event stream: of the users in user_ids.
+  absl::StatusOr<std::vector<int64_t>> users =
+      ParseUserIds(query->Get("user_ids").value_or(""));
+  if (!users.ok()) {
+    return session->Reply(
+        ErrorResponse(http::status::bad_request, users.status().message()));
+  }
   switch (route->endpoint) {
-    case Endpoint::kHeartbeat:
-    case Endpoint::kMarkOffline: {
-      absl::StatusOr<SessionRequest> presence_session =
-          SessionRequestOf(request);
-      if (!presence_session.ok()) {
-        return session->Reply(ErrorResponse(
-            http::status::bad_request, presence_session.status().message()));
-      }
-      if (route->endpoint == Endpoint::kHeartbeat) {
-        return upstream_->Heartbeat(caller->user_id,
-                                    std::move(presence_session->session_id),
-                                    presence_session->idle, reply);
-      }
-      return upstream_->MarkOffline(
-          caller->user_id, std::move(presence_session->session_id), reply);
-    }
-    case Endpoint::kStatus: {
-      absl::StatusOr<v1::SetStatusRequest> status =
-          ParseStatusBody(request.body(), caller->user_id);
-      if (!status.ok()) {
-        return session->Reply(ErrorResponse(http::status::bad_request,
-                                            status.status().message()));
-      }
-      return upstream_->SetStatus(*std::move(status), reply);
-    }
     case Endpoint::kOnlineUsers:
+      return upstream_->OnlineUsers(*std::move(users), ReplyTo(session));
     case Endpoint::kPresence:
-    case Endpoint::kStream: {
-      absl::StatusOr<std::vector<int64_t>> users =
-          ParseUserIds(query->Get("user_ids").value_or(""));
-      if (!users.ok()) {
-        return session->Reply(
-            ErrorResponse(http::status::bad_request, users.status().message()));
-      }
-      if (route->endpoint == Endpoint::kOnlineUsers) {
-        return upstream_->OnlineUsers(*std::move(users), reply);
-      }
-      if (route->endpoint == Endpoint::kPresence) {
-        if (users->empty()) {
-          return session->Reply(ErrorResponse(
-              http::status::bad_request,
-              "user_ids is required: send user_ids=1,5,12 (your own id for "
-              "your own status)"));
-        }
-        return upstream_->Presence(caller->user_id, *std::move(users), reply);
-      }
-      if (streams_->size() >= options_.max_event_streams) {
-        return session->Reply(
-            ErrorResponse(http::status::service_unavailable,
-                          absl::StrCat("too many event streams (",
-                                       streams_->size(), "); retry later")));
-      }
-      std::string headers = session->HeaderLines();
-      return streams_->Open(session->TakeSocket(), std::move(headers),
-                            *std::move(users));
-    }
+      return Presence(session, caller->user_id, *std::move(users));
+    case Endpoint::kStream:
+      return OpenEventStream(session, *std::move(users));
     default:
       return;
   }

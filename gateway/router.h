@@ -5,10 +5,13 @@
 #define PRESENCE_GATEWAY_ROUTER_H_
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "gateway/cors.h"
 #include "gateway/event_stream.h"
 #include "gateway/http_session.h"
@@ -37,8 +40,23 @@ class Router : public RequestHandler {
               Request request) override;
 
  private:
+  // Adds the CORS headers that every answer carries; true if `origin` may
+  // call from the browser.
+  bool AddCorsHeaders(HttpSession& session, absl::string_view origin) const;
   absl::StatusOr<TokenClaims> Authenticate(const Request& request,
                                            const Query& query) const;
+  Response HealthResponse() const;
+
+  // The endpoints of a caller, `user_id` (from the JWT); each replies to
+  // `session`, or hands it to an event stream.
+  void UpdateSession(const std::shared_ptr<HttpSession>& session,
+                     const Request& request, int64_t user_id, bool heartbeat);
+  void SetStatus(const std::shared_ptr<HttpSession>& session,
+                 const Request& request, int64_t user_id);
+  void Presence(const std::shared_ptr<HttpSession>& session, int64_t viewer,
+                std::vector<int64_t> users);
+  void OpenEventStream(const std::shared_ptr<HttpSession>& session,
+                       std::vector<int64_t> users);
 
   const RouterOptions options_;
   Upstream* const upstream_;

@@ -105,10 +105,8 @@ absl::StatusOr<google::protobuf::Duration> DurationMember(
   return proto;
 }
 
-}  // namespace
-
-absl::StatusOr<v1::SetStatusRequest> ParseStatusBody(absl::string_view body,
-                                                     int64_t user_id) {
+// `body` as a JSON object of known members only.
+absl::StatusOr<Struct> ParseObject(absl::string_view body) {
   Struct object;
   if (absl::StripAsciiWhitespace(body).empty() ||
       !google::protobuf::util::JsonStringToMessage(std::string(body), &object)
@@ -124,24 +122,27 @@ absl::StatusOr<v1::SetStatusRequest> ParseStatusBody(absl::string_view body,
           "expires_in, or clear"));
     }
   }
+  return object;
+}
 
-  v1::SetStatusRequest request;
-  request.set_user_id(user_id);
+absl::StatusOr<v1::Availability> AvailabilityMember(const Value& value) {
+  PRESENCE_ASSIGN_OR_RETURN(std::string name,
+                            StringMember(value, "availability"));
+  if (name == "auto") return v1::AVAILABILITY_AUTO;
+  if (name == "dnd") return v1::AVAILABILITY_DND;
+  if (name == "invisible") return v1::AVAILABILITY_INVISIBLE;
+  return Invalid("availability", absl::StrCat("'", absl::CHexEscape(name),
+                                              "' is not one of \"auto\", "
+                                              "\"dnd\", \"invisible\""));
+}
+
+// "availability", and when dnd or invisible ends: "until" or "for".
+absl::Status ReadAvailability(const Struct& object,
+                              v1::SetStatusRequest* request) {
   if (const Value* value = Member(object, "availability")) {
-    PRESENCE_ASSIGN_OR_RETURN(std::string name,
-                              StringMember(*value, "availability"));
-    if (name == "auto") {
-      request.set_availability(v1::AVAILABILITY_AUTO);
-    } else if (name == "dnd") {
-      request.set_availability(v1::AVAILABILITY_DND);
-    } else if (name == "invisible") {
-      request.set_availability(v1::AVAILABILITY_INVISIBLE);
-    } else {
-      return Invalid("availability",
-                     absl::StrCat("'", absl::CHexEscape(name),
-                                  "' is not one of \"auto\", \"dnd\", "
-                                  "\"invisible\""));
-    }
+    PRESENCE_ASSIGN_OR_RETURN(const v1::Availability availability,
+                              AvailabilityMember(*value));
+    request->set_availability(availability);
   }
   const Value* until = Member(object, "until");
   const Value* for_duration = Member(object, "for");
@@ -150,76 +151,113 @@ absl::StatusOr<v1::SetStatusRequest> ParseStatusBody(absl::string_view body,
         "send either until (a time) or for (a duration), not both");
   }
   if ((until != nullptr || for_duration != nullptr) &&
-      request.availability() != v1::AVAILABILITY_DND &&
-      request.availability() != v1::AVAILABILITY_INVISIBLE) {
+      request->availability() != v1::AVAILABILITY_DND &&
+      request->availability() != v1::AVAILABILITY_INVISIBLE) {
     return absl::InvalidArgumentError(
         "until and for say when \"dnd\" or \"invisible\" ends: send them with "
         "availability \"dnd\" or \"invisible\"");
   }
   if (until != nullptr) {
-    PRESENCE_ASSIGN_OR_RETURN(*request.mutable_availability_until(),
+    PRESENCE_ASSIGN_OR_RETURN(*request->mutable_availability_until(),
                               TimeMember(*until, "until"));
   }
   if (for_duration != nullptr) {
-    PRESENCE_ASSIGN_OR_RETURN(*request.mutable_availability_for(),
+    PRESENCE_ASSIGN_OR_RETURN(*request->mutable_availability_for(),
                               DurationMember(*for_duration, "for"));
   }
+  return absl::OkStatus();
+}
 
-  const Value* text = Member(object, "text");
-  const Value* emoji = Member(object, "emoji");
-  const Value* expires_at = Member(object, "expires_at");
-  const Value* expires_in = Member(object, "expires_in");
-  bool clear = false;
-  if (const Value* value = Member(object, "clear")) {
-    if (value->kind_case() != Value::kBoolValue) {
-      return Invalid("clear", "must be true or false");
-    }
-    clear = value->bool_value();
+// The members of the custom status, each null when absent.
+struct CustomStatusMembers {
+  const Value* text;
+  const Value* emoji;
+  const Value* expires_at;
+  const Value* expires_in;
+};
+
+// "clear", false when absent.
+absl::StatusOr<bool> ClearMember(const Struct& object) {
+  const Value* value = Member(object, "clear");
+  if (value == nullptr) return false;
+  if (value->kind_case() != Value::kBoolValue) {
+    return Invalid("clear", "must be true or false");
   }
-  const bool custom = text != nullptr || emoji != nullptr;
+  return value->bool_value();
+}
+
+// A custom status needs a text or an emoji; when it expires is up to
+// expires_at or expires_in.
+absl::Status ReadCustomStatus(const CustomStatusMembers& members,
+                              v1::SetStatusRequest* request) {
+  v1::CustomStatus& status = *request->mutable_custom_status();
+  if (members.text != nullptr) {
+    PRESENCE_ASSIGN_OR_RETURN(*status.mutable_text(),
+                              StringMember(*members.text, "text"));
+  }
+  if (members.emoji != nullptr) {
+    PRESENCE_ASSIGN_OR_RETURN(*status.mutable_emoji(),
+                              StringMember(*members.emoji, "emoji"));
+  }
+  if (status.text().empty() && status.emoji().empty()) {
+    return absl::InvalidArgumentError(
+        "the custom status needs a text or an emoji; to remove it send "
+        "{\"clear\": true}");
+  }
+  if (members.expires_at != nullptr) {
+    PRESENCE_ASSIGN_OR_RETURN(*status.mutable_expires_at(),
+                              TimeMember(*members.expires_at, "expires_at"));
+  }
+  if (members.expires_in != nullptr) {
+    PRESENCE_ASSIGN_OR_RETURN(
+        *request->mutable_custom_status_for(),
+        DurationMember(*members.expires_in, "expires_in"));
+  }
+  return absl::OkStatus();
+}
+
+// "text", "emoji" and when they expire, or "clear". Returns whether the
+// body sets or clears the custom status.
+absl::StatusOr<bool> ReadCustomStatusOrClear(const Struct& object,
+                                             v1::SetStatusRequest* request) {
+  const CustomStatusMembers members{
+      Member(object, "text"), Member(object, "emoji"),
+      Member(object, "expires_at"), Member(object, "expires_in")};
+  PRESENCE_ASSIGN_OR_RETURN(const bool clear, ClearMember(object));
+  const bool custom = members.text != nullptr || members.emoji != nullptr;
   if (clear && custom) {
     return absl::InvalidArgumentError(
         "send either clear (to remove the custom status) or text and emoji "
         "(to replace it), not both");
   }
-  if ((expires_at != nullptr || expires_in != nullptr) && !custom) {
+  if ((members.expires_at != nullptr || members.expires_in != nullptr) &&
+      !custom) {
     return absl::InvalidArgumentError(
         "expires_at and expires_in say when a custom status clears itself: "
         "send them with text and/or emoji");
   }
-  if (expires_at != nullptr && expires_in != nullptr) {
+  if (members.expires_at != nullptr && members.expires_in != nullptr) {
     return absl::InvalidArgumentError(
         "send either expires_at (a time) or expires_in (a duration), not "
         "both");
   }
-  if (custom) {
-    v1::CustomStatus& status = *request.mutable_custom_status();
-    if (text != nullptr) {
-      PRESENCE_ASSIGN_OR_RETURN(*status.mutable_text(),
-                                StringMember(*text, "text"));
-    }
-    if (emoji != nullptr) {
-      PRESENCE_ASSIGN_OR_RETURN(*status.mutable_emoji(),
-                                StringMember(*emoji, "emoji"));
-    }
-    if (status.text().empty() && status.emoji().empty()) {
-      return absl::InvalidArgumentError(
-          "the custom status needs a text or an emoji; to remove it send "
-          "{\"clear\": true}");
-    }
-    if (expires_at != nullptr) {
-      PRESENCE_ASSIGN_OR_RETURN(*status.mutable_expires_at(),
-                                TimeMember(*expires_at, "expires_at"));
-    }
-    if (expires_in != nullptr) {
-      PRESENCE_ASSIGN_OR_RETURN(*request.mutable_custom_status_for(),
-                                DurationMember(*expires_in, "expires_in"));
-    }
-  }
-  request.set_clear_custom_status(clear);
+  if (custom) PRESENCE_RETURN_IF_ERROR(ReadCustomStatus(members, request));
+  request->set_clear_custom_status(clear);
+  return custom || clear;
+}
 
-  if (request.availability() == v1::AVAILABILITY_UNSPECIFIED && !custom &&
-      !clear) {
+}  // namespace
+
+absl::StatusOr<v1::SetStatusRequest> ParseStatusBody(absl::string_view body,
+                                                     int64_t user_id) {
+  PRESENCE_ASSIGN_OR_RETURN(const Struct object, ParseObject(body));
+  v1::SetStatusRequest request;
+  request.set_user_id(user_id);
+  PRESENCE_RETURN_IF_ERROR(ReadAvailability(object, &request));
+  PRESENCE_ASSIGN_OR_RETURN(const bool custom_status,
+                            ReadCustomStatusOrClear(object, &request));
+  if (request.availability() == v1::AVAILABILITY_UNSPECIFIED &&
+      !custom_status) {
     return absl::InvalidArgumentError(
         absl::StrCat("nothing to set: send availability, a custom status "
                      "(text, emoji) or clear, ",

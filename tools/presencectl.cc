@@ -373,9 +373,8 @@ int Watch(presence::Client& client) {
   return signal_number == SIGUSR1 ? kExitError : 0;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+// The usage message, and --help for this file's flags only.
+void SetUpUsage() {
   absl::FlagsUsageConfig usage_config;
   usage_config.contains_help_flags = [](absl::string_view file) {
     return absl::StrContains(file, "presencectl");
@@ -383,19 +382,25 @@ int main(int argc, char** argv) {
   usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
   absl::SetFlagsUsageConfig(usage_config);
   absl::SetProgramUsageMessage(kUsage);
-  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
-  if (args.size() < 2) return UsageError("no command given");
-  const std::string command = args[1];
+}
+
+// The USER arguments after the command, or a usage error.
+absl::StatusOr<std::vector<int64_t>> UserArgs(const std::vector<char*>& args) {
   std::vector<int64_t> users;
   for (size_t i = 2; i < args.size(); ++i) {
     int64_t id;
     if (!ParseUserId(args[i], &id)) {
-      return UsageError(
+      return absl::InvalidArgumentError(
           absl::StrCat("'", args[i], "' is not a user id (an integer > 0)"));
     }
     users.push_back(id);
   }
+  return users;
+}
 
+// How to reach presenced, from the flags (the token also from
+// PRESENCE_TOKEN), or a usage error.
+absl::StatusOr<presence::ClientOptions> ConnectionFromFlags() {
   presence::ClientOptions options;
   options.target = absl::GetFlag(FLAGS_server);
   options.deadline = absl::GetFlag(FLAGS_timeout);
@@ -404,37 +409,39 @@ int main(int argc, char** argv) {
     if (const char* token = std::getenv("PRESENCE_TOKEN"))
       options.token = token;
   }
-  if (!absl::GetFlag(FLAGS_tls_ca).empty() ||
-      !absl::GetFlag(FLAGS_tls_cert).empty()) {
+  const std::string tls_ca = absl::GetFlag(FLAGS_tls_ca);
+  const std::string tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  if (!tls_ca.empty() || !tls_cert.empty()) {
     absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> tls =
-        presence::TlsCredentials(absl::GetFlag(FLAGS_tls_ca),
-                                 absl::GetFlag(FLAGS_tls_cert),
+        presence::TlsCredentials(tls_ca, tls_cert,
                                  absl::GetFlag(FLAGS_tls_key));
-    if (!tls.ok()) return UsageError(std::string(tls.status().message()));
+    if (!tls.ok()) return tls.status();
     options.credentials = *std::move(tls);
   }
-  // A map that does not parse would otherwise be taken as one gRPC target.
-  absl::StatusOr<presence::ShardMap> map =
-      presence::ShardMap::Parse(options.target);
-  if (!map.ok()) {
-    return UsageError(absl::StrCat("--server: ", map.status().message()));
-  }
+  return options;
+}
+
+// shard and reshard, which need --server's shard map rather than a client.
+int RunShardCommand(const std::string& command, const presence::ShardMap& map,
+                    const std::vector<int64_t>& users,
+                    const presence::ClientOptions& connection) {
   if (command == "shard") {
     if (users.empty()) return UsageError("shard takes one or more USER ids");
-    return ShardOf(*map, users);
+    return ShardOf(map, users);
   }
-  if (command == "reshard") {
-    if (!users.empty()) return UsageError("reshard takes no USER");
-    if (!map->sharded()) {
-      return UsageError(
-          "reshard needs the shard map in --server (NAME=HOST:PORT,... or a "
-          "pattern such as presenced-{0..2}.presenced.NAMESPACE.svc:50051), "
-          "not one server's address");
-    }
-    return RunReshard(*map, options);
+  if (!users.empty()) return UsageError("reshard takes no USER");
+  if (!map.sharded()) {
+    return UsageError(
+        "reshard needs the shard map in --server (NAME=HOST:PORT,... or a "
+        "pattern such as presenced-{0..2}.presenced.NAMESPACE.svc:50051), "
+        "not one server's address");
   }
-  presence::Client client(options);
+  return RunReshard(map, connection);
+}
 
+// The commands that call presenced through `client`.
+int RunClientCommand(presence::Client& client, const std::string& command,
+                     const std::vector<int64_t>& users) {
   if (command == "status") {
     if (users.size() != 1) return UsageError("status takes exactly one USER");
     absl::StatusOr<presence::v1::SetStatusRequest> request =
@@ -471,4 +478,28 @@ int main(int argc, char** argv) {
     return Get(client, users);
   }
   return UsageError(absl::StrCat("unknown command '", command, "'"));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  SetUpUsage();
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() < 2) return UsageError("no command given");
+  const std::string command = args[1];
+  absl::StatusOr<std::vector<int64_t>> users = UserArgs(args);
+  if (!users.ok()) return UsageError(std::string(users.status().message()));
+  absl::StatusOr<presence::ClientOptions> options = ConnectionFromFlags();
+  if (!options.ok()) return UsageError(std::string(options.status().message()));
+  // A map that does not parse would otherwise be taken as one gRPC target.
+  absl::StatusOr<presence::ShardMap> map =
+      presence::ShardMap::Parse(options->target);
+  if (!map.ok()) {
+    return UsageError(absl::StrCat("--server: ", map.status().message()));
+  }
+  if (command == "shard" || command == "reshard") {
+    return RunShardCommand(command, *map, *users, *options);
+  }
+  presence::Client client(*options);
+  return RunClientCommand(client, command, *users);
 }

@@ -17,6 +17,8 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -172,53 +174,61 @@ double Percentile(std::vector<double> values, double p) {
                          static_cast<size_t>(p * values.size()))];
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
+// Every stream holds a descriptor: up to the hard limit.
+void RaiseOpenFileLimit() {
   rlimit limit;
   getrlimit(RLIMIT_NOFILE, &limit);
   limit.rlim_cur = limit.rlim_max;
   setrlimit(RLIMIT_NOFILE, &limit);
+}
 
-  std::ifstream in(absl::GetFlag(FLAGS_jwt_secret_file));
+// The proxy's HS256 secret, without trailing newlines.
+std::string ReadJwtSecret(const std::string& path) {
+  std::ifstream in(path);
   std::stringstream secret_stream;
   secret_stream << in.rdbuf();
   std::string secret = secret_stream.str();
   while (!secret.empty() && secret.back() == '\n') secret.pop_back();
+  return secret;
+}
 
-  std::string rest = absl::GetFlag(FLAGS_rest);
-  absl::StatusOr<presence::HostPort> address = presence::ParseHostPort(rest);
-  if (!address.ok()) return 2;
-  tcp::endpoint endpoint(asio::ip::make_address(address->host),
-                         static_cast<uint16_t>(address->port));
-  const int pid = absl::GetFlag(FLAGS_rest_pid);
-  const int count = absl::GetFlag(FLAGS_clients);
+// What the open streams cost the proxy, from /proc.
+struct OpenCost {
+  presence::ProcessSample one_stream;
+  presence::ProcessSample all_streams;
+  double open_seconds = 0;  // from one stream to all
+};
 
-  asio::io_context io;
-  Clients clients(io, endpoint,
-                  "/api/chat/presence/stream?access_token=" + Token(secret, 1));
+// Opens `count` streams and waits for every snapshot. Nothing (after saying
+// why) if they did not all come.
+std::optional<OpenCost> OpenStreams(Clients& clients, int count, int pid) {
   // One stream first, so that the baseline includes the proxy's steady
   // state (the watcher's mirror, buffers of the first stream).
   clients.Open(1);
   if (!clients.RunUntil([&] { return clients.snapshots == 1; },
                         absl::Seconds(30))) {
     std::fprintf(stderr, "no snapshot on the first stream\n");
-    return 1;
+    return std::nullopt;
   }
-  const presence::ProcessSample before = presence::ReadProcess(pid);
+  OpenCost cost;
+  cost.one_stream = presence::ReadProcess(pid);
   absl::Time opening = absl::Now();
   clients.Open(count - 1);
   if (!clients.RunUntil([&] { return clients.snapshots == count; },
                         absl::Minutes(5))) {
     std::fprintf(stderr, "only %d of %d snapshots\n", clients.snapshots, count);
-    return 1;
+    return std::nullopt;
   }
-  double open_seconds = absl::ToDoubleSeconds(absl::Now() - opening);
-  const presence::ProcessSample after = presence::ReadProcess(pid);
+  cost.open_seconds = absl::ToDoubleSeconds(absl::Now() - opening);
+  cost.all_streams = presence::ReadProcess(pid);
+  return cost;
+}
 
+void PrintOpenCost(int count, const OpenCost& cost) {
+  const presence::ProcessSample& before = cost.one_stream;
+  const presence::ProcessSample& after = cost.all_streams;
   std::printf("clients %d\n", count);
-  std::printf("open_seconds %.2f\n", open_seconds);
+  std::printf("open_seconds %.2f\n", cost.open_seconds);
   std::printf("rss_kb_one_stream %lld\n",
               static_cast<long long>(before.rss_kb));
   std::printf("rss_kb_all_streams %lld\n",
@@ -231,31 +241,68 @@ int main(int argc, char** argv) {
               static_cast<long long>(before.threads));
   std::printf("threads_all_streams %lld\n",
               static_cast<long long>(after.threads));
+}
+
+// Round `round`: makes `user` online with a heartbeat through the proxy.
+// Returns, per client, the milliseconds from just before the heartbeat to
+// the change; nothing (after saying so) if not every client got it.
+std::optional<std::vector<double>> TimeChange(Clients& clients, int count,
+                                              tcp::endpoint endpoint,
+                                              const std::string& secret,
+                                              int round, int64_t user) {
+  for (auto& stream : clients.streams()) stream->waiting_for = user;
+  clients.changes = 0;
+  Clock::time_point sent = Clock::now();
+  std::thread beat(Heartbeat, endpoint, Token(secret, user));
+  bool all = clients.RunUntil([&] { return clients.changes == count; },
+                              absl::Seconds(60));
+  beat.join();
+  if (!all) {
+    std::fprintf(stderr, "round %d: %d of %d got the change\n", round,
+                 clients.changes, count);
+    return std::nullopt;
+  }
+  std::vector<double> ms;
+  for (auto& stream : clients.streams()) {
+    ms.push_back(
+        std::chrono::duration<double, std::milli>(stream->received - sent)
+            .count());
+  }
+  return ms;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  RaiseOpenFileLimit();
+  const std::string secret =
+      ReadJwtSecret(absl::GetFlag(FLAGS_jwt_secret_file));
+
+  std::string rest = absl::GetFlag(FLAGS_rest);
+  absl::StatusOr<presence::HostPort> address = presence::ParseHostPort(rest);
+  if (!address.ok()) return 2;
+  tcp::endpoint endpoint(asio::ip::make_address(address->host),
+                         static_cast<uint16_t>(address->port));
+  const int pid = absl::GetFlag(FLAGS_rest_pid);
+  const int count = absl::GetFlag(FLAGS_clients);
+
+  asio::io_context io;
+  Clients clients(io, endpoint,
+                  "/api/chat/presence/stream?access_token=" + Token(secret, 1));
+  std::optional<OpenCost> cost = OpenStreams(clients, count, pid);
+  if (!cost) return 1;
+  PrintOpenCost(count, *cost);
 
   std::vector<double> p50s, p99s, maxes;
   for (int round = 1; round <= absl::GetFlag(FLAGS_rounds); ++round) {
     const int64_t user = absl::GetFlag(FLAGS_first_user) + round - 1;
-    for (auto& stream : clients.streams()) stream->waiting_for = user;
-    clients.changes = 0;
-    Clock::time_point sent = Clock::now();
-    std::thread beat(Heartbeat, endpoint, Token(secret, user));
-    bool all = clients.RunUntil([&] { return clients.changes == count; },
-                                absl::Seconds(60));
-    beat.join();
-    if (!all) {
-      std::fprintf(stderr, "round %d: %d of %d got the change\n", round,
-                   clients.changes, count);
-      return 1;
-    }
-    std::vector<double> ms;
-    for (auto& stream : clients.streams()) {
-      ms.push_back(
-          std::chrono::duration<double, std::milli>(stream->received - sent)
-              .count());
-    }
-    p50s.push_back(Percentile(ms, 0.50));
-    p99s.push_back(Percentile(ms, 0.99));
-    maxes.push_back(Percentile(ms, 1.0));
+    std::optional<std::vector<double>> ms =
+        TimeChange(clients, count, endpoint, secret, round, user);
+    if (!ms) return 1;
+    p50s.push_back(Percentile(*ms, 0.50));
+    p99s.push_back(Percentile(*ms, 0.99));
+    maxes.push_back(Percentile(*ms, 1.0));
   }
   std::printf("change_p50_ms %.2f\n", Percentile(p50s, 0.5));
   std::printf("change_p99_ms %.2f\n", Percentile(p99s, 0.5));

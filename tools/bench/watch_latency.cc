@@ -31,6 +31,7 @@
 #include <atomic>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -294,6 +295,280 @@ int64_t SendLoad(presence::Client& client, int rate, int seconds,
   return failed;
 }
 
+// presenced serves at most --max_concurrent_streams (1,000) calls at once
+// per connection, and a client queues the rest: the watch streams get
+// connections of their own, kWatchesPerConnection to each, and the
+// heartbeats and the baseline's checks keep the client's.
+constexpr int kWatchesPerConnection = 500;
+
+// The watch streams, on connections of their own, and what they saw.
+struct WatchFleet {
+  explicit WatchFleet(int watchers) : watchers(watchers), arrivals(watchers) {}
+
+  const int watchers;
+  std::vector<std::unique_ptr<presence::v1::PresenceService::Stub>> stubs;
+  Arrivals arrivals;
+  std::atomic<int64_t> delivered{0};
+  std::vector<std::unique_ptr<WatchStream>> streams;
+};
+
+// A connection per kWatchesPerConnection watchers, each connected before
+// it returns: the RSS growth measured after is the streams'.
+std::vector<std::unique_ptr<presence::v1::PresenceService::Stub>>
+WatchConnections(const std::string& target, int watchers) {
+  std::vector<std::unique_ptr<presence::v1::PresenceService::Stub>> stubs;
+  for (int w = 0; w < watchers; w += kWatchesPerConnection) {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // not shared
+    args.SetMaxReceiveMessageSize(-1);
+    stubs.push_back(
+        presence::v1::PresenceService::NewStub(grpc::CreateCustomChannel(
+            target, grpc::InsecureChannelCredentials(), args)));
+  }
+  for (auto& stub : stubs) {
+    grpc::ClientContext context;
+    presence::v1::ListOnlineRequest request;
+    request.set_page_size(1);
+    presence::v1::ListOnlineResponse response;
+    stub->ListOnline(&context, request, &response).IgnoreError();
+  }
+  return stubs;
+}
+
+// Opens the streams and waits for each one's snapshot; false if one did not
+// start.
+bool StartStreams(WatchFleet& fleet, uint32_t max_batch) {
+  for (int w = 0; w < fleet.watchers; ++w) {
+    fleet.streams.push_back(std::make_unique<WatchStream>(
+        fleet.stubs[w / kWatchesPerConnection].get(), w, &fleet.arrivals,
+        max_batch, &fleet.delivered));
+  }
+  for (auto& s : fleet.streams) {
+    if (!s->AwaitReady()) {
+      std::fprintf(stderr, "watch_latency: a watch stream did not start\n");
+      return false;
+    }
+  }
+  return true;
+}
+
+double CpuSeconds(int server_pid) {
+  return server_pid > 0 ? presence::ReadProcess(server_pid).cpu_seconds : 0;
+}
+
+// Where the changes have got to, from a fresh stream's snapshot.
+std::optional<uint64_t> CurrentSequence(WatchFleet& fleet) {
+  std::atomic<int64_t> ignored{0};
+  WatchStream probe(fleet.stubs.front().get(), 0, &fleet.arrivals, 0, &ignored);
+  if (!probe.AwaitReady()) return std::nullopt;
+  const uint64_t last = probe.last_sequence();
+  probe.Cancel();
+  return last;
+}
+
+// Waits until every stream has had change `last`, for up to 60 s after
+// `sent`.
+void AwaitCaughtUp(const WatchFleet& fleet, uint64_t last, absl::Time sent) {
+  auto caught_up = [&] {
+    for (auto& st : fleet.streams) {
+      if (st->last_sequence() < last) return false;
+    }
+    return true;
+  };
+  while (!caught_up() && absl::Now() - sent < absl::Seconds(60)) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+}
+
+// What --mode=throughput measured.
+struct ThroughputResult {
+  int64_t changes = 0;  // made by the load
+  int64_t failed = 0;   // calls
+  int64_t got = 0;      // changes delivered, over all watchers
+  int64_t expected = 0;
+  int resnapshots = 0;
+  absl::Time start;  // of the load
+  absl::Time sent;   // the load's end
+  absl::Time end;    // every watcher had the last change
+  double cpu = 0;    // presenced's CPU seconds, 0 without --server_pid
+};
+
+void PrintThroughput(const ThroughputResult& r, int watchers, int rate,
+                     int seconds, int server_pid) {
+  std::printf(
+      "watchers=%d rate=%d changes/s seconds=%d max_batch=%u\n"
+      "changes made %lld (%.0f/s, %lld calls failed), delivered %lld of "
+      "%lld, resnapshots %d\n"
+      "sending took %.2f s; every watcher had the last change %.3f s later\n",
+      watchers, rate, seconds, absl::GetFlag(FLAGS_max_batch),
+      static_cast<long long>(r.changes),
+      r.changes / absl::ToDoubleSeconds(r.sent - r.start),
+      static_cast<long long>(r.failed), static_cast<long long>(r.got),
+      static_cast<long long>(r.expected), r.resnapshots,
+      absl::ToDoubleSeconds(r.sent - r.start),
+      absl::ToDoubleSeconds(r.end - r.sent));
+  if (server_pid > 0 && r.cpu > 0) {
+    std::printf(
+        "server CPU %.2f s: %.0f changes delivered per CPU-second, "
+        "%.3f us of CPU per delivered change\n",
+        r.cpu, r.got / r.cpu, r.cpu * 1e6 / std::max<int64_t>(r.got, 1));
+  }
+}
+
+// --mode=throughput, with users from `first_user` on.
+int RunThroughput(presence::Client& client, WatchFleet& fleet,
+                  int64_t first_user, int server_pid) {
+  const int rate = absl::GetFlag(FLAGS_rate);
+  const int seconds = absl::GetFlag(FLAGS_seconds);
+  // The streams are idle now: what they count from here is the load's.
+  const uint64_t first = fleet.streams.front()->last_sequence();
+  fleet.delivered.store(0);
+  const double cpu_before = CpuSeconds(server_pid);
+  ThroughputResult result;
+  result.start = absl::Now();
+  result.failed = SendLoad(client, rate, seconds, first_user);
+  result.sent = absl::Now();
+  const std::optional<uint64_t> last = CurrentSequence(fleet);
+  if (!last) return 1;
+  result.changes = static_cast<int64_t>(*last - first);
+  result.expected = result.changes * fleet.watchers;
+  AwaitCaughtUp(fleet, *last, result.sent);
+  result.end = absl::Now();
+  result.cpu = server_pid > 0 ? CpuSeconds(server_pid) - cpu_before : 0;
+  for (auto& st : fleet.streams) result.resnapshots += st->resnapshots();
+  result.got = fleet.delivered.load();
+  PrintThroughput(result, fleet.watchers, rate, seconds, server_pid);
+  for (auto& st : fleet.streams) st->Cancel();
+  return result.got == result.expected ? 0 : 1;
+}
+
+// The Health/Check round trips of one round, in microseconds: the
+// baseline, on the heartbeats' channel. Nothing if a check failed.
+std::optional<std::vector<double>> CheckRoundTrips(
+    grpc::health::v1::Health::Stub& health, int count) {
+  std::vector<double> checks;
+  for (int i = 0; i < count; ++i) {
+    grpc::ClientContext context;
+    grpc::health::v1::HealthCheckRequest request;
+    grpc::health::v1::HealthCheckResponse response;
+    const absl::Time start = absl::Now();
+    if (!health.Check(&context, request, &response).ok()) return std::nullopt;
+    checks.push_back(Micros(absl::Now() - start));
+  }
+  return checks;
+}
+
+// When each user's heartbeat was sent, and when it was answered.
+struct HeartbeatTimes {
+  std::vector<absl::Time> sent;
+  std::vector<absl::Time> answered;
+};
+
+// Makes `users` users from `first_user` on online, one heartbeat at a time
+// (--interval_ms apart). Nothing if a heartbeat failed.
+std::optional<HeartbeatTimes> SendHeartbeats(presence::Client& client,
+                                             int64_t first_user, int users) {
+  const absl::Duration interval =
+      absl::Milliseconds(absl::GetFlag(FLAGS_interval_ms));
+  HeartbeatTimes times{std::vector<absl::Time>(users),
+                       std::vector<absl::Time>(users)};
+  for (int i = 0; i < users; ++i) {
+    if (i > 0) absl::SleepFor(interval);
+    times.sent[i] = absl::Now();
+    absl::StatusOr<presence::v1::HeartbeatResponse> r =
+        client.Heartbeat(first_user + i, "bench");
+    times.answered[i] = absl::Now();
+    if (!r.ok()) {
+      std::fprintf(stderr, "watch_latency: heartbeat: %s\n",
+                   r.status().ToString().c_str());
+      return std::nullopt;
+    }
+  }
+  return times;
+}
+
+// Microseconds from `since[i]` to each watcher's arrival of user i, where
+// `at` is watcher-major (Arrivals::Take).
+std::vector<double> DelaysSince(const std::vector<absl::Time>& at,
+                                const std::vector<absl::Time>& since) {
+  std::vector<double> delays;
+  delays.reserve(at.size());
+  for (size_t k = 0; k < at.size(); ++k) {
+    delays.push_back(Micros(at[k] - since[k % since.size()]));
+  }
+  return delays;
+}
+
+// Per round of --mode=latency, the p50 and p99 of each measure.
+struct LatencyRounds {
+  std::vector<double> sent_p50, sent_p99, answered_p50, answered_p99, check_p50,
+      check_p99;
+};
+
+// One round of --mode=latency, with users from `first_user` on, added to
+// `rounds`; false if it failed.
+bool MeasureRound(presence::Client& client,
+                  grpc::health::v1::Health::Stub& health, Arrivals& arrivals,
+                  int64_t first_user, int users, LatencyRounds* rounds) {
+  std::optional<std::vector<double>> checks = CheckRoundTrips(health, users);
+  if (!checks) return false;
+  arrivals.Reset(users, first_user);
+  std::optional<HeartbeatTimes> times =
+      SendHeartbeats(client, first_user, users);
+  if (!times) return false;
+  if (!arrivals.AwaitAll(absl::Seconds(60))) {
+    std::fprintf(stderr, "watch_latency: changes missing after 60 s\n");
+    return false;
+  }
+  const std::vector<absl::Time> at = arrivals.Take();
+  const std::vector<double> from_sent = DelaysSince(at, times->sent);
+  const std::vector<double> from_answered = DelaysSince(at, times->answered);
+  rounds->sent_p50.push_back(Median(from_sent));
+  rounds->sent_p99.push_back(Percentile(from_sent, 0.99));
+  rounds->answered_p50.push_back(Median(from_answered));
+  rounds->answered_p99.push_back(Percentile(from_answered, 0.99));
+  rounds->check_p50.push_back(Median(*checks));
+  rounds->check_p99.push_back(Percentile(*checks, 0.99));
+  return true;
+}
+
+// Medians over rounds (BENCH.md).
+void PrintLatency(const LatencyRounds& rounds, int watchers, int users,
+                  int round_count) {
+  const double c50 = Median(rounds.check_p50), c99 = Median(rounds.check_p99);
+  std::printf(
+      "watchers=%d users=%d rounds=%d (medians of rounds, microseconds)\n",
+      watchers, users, round_count);
+  std::printf("%-42s %10s %10s\n", "", "p50", "p99");
+  std::printf("%-42s %10.0f %10.0f\n", "Health/Check round trip (baseline)",
+              c50, c99);
+  std::printf("%-42s %10.0f %10.0f\n", "Heartbeat sent -> change received",
+              Median(rounds.sent_p50), Median(rounds.sent_p99));
+  std::printf("%-42s %10.0f %10.0f\n", "Heartbeat answered -> change received",
+              Median(rounds.answered_p50), Median(rounds.answered_p99));
+  std::printf("%-42s %10.2f %10.2f\n", "sent -> received / Check round trip",
+              Median(rounds.sent_p50) / c50, Median(rounds.sent_p99) / c99);
+}
+
+// --mode=latency, with users from `first_user` on.
+int RunLatency(presence::Client& client, grpc::health::v1::Health::Stub& health,
+               WatchFleet& fleet, int64_t first_user, int users, int rounds) {
+  LatencyRounds measured;
+  int64_t next_user = first_user;
+  for (int round = 0; round < rounds; ++round) {
+    if (!MeasureRound(client, health, fleet.arrivals, next_user, users,
+                      &measured)) {
+      return 1;
+    }
+    next_user += users;
+    // The users stay online (they expire after the window): logging them
+    // out would put a burst of changes between the rounds.
+  }
+  for (auto& s : fleet.streams) s->Cancel();
+  PrintLatency(measured, fleet.watchers, users, rounds);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -311,44 +586,10 @@ int main(int argc, char** argv) {
   options.target = absl::GetFlag(FLAGS_server);
   presence::Client client(options);
   auto health = grpc::health::v1::Health::NewStub(client.channel());
-
-  // presenced serves at most --max_concurrent_streams (1,000) calls at once
-  // per connection, and a client queues the rest: the watch streams get
-  // connections of their own, kWatchesPerConnection to each, and the
-  // heartbeats and the baseline's checks keep `client`'s.
-  constexpr int kWatchesPerConnection = 500;
-  std::vector<std::unique_ptr<presence::v1::PresenceService::Stub>> stubs;
-  for (int w = 0; w < watchers; w += kWatchesPerConnection) {
-    grpc::ChannelArguments args;
-    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // not shared
-    args.SetMaxReceiveMessageSize(-1);
-    stubs.push_back(
-        presence::v1::PresenceService::NewStub(grpc::CreateCustomChannel(
-            options.target, grpc::InsecureChannelCredentials(), args)));
-  }
-  // The connections first: the RSS growth below is the streams'.
-  for (auto& stub : stubs) {
-    grpc::ClientContext context;
-    presence::v1::ListOnlineRequest request;
-    request.set_page_size(1);
-    presence::v1::ListOnlineResponse response;
-    stub->ListOnline(&context, request, &response).IgnoreError();
-  }
+  WatchFleet fleet(watchers);
+  fleet.stubs = WatchConnections(options.target, watchers);
   const double rss_before = server_pid > 0 ? RssBytes(server_pid) : 0;
-  Arrivals arrivals(watchers);
-  std::atomic<int64_t> delivered{0};
-  std::vector<std::unique_ptr<WatchStream>> streams;
-  for (int w = 0; w < watchers; ++w) {
-    streams.push_back(std::make_unique<WatchStream>(
-        stubs[w / kWatchesPerConnection].get(), w, &arrivals,
-        absl::GetFlag(FLAGS_max_batch), &delivered));
-  }
-  for (auto& s : streams) {
-    if (!s->AwaitReady()) {
-      std::fprintf(stderr, "watch_latency: a watch stream did not start\n");
-      return 1;
-    }
-  }
+  if (!StartStreams(fleet, absl::GetFlag(FLAGS_max_batch))) return 1;
   if (server_pid > 0) {
     std::printf("server RSS per idle stream: %.0f bytes (%d streams)\n",
                 (RssBytes(server_pid) - rss_before) / watchers, watchers);
@@ -356,132 +597,9 @@ int main(int argc, char** argv) {
 
   // Fresh ids each run, so that every heartbeat is a transition.
   absl::BitGen gen;
-  int64_t next_user = absl::Uniform<int64_t>(gen, 1, int64_t{1} << 40);
-
+  const int64_t first_user = absl::Uniform<int64_t>(gen, 1, int64_t{1} << 40);
   if (mode == "throughput") {
-    const int rate = absl::GetFlag(FLAGS_rate);
-    const int seconds = absl::GetFlag(FLAGS_seconds);
-    // The streams are idle now: what they count from here is the load's.
-    const uint64_t first = streams.front()->last_sequence();
-    delivered.store(0);
-    const double cpu_before =
-        server_pid > 0 ? presence::ReadProcess(server_pid).cpu_seconds : 0;
-    const absl::Time start = absl::Now();
-    const int64_t failed = SendLoad(client, rate, seconds, next_user);
-    const absl::Time sent = absl::Now();
-    // Where the load ended, from a fresh stream's snapshot.
-    std::atomic<int64_t> ignored{0};
-    WatchStream probe(stubs.front().get(), 0, &arrivals, 0, &ignored);
-    if (!probe.AwaitReady()) return 1;
-    const uint64_t last = probe.last_sequence();
-    probe.Cancel();
-    const int64_t changes = static_cast<int64_t>(last - first);
-    const int64_t expected = changes * watchers;
-    auto caught_up = [&] {
-      for (auto& st : streams) {
-        if (st->last_sequence() < last) return false;
-      }
-      return true;
-    };
-    while (!caught_up() && absl::Now() - sent < absl::Seconds(60)) {
-      absl::SleepFor(absl::Milliseconds(5));
-    }
-    const absl::Time end = absl::Now();
-    const double cpu =
-        server_pid > 0
-            ? presence::ReadProcess(server_pid).cpu_seconds - cpu_before
-            : 0;
-    int resnapshots = 0;
-    for (auto& st : streams) resnapshots += st->resnapshots();
-    const int64_t got = delivered.load();
-    std::printf(
-        "watchers=%d rate=%d changes/s seconds=%d max_batch=%u\n"
-        "changes made %lld (%.0f/s, %lld calls failed), delivered %lld of "
-        "%lld, resnapshots %d\n"
-        "sending took %.2f s; every watcher had the last change %.3f s later\n",
-        watchers, rate, seconds, absl::GetFlag(FLAGS_max_batch),
-        static_cast<long long>(changes),
-        changes / absl::ToDoubleSeconds(sent - start),
-        static_cast<long long>(failed), static_cast<long long>(got),
-        static_cast<long long>(expected), resnapshots,
-        absl::ToDoubleSeconds(sent - start), absl::ToDoubleSeconds(end - sent));
-    if (server_pid > 0 && cpu > 0) {
-      std::printf(
-          "server CPU %.2f s: %.0f changes delivered per CPU-second, "
-          "%.3f us of CPU per delivered change\n",
-          cpu, got / cpu, cpu * 1e6 / std::max<int64_t>(got, 1));
-    }
-    for (auto& st : streams) st->Cancel();
-    return got == expected ? 0 : 1;
+    return RunThroughput(client, fleet, first_user, server_pid);
   }
-  std::vector<double> sent_p50, sent_p99, answered_p50, answered_p99, check_p50,
-      check_p99;
-  for (int round = 0; round < rounds; ++round) {
-    // Baseline: Health/Check round trips on the same channel.
-    std::vector<double> checks;
-    for (int i = 0; i < users; ++i) {
-      grpc::ClientContext context;
-      grpc::health::v1::HealthCheckRequest request;
-      grpc::health::v1::HealthCheckResponse response;
-      const absl::Time start = absl::Now();
-      if (!health->Check(&context, request, &response).ok()) return 1;
-      checks.push_back(Micros(absl::Now() - start));
-    }
-
-    const int64_t first = next_user;
-    next_user += users;
-    arrivals.Reset(users, first);
-    std::vector<absl::Time> sent(users), answered(users);
-    for (int i = 0; i < users; ++i) {
-      if (i > 0)
-        absl::SleepFor(absl::Milliseconds(absl::GetFlag(FLAGS_interval_ms)));
-      sent[i] = absl::Now();
-      absl::StatusOr<presence::v1::HeartbeatResponse> r =
-          client.Heartbeat(first + i, "bench");
-      answered[i] = absl::Now();
-      if (!r.ok()) {
-        std::fprintf(stderr, "watch_latency: heartbeat: %s\n",
-                     r.status().ToString().c_str());
-        return 1;
-      }
-    }
-    if (!arrivals.AwaitAll(absl::Seconds(60))) {
-      std::fprintf(stderr, "watch_latency: changes missing after 60 s\n");
-      return 1;
-    }
-    std::vector<absl::Time> at = arrivals.Take();
-    std::vector<double> from_sent, from_answered;
-    for (int w = 0; w < watchers; ++w) {
-      for (int i = 0; i < users; ++i) {
-        const absl::Time t = at[static_cast<size_t>(w) * users + i];
-        from_sent.push_back(Micros(t - sent[i]));
-        from_answered.push_back(Micros(t - answered[i]));
-      }
-    }
-    sent_p50.push_back(Median(from_sent));
-    sent_p99.push_back(Percentile(from_sent, 0.99));
-    answered_p50.push_back(Median(from_answered));
-    answered_p99.push_back(Percentile(from_answered, 0.99));
-    check_p50.push_back(Median(checks));
-    check_p99.push_back(Percentile(checks, 0.99));
-    // The users stay online (they expire after the window): logging them
-    // out would put a burst of changes between the rounds.
-  }
-  for (auto& s : streams) s->Cancel();
-
-  // Medians over rounds (BENCH.md).
-  const double c50 = Median(check_p50), c99 = Median(check_p99);
-  std::printf(
-      "watchers=%d users=%d rounds=%d (medians of rounds, microseconds)\n",
-      watchers, users, rounds);
-  std::printf("%-42s %10s %10s\n", "", "p50", "p99");
-  std::printf("%-42s %10.0f %10.0f\n", "Health/Check round trip (baseline)",
-              c50, c99);
-  std::printf("%-42s %10.0f %10.0f\n", "Heartbeat sent -> change received",
-              Median(sent_p50), Median(sent_p99));
-  std::printf("%-42s %10.0f %10.0f\n", "Heartbeat answered -> change received",
-              Median(answered_p50), Median(answered_p99));
-  std::printf("%-42s %10.2f %10.2f\n", "sent -> received / Check round trip",
-              Median(sent_p50) / c50, Median(sent_p99) / c99);
-  return 0;
+  return RunLatency(client, *health, fleet, first_user, users, rounds);
 }
