@@ -16,7 +16,6 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
@@ -26,6 +25,7 @@
 #include "gateway/rest_server.h"
 #include "presence/shard_map.h"
 #include "service/log.h"
+#include "service/program_usage.h"
 #include "service/status_macros.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:8080",
@@ -130,17 +130,6 @@ absl::StatusOr<std::string> ReadSecret(const std::string& flag,
         absl::StrCat("--", flag, " ", path, " is empty"));
   }
   return std::string(secret);
-}
-
-// The usage message, and --help for this file's flags only.
-void SetUpUsage() {
-  absl::FlagsUsageConfig usage_config;
-  usage_config.contains_help_flags = [](absl::string_view file) {
-    return absl::StrContains(file, "gateway/main");
-  };
-  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage_config);
-  absl::SetProgramUsageMessage(kUsage);
 }
 
 // How to reach presenced: --server, --deadline, and its token and TLS.
@@ -253,7 +242,7 @@ int ServeUntilSignal(const presence::rest::RestOptions& options) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  SetUpUsage();
+  presence::SetUpProgramUsage("gateway/main", kUsage);
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() > 1) {
     return Fail(absl::StrCat("unexpected argument '", rest[1],

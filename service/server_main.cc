@@ -16,7 +16,6 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -26,6 +25,7 @@
 #include "service/caller_auth.h"
 #include "service/log.h"
 #include "service/presence_server.h"
+#include "service/program_usage.h"
 #include "service/status_macros.h"
 #include "service/tls_files.h"
 
@@ -379,15 +379,7 @@ void ConfigureProcess() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::FlagsUsageConfig usage_config;
-  // --help lists the flags of this file (Abseil's default looks for a file
-  // named after the binary).
-  usage_config.contains_help_flags = [](absl::string_view file) {
-    return absl::StrContains(file, "server_main");
-  };
-  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage_config);
-  absl::SetProgramUsageMessage(kUsage);
+  presence::SetUpProgramUsage("server_main", kUsage);
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() > 1) {
     return Fail(absl::StrCat("unexpected argument '", rest[1],

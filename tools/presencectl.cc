@@ -12,7 +12,6 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -20,6 +19,7 @@
 #include "presence/client.h"
 #include "presence/shard_map.h"
 #include "presence/watcher.h"
+#include "service/program_usage.h"
 #include "tools/presencectl_format.h"
 #include "tools/reshard.h"
 
@@ -373,17 +373,6 @@ int Watch(presence::Client& client) {
   return signal_number == SIGUSR1 ? kExitError : 0;
 }
 
-// The usage message, and --help for this file's flags only.
-void SetUpUsage() {
-  absl::FlagsUsageConfig usage_config;
-  usage_config.contains_help_flags = [](absl::string_view file) {
-    return absl::StrContains(file, "presencectl");
-  };
-  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage_config);
-  absl::SetProgramUsageMessage(kUsage);
-}
-
 // The USER arguments after the command, or a usage error.
 absl::StatusOr<std::vector<int64_t>> UserArgs(const std::vector<char*>& args) {
   std::vector<int64_t> users;
@@ -483,7 +472,7 @@ int RunClientCommand(presence::Client& client, const std::string& command,
 }  // namespace
 
 int main(int argc, char** argv) {
-  SetUpUsage();
+  presence::SetUpProgramUsage("presencectl", kUsage);
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() < 2) return UsageError("no command given");
   const std::string command = args[1];
