@@ -1,5 +1,6 @@
 #include "service/caller_auth.h"
 
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -89,6 +90,15 @@ TEST_F(CallerAuthTest, ParsesTheTokensFile) {
       {"a control character in a name",
        absl::StrCat("al\x1b[31mpha ", kAlphaToken, "\n"),
        ":1: the name contains a control character"},
+      {"a byte that is not ASCII in a name",
+       absl::StrCat("\xc3\xa9lodie ", kAlphaToken, "\n"),
+       ":1: the name contains a control character or a byte that is not "
+       "printable ASCII"},
+      {"a DEL in a token", "alpha abcdefgh\x7fijklmnop\n",
+       ":1: the token of 'alpha' contains a control character"},
+      {"an error after a warning: only the error",
+       absl::StrCat("beta tiny-7\nalpha\n"),
+       ":2: expected 'NAME TOKEN', got a NAME without a token"},
       {"a short token is accepted with a warning",
        absl::StrCat("alpha ", kAlphaToken, "\nbeta tiny-7\n"),
        "",
@@ -148,6 +158,15 @@ TEST_F(CallerAuthTest, AMissingFileIsNamed) {
   EXPECT_EQ(auth.status().message(),
             absl::StrCat("cannot read the tokens file ", dir_.File("nothing"),
                          ": No such file or directory"));
+}
+
+TEST_F(CallerAuthTest, AFileThatCannotBeReadIsNamed) {
+  absl::StatusOr<std::unique_ptr<CallerAuth>> auth =
+      CallerAuth::Load(dir_.path());  // a directory: opens, cannot be read
+  ASSERT_FALSE(auth.ok());
+  EXPECT_EQ(auth.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(auth.status().message()),
+              StartsWith("cannot read the tokens file " + dir_.path() + ": "));
 }
 
 TEST_F(CallerAuthTest, AHashInsideATokenIsPartOfIt) {
@@ -258,6 +277,116 @@ TEST_F(CallerAuthTest, ReloadSwapsTheCallersAndKeepsTheCountersOfThoseWhoStay) {
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(NameOf((*auth)->Authenticate("Bearer alpha-rotated-token-0001")),
             "alpha");
+}
+
+// Every counter of every caller that stays, wherever its line moves and
+// whatever its token becomes; a caller that comes back after a reload
+// without it starts again from zero. Whether a caller's first call was logged
+// starts again at every reload.
+TEST_F(CallerAuthTest, ReloadKeepsEveryCounterOfEachCallerThatStays) {
+  absl::StatusOr<std::unique_ptr<CallerAuth>> auth = CallerAuth::Load(
+      Write(absl::StrCat("alpha ", kAlphaToken, "\nbeta ", kBetaToken, "\n")));
+  ASSERT_TRUE(auth.ok()) << auth.status();
+  for (const std::shared_ptr<Caller>& caller : (*auth)->callers()) {
+    const uint64_t base = caller->name == "alpha" ? 100 : 200;
+    for (int rpc = 0; rpc < kNumRpcs; ++rpc) caller->calls[rpc] = base + rpc;
+    caller->logged = true;
+  }
+  auto counters_of = [&](const std::string& name) {
+    std::vector<uint64_t> counters;
+    for (const std::shared_ptr<Caller>& caller : (*auth)->callers()) {
+      if (caller->name != name) continue;
+      for (const auto& calls : caller->calls) counters.push_back(calls.load());
+      EXPECT_FALSE(caller->logged.load()) << name;
+    }
+    return counters;
+  };
+  std::vector<uint64_t> alpha, beta, zero(kNumRpcs, 0);
+  for (int rpc = 0; rpc < kNumRpcs; ++rpc) {
+    alpha.push_back(100 + rpc);
+    beta.push_back(200 + rpc);
+  }
+
+  // beta first with a new token, then a newcomer, then alpha.
+  Write(absl::StrCat("beta beta-rotated-token-0002\ngamma ", kHashToken,
+                     "\n# alpha last\nalpha ", kAlphaToken, "\n"));
+  ASSERT_EQ((*auth)->Reload().value_or(0), 3u);
+  EXPECT_EQ(counters_of("alpha"), alpha);
+  EXPECT_EQ(counters_of("beta"), beta);
+  EXPECT_EQ(counters_of("gamma"), zero);
+
+  // beta goes, then comes back.
+  Write(absl::StrCat("alpha ", kAlphaToken, "\n"));
+  ASSERT_EQ((*auth)->Reload().value_or(0), 1u);
+  Write(absl::StrCat("alpha ", kAlphaToken, "\nbeta ", kBetaToken, "\n"));
+  ASSERT_EQ((*auth)->Reload().value_or(0), 2u);
+  EXPECT_EQ(counters_of("alpha"), alpha);
+  EXPECT_EQ(counters_of("beta"), zero);
+}
+
+// Whatever is wrong with the new file, the callers stay as they were: the
+// same callers, tokens and counters, and a later good file keeps the counters
+// counted meanwhile.
+TEST_F(CallerAuthTest, AFailedReloadKeepsTheCallersForEveryKindOfError) {
+  absl::StatusOr<std::unique_ptr<CallerAuth>> auth = CallerAuth::Load(
+      Write(absl::StrCat("alpha ", kAlphaToken, "\nbeta ", kBetaToken, "\n")));
+  ASSERT_TRUE(auth.ok()) << auth.status();
+  const std::vector<std::shared_ptr<Caller>> before = (*auth)->callers();
+  const struct {
+    const char* what;
+    std::string content;
+  } cases[] = {
+      {"an empty file", ""},
+      {"only comments", "# nobody\n"},
+      {"a name without a token", "alpha\n"},
+      {"three fields", absl::StrCat("alpha ", kAlphaToken, " # note\n")},
+      {"a control character in a name",
+       absl::StrCat("al\x01pha ", kAlphaToken, "\n")},
+      {"a control character in a token", "alpha abcdefgh\x01ijklmnop\n"},
+      {"a name twice",
+       absl::StrCat("alpha ", kAlphaToken, "\nalpha ", kBetaToken, "\n")},
+      {"a token twice",
+       absl::StrCat("alpha ", kAlphaToken, "\ngamma ", kAlphaToken, "\n")},
+      // Good callers before the bad line are not taken either, nor is the
+      // warning about one of them reported.
+      {"a new caller and a short token, then a bad line",
+       absl::StrCat("gamma ", kHashToken, "\nbeta tiny-7\nalpha\n")},
+  };
+  uint64_t counted = 0;  // alpha's heartbeats meanwhile
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.what);
+    (*auth)->callers()[0]->calls[0] += 1;
+    ++counted;
+    Write(c.content);
+    std::vector<std::string> warnings = {"left over"};
+    absl::StatusOr<size_t> reloaded = (*auth)->Reload(&warnings);
+    ASSERT_FALSE(reloaded.ok());
+    EXPECT_EQ(reloaded.status().code(), absl::StatusCode::kInvalidArgument)
+        << reloaded.status();
+    EXPECT_THAT(warnings, IsEmpty());
+    EXPECT_EQ((*auth)->callers(), before);
+    EXPECT_EQ(
+        NameOf((*auth)->Authenticate(absl::StrCat("Bearer ", kAlphaToken))),
+        "alpha");
+    EXPECT_EQ(
+        NameOf((*auth)->Authenticate(absl::StrCat("Bearer ", kBetaToken))),
+        "beta");
+    EXPECT_EQ((*auth)
+                  ->Authenticate(absl::StrCat("Bearer ", kHashToken))
+                  .status()
+                  .code(),
+              absl::StatusCode::kUnauthenticated);
+  }
+  // Nor a file that is gone.
+  std::remove(path_.c_str());
+  EXPECT_EQ((*auth)->Reload().status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*auth)->callers(), before);
+
+  Write(absl::StrCat("alpha ", kAlphaToken, "\n"));
+  ASSERT_EQ((*auth)->Reload().value_or(0), 1u);
+  ASSERT_EQ((*auth)->callers().size(), 1u);
+  EXPECT_EQ((*auth)->callers()[0]->calls[0].load(), counted);
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 // presenced through gRPC: a real server on 127.0.0.1:0 with a real SQLite
-// file, driven by presence::Client, with a fake clock for the time rules.
+// file, driven by presence::Client, with a fake clock for the time rules
+// (tests/server_fixture.h). Its health and reflection services are in
+// presence_server_test.cc, the client's Watcher in watcher_test.cc.
 
 #include <memory>
 #include <string>
@@ -8,43 +10,26 @@
 #include "SQLiteCpp/Database.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/notification.h"
-#include "google/protobuf/descriptor.pb.h"
 #include "google/protobuf/util/time_util.h"
-#include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "gtest/gtest.h"
 #include "presence/client.h"
-#include "presence/watcher.h"
 #include "service/presence_server.h"
 #include "service/proto_time.h"
-#include "src/proto/grpc/reflection/v1alpha/reflection.grpc.pb.h"
+#include "tests/server_fixture.h"
 #include "tests/test_util.h"
+#include "tests/watch_stream.h"
 
 namespace presence {
 namespace {
 
 using google::protobuf::util::TimeUtil;
+using testing::WatchStream;
 
 constexpr absl::Duration kWindow = absl::Minutes(5);
 
-class ServiceTest : public ::testing::Test {
+class ServiceTest : public testing::LoopbackServerTest {
  protected:
-  void SetUp() override { Start(); }
-
-  void Start(ServerOptions options = {}) {
-    if (options.listen == ServerOptions().listen)
-      options.listen = "127.0.0.1:0";
-    options.db_path = dir_.File("presence.db");
-    if (options.clock == nullptr) options.clock = &clock_;
-    absl::StatusOr<std::unique_ptr<PresenceServer>> server =
-        PresenceServer::Start(options);
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
-    ClientOptions client_options;
-    client_options.target = server_->address();
-    client_ = std::make_unique<Client>(client_options);
-  }
-
   v1::UserPresence Get(int64_t user) {
     const std::vector<int64_t> ids = {user};
     absl::StatusOr<v1::GetPresenceResponse> r = client_->GetPresence(ids);
@@ -57,11 +42,6 @@ class ServiceTest : public ::testing::Test {
     EXPECT_TRUE(r.ok()) << r.status();
     return r.ok() ? *r : std::vector<int64_t>{};
   }
-
-  FakeClock clock_;
-  testing::TempDir dir_;
-  std::unique_ptr<PresenceServer> server_;
-  std::unique_ptr<Client> client_;
 };
 
 TEST_F(ServiceTest, HeartbeatAnswersWithServerTimeWindowAndInterval) {
@@ -376,103 +356,22 @@ TEST_F(ServiceTest, ExpiredWhileDownIsOfflineAfterRestartWithLastSeen) {
   EXPECT_EQ(FromProto(p.last_seen()), hb);
 }
 
-TEST_F(ServiceTest, HealthIsServingAndNotServingOnShutdown) {
-  auto channel = grpc::CreateChannel(server_->address(),
-                                     grpc::InsecureChannelCredentials());
-  auto health = grpc::health::v1::Health::NewStub(channel);
-  for (const char* service : {"", "presence.v1.PresenceService"}) {
-    grpc::health::v1::HealthCheckRequest request;
-    request.set_service(service);
-    grpc::health::v1::HealthCheckResponse response;
-    grpc::ClientContext context;
-    ASSERT_TRUE(health->Check(&context, request, &response).ok()) << service;
-    EXPECT_EQ(response.status(),
-              grpc::health::v1::HealthCheckResponse::SERVING);
-  }
-}
-
-TEST_F(ServiceTest, ReflectionListsAndDescribesOurServiceAndHealth) {
-  using grpc::reflection::v1alpha::ServerReflection;
-  using grpc::reflection::v1alpha::ServerReflectionRequest;
-  using grpc::reflection::v1alpha::ServerReflectionResponse;
-  auto channel = grpc::CreateChannel(server_->address(),
-                                     grpc::InsecureChannelCredentials());
-  auto stub = ServerReflection::NewStub(channel);
-  grpc::ClientContext context;
-  auto stream = stub->ServerReflectionInfo(&context);
-
-  ServerReflectionRequest list;
-  list.set_list_services("*");
-  ASSERT_TRUE(stream->Write(list));
-  ServerReflectionResponse listed;
-  ASSERT_TRUE(stream->Read(&listed));
-  std::vector<std::string> services;
-  for (const auto& s : listed.list_services_response().service()) {
-    services.push_back(s.name());
-  }
-  EXPECT_NE(std::find(services.begin(), services.end(),
-                      "presence.v1.PresenceService"),
-            services.end());
-  EXPECT_NE(
-      std::find(services.begin(), services.end(), "grpc.health.v1.Health"),
-      services.end());
-
-  for (const std::string symbol :
-       {"grpc.health.v1.Health", "presence.v1.PresenceService"}) {
-    ServerReflectionRequest describe;
-    describe.set_file_containing_symbol(symbol);
-    ASSERT_TRUE(stream->Write(describe));
-    ServerReflectionResponse described;
-    ASSERT_TRUE(stream->Read(&described));
-    ASSERT_TRUE(described.has_file_descriptor_response())
-        << symbol << ": " << described.error_response().error_message();
-    bool found = false;
-    for (const std::string& bytes :
-         described.file_descriptor_response().file_descriptor_proto()) {
-      google::protobuf::FileDescriptorProto file;
-      ASSERT_TRUE(file.ParseFromString(bytes));
-      for (const auto& service : file.service()) {
-        found |= file.package() + "." + service.name() == symbol;
-      }
-    }
-    EXPECT_TRUE(found) << symbol;
-  }
-  stream->WritesDone();
-  EXPECT_TRUE(stream->Finish().ok());
-}
-
 // WatchPresence over real streams.
 
 class WatchTest : public ServiceTest {
  protected:
-  struct Stream {
-    grpc::ClientContext context;
-    std::unique_ptr<grpc::ClientReader<v1::WatchPresenceResponse>> reader;
-
-    // The next message; fails the test if the stream ends first.
-    v1::WatchPresenceResponse Next() {
-      v1::WatchPresenceResponse message;
-      EXPECT_TRUE(reader->Read(&message)) << "stream ended";
-      return message;
-    }
-  };
-
-  std::unique_ptr<Stream> Watch(const std::vector<int64_t>& users,
-                                bool snapshot = true, uint64_t resume_after = 0,
-                                const std::string& epoch = "",
-                                uint32_t max_batch = 0) {
+  std::unique_ptr<WatchStream> Watch(const std::vector<int64_t>& users,
+                                     bool snapshot = true,
+                                     uint64_t resume_after = 0,
+                                     const std::string& epoch = "",
+                                     uint32_t max_batch = 0) {
     v1::WatchPresenceRequest request;
     request.set_max_batch(max_batch);
     request.mutable_user_ids()->Add(users.begin(), users.end());
     request.set_send_snapshot(snapshot);
     request.set_resume_after(resume_after);
     request.set_epoch(epoch);
-    auto stream = std::make_unique<Stream>();
-    // A bound on every Read(): a missing event fails instead of hanging.
-    stream->context.set_deadline(
-        absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
-    stream->reader = client_->stub().WatchPresence(&stream->context, request);
-    return stream;
+    return testing::StartWatch(client_->stub(), request);
   }
 
   static std::vector<int64_t> Users(const v1::WatchPresenceResponse& m) {
@@ -494,7 +393,7 @@ class WatchTest : public ServiceTest {
   }
 
   // The server's current (epoch, sequence), from the stream's snapshot.
-  static std::pair<std::string, uint64_t> Head(Stream* stream) {
+  static std::pair<std::string, uint64_t> Head(WatchStream* stream) {
     v1::WatchPresenceResponse snapshot = stream->Next();
     EXPECT_TRUE(snapshot.has_snapshot());
     return {snapshot.epoch(), snapshot.sequence()};
@@ -737,7 +636,7 @@ TEST_F(WatchTest, ShutdownEndsEveryStreamPromptlyWithUnavailable) {
   ASSERT_TRUE(server_->Shutdown(absl::Seconds(60)).ok());
   // Not the 60 s grace: the streams were ended, not waited for.
   EXPECT_LT(absl::Now() - start, absl::Seconds(30));
-  for (Stream* stream : {a.get(), b.get()}) {
+  for (WatchStream* stream : {a.get(), b.get()}) {
     v1::WatchPresenceResponse message;
     EXPECT_FALSE(stream->reader->Read(&message));
     grpc::Status status = stream->reader->Finish();
@@ -764,7 +663,7 @@ TEST_F(WatchTest, WatchersBeyondTheLimitAreResourceExhausted) {
 
 TEST_F(WatchTest, BadWatchRequestsAreInvalidArgument) {
   struct Case {
-    std::unique_ptr<Stream> stream;
+    std::unique_ptr<WatchStream> stream;
     std::string field;
   };
   std::vector<Case> cases;
@@ -778,101 +677,6 @@ TEST_F(WatchTest, BadWatchRequestsAreInvalidArgument) {
     EXPECT_NE(status.error_message().find(c.field), std::string::npos)
         << status.error_message();
   }
-}
-
-// The C++ client's Watcher: snapshot, changes, and a fresh snapshot when
-// presenced restarts (another epoch), without the consumer doing anything.
-class WatcherClientTest : public ServiceTest {
- protected:
-  struct Seen {
-    absl::Mutex mu;
-    std::vector<std::vector<int64_t>> snapshots ABSL_GUARDED_BY(mu);
-    std::vector<v1::PresenceChange> changes ABSL_GUARDED_BY(mu);
-    int disconnects ABSL_GUARDED_BY(mu) = 0;
-
-    bool Await(std::function<bool(Seen&)> done) {
-      absl::MutexLock lock(&mu);
-      auto ready = [&]() { return done(*this); };
-      return mu.AwaitWithTimeout(absl::Condition(&ready), absl::Seconds(20));
-    }
-  };
-
-  std::unique_ptr<Watcher> StartWatcher(Seen* seen) {
-    WatcherOptions options;
-    options.initial_backoff = absl::Milliseconds(20);
-    options.max_backoff = absl::Milliseconds(200);
-    WatcherCallbacks callbacks;
-    callbacks.on_snapshot = [seen](const v1::Snapshot& s) {
-      absl::MutexLock lock(&seen->mu);
-      seen->snapshots.emplace_back(s.online_users().begin(),
-                                   s.online_users().end());
-    };
-    callbacks.on_change = [seen](const v1::PresenceChange& c) {
-      absl::MutexLock lock(&seen->mu);
-      seen->changes.push_back(c);
-    };
-    callbacks.on_disconnect = [seen](const absl::Status&, absl::Duration) {
-      absl::MutexLock lock(&seen->mu);
-      ++seen->disconnects;
-    };
-    return std::make_unique<Watcher>(client_->channel(), options, callbacks);
-  }
-};
-
-TEST_F(WatcherClientTest, StopsOnAnErrorThatARetryCannotFix) {
-  absl::Notification gave_up;
-  absl::Status last;
-  WatcherOptions options;
-  options.user_ids = {0};  // INVALID_ARGUMENT
-  WatcherCallbacks callbacks;
-  callbacks.on_disconnect = [&](const absl::Status& status,
-                                absl::Duration retry_in) {
-    if (retry_in == absl::InfiniteDuration()) {
-      last = status;
-      gave_up.Notify();
-    }
-  };
-  Watcher watcher(client_->channel(), options, callbacks);
-  ASSERT_TRUE(gave_up.WaitForNotificationWithTimeout(absl::Seconds(20)));
-  EXPECT_EQ(last.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(last.message().find("user_ids[0]"), absl::string_view::npos);
-}
-
-TEST_F(WatcherClientTest, FollowsChangesAndResnapshotsAfterARestart) {
-  ASSERT_TRUE(client_->Heartbeat(1).ok());
-  Seen seen;
-  std::unique_ptr<Watcher> watcher = StartWatcher(&seen);
-  ASSERT_TRUE(seen.Await([](Seen& s) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    return s.snapshots.size() == 1;
-  }));
-  ASSERT_TRUE(client_->Heartbeat(2).ok());
-  ASSERT_TRUE(seen.Await([](Seen& s) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    return s.changes.size() == 1;
-  }));
-
-  // Restart on the same address: same database, new epoch.
-  const std::string address = server_->address();
-  ServerOptions options;
-  options.listen = address;
-  client_.reset();
-  server_.reset();
-  Start(options);
-  ASSERT_TRUE(seen.Await([](Seen& s) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    return s.snapshots.size() == 2;
-  }));
-  ASSERT_TRUE(client_->MarkOffline(1).ok());
-  ASSERT_TRUE(seen.Await([](Seen& s) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    return s.changes.size() == 2;
-  }));
-  watcher->Stop();
-
-  absl::MutexLock lock(&seen.mu);
-  EXPECT_EQ(seen.snapshots[0], std::vector<int64_t>{1});
-  EXPECT_EQ(seen.changes[0].user_id(), 2);
-  EXPECT_EQ(seen.snapshots[1], (std::vector<int64_t>{1, 2}));  // restored
-  EXPECT_EQ(seen.changes[1].user_id(), 1);
-  EXPECT_EQ(seen.changes[1].reason(), v1::REASON_MARK_OFFLINE);
-  EXPECT_GE(seen.disconnects, 1);
 }
 
 // The one test on the real clock: a 1 s window really ends.

@@ -16,6 +16,7 @@
 #include "service/presence_server.h"
 #include "service/proto_time.h"
 #include "tests/test_util.h"
+#include "tests/watch_stream.h"
 
 namespace presence {
 namespace {
@@ -67,24 +68,11 @@ class RichPresenceTest : public ::testing::Test {
     return response.users_size() == 1 ? response.users(0) : v1::UserPresence();
   }
 
-  struct Stream {
-    grpc::ClientContext context;
-    std::unique_ptr<grpc::ClientReader<v1::WatchPresenceResponse>> reader;
-    v1::WatchPresenceResponse Next() {
-      v1::WatchPresenceResponse message;
-      EXPECT_TRUE(reader->Read(&message)) << "stream ended";
-      return message;
-    }
-  };
-  std::unique_ptr<Stream> Watch(bool rich) {
+  std::unique_ptr<testing::WatchStream> Watch(bool rich) {
     v1::WatchPresenceRequest request;
     request.set_send_snapshot(true);
     request.set_rich_status(rich);
-    auto stream = std::make_unique<Stream>();
-    stream->context.set_deadline(
-        absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
-    stream->reader = stub_->WatchPresence(&stream->context, request);
-    return stream;
+    return testing::StartWatch(*stub_, request);
   }
 
   static v1::SetStatusRequest Dnd(int64_t user) {

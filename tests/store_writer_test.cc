@@ -1,99 +1,21 @@
 // The group-commit writer against a store whose commits the test controls
-// (blocks, failures): faults at the store seam.
+// (blocks, failures): faults at the store seam (tests/store_fakes.h).
 
 #include "service/store_writer.h"
 
-#include <atomic>
+#include <memory>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
+#include "tests/store_fakes.h"
 
 namespace presence {
 namespace {
 
-class ControlledStore : public PresenceStore {
- public:
-  absl::StatusOr<StoredState> Load(absl::Time) override {
-    return StoredState{};
-  }
-
-  absl::Status Commit(absl::Span<const SessionChange> changes) override {
-    absl::MutexLock lock(&mu_);
-    ++attempts_;
-    mu_.Await(absl::Condition(
-        +[](bool* blocked) { return !*blocked; }, &blocked_));
-    if (gone_) return Gone();
-    if (failures_left_ > 0) {
-      --failures_left_;
-      return absl::ResourceExhaustedError("disk full (injected)");
-    }
-    batches_.emplace_back(changes.begin(), changes.end());
-    return absl::OkStatus();
-  }
-
-  absl::Status Verify() override {
-    absl::MutexLock lock(&mu_);
-    ++verifications_;
-    return gone_ ? Gone() : absl::OkStatus();
-  }
-
-  // From now on the store can never commit again, as if its file had been
-  // deleted.
-  void SetGone() {
-    absl::MutexLock lock(&mu_);
-    gone_ = true;
-  }
-  int verifications() {
-    absl::MutexLock lock(&mu_);
-    return verifications_;
-  }
-
-  void Block() {
-    absl::MutexLock lock(&mu_);
-    blocked_ = true;
-  }
-  void Unblock() {
-    absl::MutexLock lock(&mu_);
-    blocked_ = false;
-  }
-  void FailNext(int n) {
-    absl::MutexLock lock(&mu_);
-    failures_left_ = n;
-  }
-  // Waits until Commit has been entered `n` times in all.
-  void AwaitAttempts(int n) {
-    absl::MutexLock lock(&mu_);
-    auto reached = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return attempts_ >= n;
-    };
-    mu_.Await(absl::Condition(&reached));
-  }
-  std::vector<std::vector<SessionChange>> batches() {
-    absl::MutexLock lock(&mu_);
-    return batches_;
-  }
-  std::vector<int64_t> committed_users() {
-    std::vector<int64_t> users;
-    for (const auto& batch : batches()) {
-      for (const SessionChange& c : batch) users.push_back(c.user_id);
-    }
-    return users;
-  }
-
- private:
-  absl::Mutex mu_;
-  bool blocked_ ABSL_GUARDED_BY(mu_) = false;
-  int failures_left_ ABSL_GUARDED_BY(mu_) = 0;
-  int attempts_ ABSL_GUARDED_BY(mu_) = 0;
-  bool gone_ ABSL_GUARDED_BY(mu_) = false;
-  int verifications_ ABSL_GUARDED_BY(mu_) = 0;
-  std::vector<std::vector<SessionChange>> batches_ ABSL_GUARDED_BY(mu_);
-
-  static absl::Status Gone() {
-    return absl::FailedPreconditionError("the database file was deleted");
-  }
-};
+using testing::ControlledStore;
+using testing::FlakyStore;
 
 SessionChange Beat(int64_t user) {
   const absl::Time t = absl::FromUnixSeconds(1'800'000'000);
@@ -477,6 +399,40 @@ TEST(StoreWriterTest, ACommitThatFindsTheStoreGoneEndsDurability) {
   EXPECT_EQ(outcome.status.code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(writer.accepting().code(), absl::StatusCode::kUnavailable);
   EXPECT_TRUE(store.committed_users().empty());
+}
+
+// The writer reports an outage once, however many retries it takes.
+TEST(StoreWriterHealthTest, OneReportPerOutageNotPerRetry) {
+  for (Durability durability : {Durability::kCommit, Durability::kAsync}) {
+    FlakyStore store(/*failures=*/20);
+    absl::Mutex mu;
+    std::vector<absl::Status> reports;
+    StoreWriter::Options options;
+    options.durability = durability;
+    options.commit_interval = absl::ZeroDuration();
+    options.retry_backoff = absl::Milliseconds(1);
+    options.on_health_change = [&](const absl::Status& s) {
+      absl::MutexLock lock(&mu);
+      reports.push_back(s);
+    };
+    StoreWriter writer(&store, options);
+    const absl::Time t = absl::FromUnixSeconds(1'800'000'000);
+    writer.Record({SessionChange::Kind::kHeartbeat, 1, "", t, t});
+    auto recovered = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+      return reports.size() >= 2;
+    };
+    {
+      absl::MutexLock lock(&mu);
+      ASSERT_TRUE(
+          mu.AwaitWithTimeout(absl::Condition(&recovered), absl::Seconds(30)));
+    }
+    EXPECT_TRUE(writer.Stop().ok());
+    EXPECT_EQ(store.attempts(), 21);
+    absl::MutexLock lock(&mu);
+    ASSERT_EQ(reports.size(), 2u);
+    EXPECT_EQ(reports[0].code(), absl::StatusCode::kUnavailable);
+    EXPECT_TRUE(reports[1].ok());
+  }
 }
 
 }  // namespace
