@@ -1,5 +1,7 @@
 // watch_latency: how long a presence change takes to reach watchers, and how
-// many changes presenced delivers per CPU-second.
+// many changes presenced delivers per CPU-second. One program of one role,
+// kept in one file (~600 lines): its two modes share the fleet of streams,
+// the baseline and the report, and tools/bench/watch_latency.sh runs it.
 //
 // Opens --watchers WatchPresence streams of everyone on a running presenced
 // (asking for up to --max_batch changes per message; 0 is the original one

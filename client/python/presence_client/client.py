@@ -1,5 +1,9 @@
 """PresenceClient: typed calls to presence.v1.PresenceService, of one
-presenced or of a sharded deployment (routed by the shard map)."""
+presenced or of a sharded deployment (routed by the shard map).
+
+One class, kept whole (~560 lines): a method per RPC with its docstring, the
+one place Python callers read the API; the sharded routing is in
+sharded.py, the watch in watch.py, the result types in model.py."""
 
 from __future__ import annotations
 
