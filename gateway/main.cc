@@ -28,11 +28,23 @@
 #include "service/program_usage.h"
 #include "service/status_macros.h"
 
-ABSL_FLAG(std::string, listen, "127.0.0.1:8080",
+namespace {
+
+// The flags' defaults are RestOptions' (gateway/rest_server.h), and
+// ClientOptions' for presenced: one place.
+const presence::rest::RestOptions& Defaults() {
+  static const presence::rest::RestOptions* const defaults =
+      new presence::rest::RestOptions();
+  return *defaults;
+}
+
+}  // namespace
+
+ABSL_FLAG(std::string, listen, Defaults().listen,
           "HOST:PORT to serve HTTP on. Port 0 picks a free port; the "
           "'serving on' log line names it.");
 ABSL_FLAG(
-    std::string, server, "127.0.0.1:50051",
+    std::string, server, Defaults().presenced.target,
     "HOST:PORT of presenced, or a sharded deployment's shard map: "
     "NAME=HOST:PORT,... or a pattern such as "
     "presenced-{0..2}.presenced.NAMESPACE.svc:50051 (docs/scale-out.md).");
@@ -40,12 +52,13 @@ ABSL_FLAG(std::string, jwt_secret_file, "",
           "File holding the HS256 secret that signs callers' JWTs (Django's "
           "SIMPLE_JWT SIGNING_KEY, by default its SECRET_KEY). Required. One "
           "trailing newline is ignored.");
-ABSL_FLAG(absl::Duration, deadline, absl::Seconds(5),
+ABSL_FLAG(absl::Duration, deadline, Defaults().presenced.deadline,
           "Deadline of each call to presenced.");
-ABSL_FLAG(int32_t, max_event_streams, 100'000,
+ABSL_FLAG(int32_t, max_event_streams,
+          static_cast<int32_t>(Defaults().max_event_streams),
           "The most open /api/chat/presence/stream connections; more are "
           "answered 503.");
-ABSL_FLAG(absl::Duration, keepalive, absl::Seconds(15),
+ABSL_FLAG(absl::Duration, keepalive, Defaults().keepalive,
           "How often each event stream gets a keep-alive comment.");
 ABSL_FLAG(std::string, cors_origins, "",
           "Origins whose pages may call presence-rest from the browser (CORS), "
@@ -55,7 +68,8 @@ ABSL_FLAG(std::string, cors_origins, "",
 ABSL_FLAG(std::string, metrics_listen, "",
           "HOST:PORT to serve Prometheus metrics on, at /metrics. Empty: no "
           "metrics.");
-ABSL_FLAG(absl::Duration, upstream_check_interval, absl::Seconds(1),
+ABSL_FLAG(absl::Duration, upstream_check_interval,
+          Defaults().upstream_check_interval,
           "While the WatchPresence stream is live, presenced must answer a "
           "small call this often, within the same time; otherwise the stream "
           "counts as lost (a hung presenced sends no error).");
