@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "google/protobuf/descriptor.pb.h"
@@ -21,7 +22,29 @@ namespace {
 
 using ServiceTest = testing::LoopbackServerTest;
 
-TEST_F(ServiceTest, HealthIsServingAndNotServingOnShutdown) {
+// Shutdown turns health NOT_SERVING before it cuts connections, so a load
+// balancer watching health stops sending calls before they are refused.
+TEST_F(ServiceTest, HealthWatchersSeeNotServingWhenShutdownBegins) {
+  auto channel = grpc::CreateChannel(server_->address(),
+                                     grpc::InsecureChannelCredentials());
+  auto health = grpc::health::v1::Health::NewStub(channel);
+  grpc::ClientContext context;
+  grpc::health::v1::HealthCheckRequest request;  // the whole server
+  auto watch = health->Watch(&context, request);
+  grpc::health::v1::HealthCheckResponse response;
+  ASSERT_TRUE(watch->Read(&response));
+  EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+
+  std::thread stop([&] { EXPECT_TRUE(server_->Shutdown().ok()); });
+  const bool read = watch->Read(&response);
+  stop.join();
+  ASSERT_TRUE(read) << "the watch ended without a status";
+  EXPECT_EQ(response.status(),
+            grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  context.TryCancel();
+}
+
+TEST_F(ServiceTest, HealthIsServingForTheServerAndOurService) {
   auto channel = grpc::CreateChannel(server_->address(),
                                      grpc::InsecureChannelCredentials());
   auto health = grpc::health::v1::Health::NewStub(channel);

@@ -15,6 +15,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/time/time.h"
+#include "service/program_usage.h"
 #include "tools/soak/options.h"
 #include "tools/soak/soak.h"
 
@@ -98,6 +99,12 @@ SoakOptions ReadFlags() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The flags live here, not in a file named after the binary (soak.cc),
+  // where Abseil's --help would look for them.
+  presence::SetUpProgramUsage(
+      "tools/soak/main",
+      "soak: presenced under steady load with watchers that disconnect and "
+      "resume; every view checked (tools/soak/README.md).");
   absl::ParseCommandLine(argc, argv);
   presence::soak::Soak soak(ReadFlags());
   return soak.Run();
