@@ -285,19 +285,31 @@ ConnectionListener::Shed ConnectionListener::ShedOne(int listen_fd) {
       return Shed::kFailed;
     }
   }
-  close(reserve_fd_);
   // accept4() takes a descriptor before it looks at the queue: with none
-  // free it fails with EMFILE even when nobody waits, hence EAGAIN here.
+  // free it fails with EMFILE even when nobody waits. So look first, and
+  // free the reserve only for a connection that is there (another thread
+  // could take the slot while it is free).
+  pollfd waiting{listen_fd, POLLIN, 0};
+  if (poll(&waiting, 1, 0) == 0) return Shed::kNoneWaiting;
+  close(reserve_fd_);
   const int fd =
       accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
   const int accept_error = errno;
-  if (fd >= 0) {
-    ++refused_;  // counted before the client can see the close
-    close(fd);
-  }
-  reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
+    reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
     return accept_error == EAGAIN ? Shed::kNoneWaiting : Shed::kFailed;
+  }
+  ++refused_;  // counted before the client can see the close
+  // The connection is closed by turning its descriptor into the reserve:
+  // dup3() closes it and puts a copy of the wake-up eventfd in its place in
+  // one step. With close() then open(), another thread (gRPC's, opening a
+  // descriptor of its own) could take the slot in between, and the listener
+  // would have nothing left to shed the next connection with.
+  if (dup3(wake_fd_, fd, O_CLOEXEC) >= 0) {
+    reserve_fd_ = fd;
+  } else {
+    close(fd);
+    reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
   }
   log_.Log(absl::StrCat(
       "listener: closed a new connection at once: out of file descriptors "
