@@ -312,7 +312,11 @@ class WatchMessagesTest(unittest.TestCase):
                          [])  # a kind newer than this client
 
 
-class PresencedTestCase(unittest.TestCase):
+class PresencedFixture(unittest.TestCase):
+    """A real presenced started with FLAGS for each test, and a
+    PresenceClient of it (self.server, self.client), both closed after it.
+    No tests of its own: test_rich.py builds on it too."""
+
     FLAGS: List[str] = []
 
     def setUp(self) -> None:
@@ -321,6 +325,8 @@ class PresencedTestCase(unittest.TestCase):
         self.client = PresenceClient(self.server.address)
         self.addCleanup(self.client.close)
 
+
+class PresencedTestCase(PresencedFixture):
     def record_watch(self, user_ids: List[int],
                      client: Optional[PresenceClient] = None) -> WatchRecorder:
         recorder = WatchRecorder(client or self.client, user_ids)

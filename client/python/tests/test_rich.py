@@ -24,8 +24,8 @@ from presence_client import (Availability, CustomStatus, FailedPrecondition,
                              StatusResult, UserPresence)
 from presence_client._proto import pb
 from presence_client.model import watch_events
-from presenced import Presenced
-from test_client import FakeRpcError, ScriptedChannel, WatchRecorder
+from test_client import (FakeRpcError, PresencedFixture, ScriptedChannel,
+                         WatchRecorder)
 from test_sharding import FedChannel, NAMES, owner, spec, start_shards
 
 WAIT = 10  # seconds: the longest any expected event may take
@@ -482,15 +482,7 @@ class RichWatchMessagesTest(unittest.TestCase):
 # --- a real presenced -----------------------------------------------------
 
 
-class RichPresencedTestCase(unittest.TestCase):
-    FLAGS: List[str] = []
-
-    def setUp(self) -> None:
-        self.server = Presenced(self.FLAGS).start()
-        self.addCleanup(self.server.close)
-        self.client = PresenceClient(self.server.address)
-        self.addCleanup(self.client.close)
-
+class RichPresencedTestCase(PresencedFixture):
     def watch(self, user_ids: List[int], rich: bool) -> WatchRecorder:
         recorder = WatchRecorder(self.client, user_ids, rich_status=rich)
         self.addCleanup(recorder.close)
